@@ -1,0 +1,3 @@
+from maas_lib.cli import run
+
+run()

@@ -1,0 +1,336 @@
+"""`maasctl`: the command-line shell over `maas_lib.fleet`. No logic of its own."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Any
+
+import click
+
+from maas_lib.errors import InputError, MaasError
+from maas_lib.models import Action, OverlapMode, RequestState
+
+ACTIONS = [a.value for a in Action]
+
+
+class _Ctx:
+    def __init__(self, db: str | None):
+        self.db = db
+        self._fleet: Any = None
+
+    def fleet(self) -> Any:
+        if self._fleet is None:
+            from maas_lib.fleet import open_fleet
+
+            self._fleet = open_fleet(self.db)
+        return self._fleet
+
+    def close(self) -> None:
+        if self._fleet is not None:
+            self._fleet.close()
+
+
+pass_ctx = click.make_pass_decorator(_Ctx)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--db",
+    metavar="DB",
+    help="Job-queue database: a path or sqlite:///path "
+    "[default: $MAAS_DB, else ~/.local/share/maas-lib/maas.db]",
+)
+@click.option("-v", "--verbose", count=True, help="Log more (-v info, -vv debug).")
+@click.version_option(package_name="maas-lib", prog_name="maasctl")
+@click.pass_context
+def cli(ctx: click.Context, db: str | None, verbose: int) -> None:
+    """Metal as a Service: batch lifecycle actions across a bare-metal fleet."""
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="maasctl: %(levelname)s: %(message)s")
+    ctx.obj = _Ctx(db)
+    ctx.call_on_close(ctx.obj.close)
+
+
+# -- hosts ------------------------------------------------------------------------------
+
+
+@cli.group()
+def hosts() -> None:
+    """Register and list hosts."""
+
+
+@hosts.command("import")
+@click.argument("inventory", nargs=-1, required=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@pass_ctx
+def hosts_import(c: _Ctx, inventory: tuple[str, ...], as_json: bool) -> None:
+    """Upsert hosts from Ansible inventories (YAML, INI, directories, scripts)."""
+    result = c.fleet().import_hosts(list(inventory))
+    if as_json:
+        from maas_lib.output import emit_json
+
+        emit_json(result)
+    else:
+        click.echo(
+            f"imported {result.hosts} hosts ({result.added} added, {result.updated} updated) "
+            f"in {len(result.pools)} pools"
+        )
+
+
+@hosts.command("list")
+@click.option("--pool", help="Only hosts of this pool.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
+@pass_ctx
+def hosts_list(c: _Ctx, pool: str | None, as_json: bool) -> None:
+    """List registered hosts."""
+    from maas_lib.output import emit_json, emit_table
+
+    records = c.fleet().hosts(pool)
+    if as_json:
+        emit_json([r.public() for r in records])
+        return
+    emit_table(
+        None,
+        ["host", "pool", "rack", "bmc", "address", "credential", "status"],
+        [
+            [r.name, r.pool, r.rack, r.bmc_protocol, r.bmc_address, r.bmc_credential, r.status]
+            for r in records
+        ],
+    )
+
+
+# -- requests ---------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("action", type=click.Choice(ACTIONS), metavar="ACTION")
+@click.argument("patterns", nargs=-1, metavar="PATTERN...")
+@click.option("--hosts-file", type=click.Path(dir_okay=False), help="Host names, one per line.")
+@click.option("--batch-size", metavar="N|N%", help="Hosts per batch [default: 10%].")
+@click.option(
+    "--max-failures",
+    metavar="N|N%",
+    help="Stop starting batches once failures exceed this [default: 5%].",
+)
+@click.option(
+    "--max-unavailable",
+    metavar="N|N%",
+    help="Cap on each pool's hosts down at once, across all requests.",
+)
+@click.option("--canary", type=int, metavar="N", help="Hosts in a first, canary batch.")
+@click.option("--pause", type=float, metavar="SECONDS", help="Wait between batches.")
+@click.option("--image", metavar="NAME", help="Image to install (reimage, wipe).")
+@click.option(
+    "--on-overlap",
+    type=click.Choice([m.value for m in OverlapMode]),
+    help="A host held by an earlier request is dropped, or waits [default: drop].",
+)
+@click.option("--as", "as_", metavar="NAME", help="Submitter to record (automation).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@pass_ctx
+def submit(
+    c: _Ctx,
+    action: str,
+    patterns: tuple[str, ...],
+    hosts_file: str | None,
+    batch_size: str | None,
+    max_failures: str | None,
+    max_unavailable: str | None,
+    canary: int | None,
+    pause: float | None,
+    image: str | None,
+    on_overlap: str | None,
+    as_: str | None,
+    as_json: bool,
+) -> None:
+    """Submit ACTION for hosts; it is accepted at once and run later by the scheduler.
+
+    ACTION is one of power-on, power-off, power-cycle, reboot, reimage, wipe,
+    decommission. PATTERNs are host names or shell-style globs ('web*', 'n00[0-4]*').
+    """
+    result = c.fleet().submit(
+        action,
+        patterns,
+        hosts_file=hosts_file,
+        image=image,
+        submitted_by=as_,
+        batch_size=batch_size,
+        max_failures=max_failures,
+        max_unavailable=max_unavailable,
+        canary=canary,
+        pause=pause,
+        on_overlap=on_overlap,
+    )
+    if as_json:
+        from maas_lib.output import emit_json
+
+        emit_json(result)
+    else:
+        click.echo(f"request {result.id} accepted: {action} of {result.hosts} hosts")
+
+
+@cli.command()
+@click.argument("request_id", type=int, metavar="ID")
+@click.option("--json", "as_json", is_flag=True, help="Print the request as JSON.")
+@pass_ctx
+def status(c: _Ctx, request_id: int, as_json: bool) -> None:
+    """Show one request and the state of each of its hosts."""
+    from maas_lib.output import emit_json, emit_table, format_counts
+
+    st = c.fleet().status(request_id)
+    if as_json:
+        emit_json(st)
+        return
+    p = st.policy
+    click.echo(
+        f"request {st.id}: {st.action} {st.state}"
+        + (" (cancel requested)" if st.cancel_requested and st.state != "cancelled" else "")
+    )
+    click.echo(
+        f"  submitted by {st.submitted_by} at {st.created}"
+        + (f", image {st.image}" if st.image else "")
+    )
+    click.echo(
+        f"  policy: batch {p.batch_size}, max failures {p.max_failures}, "
+        f"max unavailable {p.max_unavailable or 'pool default'}, canary {p.canary}, "
+        f"pause {p.pause:g}s, on overlap {p.on_overlap}"
+    )
+    click.echo(f"  hosts: {st.host_count} ({format_counts(st.counts)})")
+    emit_table(
+        None,
+        ["host", "state", "batch", "error class", "reason"],
+        [[h.host, h.state, h.batch, h.error_class, h.reason] for h in st.hosts],
+    )
+
+
+@cli.command("list")
+@click.option(
+    "--state",
+    type=click.Choice([s.value for s in RequestState]),
+    multiple=True,
+    help="Only requests in this state (repeatable).",
+)
+@click.option("--limit", type=int, help="At most this many (newest first).")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
+@pass_ctx
+def list_requests(c: _Ctx, state: tuple[str, ...], limit: int | None, as_json: bool) -> None:
+    """List requests, newest first."""
+    from maas_lib.output import emit_json, emit_table, format_counts
+
+    rows = c.fleet().requests(list(state) or None, limit)
+    if as_json:
+        emit_json(rows)
+        return
+    emit_table(
+        None,
+        ["id", "action", "state", "hosts", "progress", "submitted by", "created"],
+        [
+            [
+                r.id,
+                r.action,
+                r.state + (" (cancelling)" if r.cancel_requested and r.state == "running" else ""),
+                r.host_count,
+                format_counts(r.counts),
+                r.submitted_by,
+                r.created,
+            ]
+            for r in rows
+        ],
+    )
+
+
+@cli.command()
+@click.argument("request_id", type=int, metavar="ID")
+@click.option("--as", "as_", metavar="NAME", help="Who cancels (recorded).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@pass_ctx
+def cancel(c: _Ctx, request_id: int, as_: str | None, as_json: bool) -> None:
+    """Cancel a request: at once if not started, else after its current batch."""
+    state = c.fleet().cancel(request_id, actor=as_)
+    if as_json:
+        from maas_lib.output import emit_json
+
+        emit_json({"id": request_id, "state": state, "cancel_requested": True})
+    elif state == RequestState.CANCELLED:
+        click.echo(f"request {request_id} cancelled")
+    else:
+        click.echo(f"request {request_id} is {state}; it stops after its current batch")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
+@pass_ctx
+def inflight(c: _Ctx, as_json: bool) -> None:
+    """Hosts currently held by in-flight requests, fleet-wide."""
+    from maas_lib.output import emit_json, emit_table
+
+    leases = c.fleet().inflight()
+    if as_json:
+        emit_json(leases)
+        return
+    emit_table(
+        None,
+        ["host", "request", "action", "pool", "holder", "since"],
+        [[x.host, x.request_id, x.action, x.pool, x.holder, x.acquired] for x in leases],
+    )
+
+
+@cli.group()
+def credentials() -> None:
+    """Check credential names (secrets are never printed)."""
+
+
+@credentials.command("check")
+@click.argument("names", nargs=-1, required=True, metavar="NAME...")
+def credentials_check(names: tuple[str, ...]) -> None:
+    """Resolve credential NAMEs and say where each comes from."""
+    from maas_lib.credentials import resolve_credential
+
+    for name in names:
+        click.echo(str(resolve_credential(name)))
+
+
+# -- entry point ------------------------------------------------------------------------
+
+
+def _fail(message: str, code: int) -> int:
+    click.echo(f"maasctl: error: {message}", err=True)
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run maasctl; errors become one line on stderr and an exit code, never a traceback."""
+    try:
+        rv = cli.main(args=argv, prog_name="maasctl", standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError as exc:
+        click.echo(exc.ctx.get_help() if exc.ctx else str(exc))
+        return 0
+    except click.UsageError as exc:
+        return _fail(exc.format_message().replace("\n", " "), 2)
+    except click.ClickException as exc:
+        return _fail(exc.format_message(), exc.exit_code)
+    except click.exceptions.Abort:
+        return _fail("aborted", 130)
+    except InputError as exc:
+        return _fail(str(exc), 2)
+    except MaasError as exc:
+        return _fail(str(exc), 1)
+    except KeyboardInterrupt:
+        return _fail("interrupted", 130)
+    except Exception as exc:
+        if os.environ.get("MAAS_DEBUG"):
+            raise
+        return _fail(
+            f"internal error: {type(exc).__name__}: {exc} (set MAAS_DEBUG=1 for a traceback)", 1
+        )
+    return rv if isinstance(rv, int) else 0
+
+
+def run() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

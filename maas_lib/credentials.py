@@ -1,0 +1,103 @@
+"""Credential names → secrets, resolved at the moment of use and never stored.
+
+Lookup order for a name such as ``rack-a``:
+1. environment ``MAAS_CRED_RACK_A_USERNAME`` and ``MAAS_CRED_RACK_A_PASSWORD``;
+2. the TOML file named by ``MAAS_CREDENTIALS_FILE`` (refused unless only its owner can
+   read it), with one table per name::
+
+       [rack-a]
+       username = "admin"
+       password = "..."
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from maas_lib.errors import CredentialError
+
+ENV_PREFIX = "MAAS_CRED_"
+FILE_ENV = "MAAS_CREDENTIALS_FILE"
+
+
+@dataclass(frozen=True)
+class Credential:
+    """A resolved BMC login. `repr` and `str` never show the password."""
+
+    name: str
+    username: str
+    password: str = field(repr=False)
+    source: str = ""
+
+    def __str__(self) -> str:
+        return f"credential {self.name} (user {self.username}, from {self.source})"
+
+
+def env_names(name: str) -> tuple[str, str]:
+    key = ENV_PREFIX + name.upper().replace("-", "_")
+    return key + "_USERNAME", key + "_PASSWORD"
+
+
+def _from_env(name: str) -> Credential | None:
+    user_var, pass_var = env_names(name)
+    user, password = os.environ.get(user_var), os.environ.get(pass_var)
+    if user is None and password is None:
+        return None
+    if user is None or password is None:
+        missing = user_var if user is None else pass_var
+        raise CredentialError(f"credential {name}: {missing} is not set")
+    return Credential(name=name, username=user, password=password, source="environment")
+
+
+def _read_file(path: Path) -> dict:
+    try:
+        st = path.stat()
+    except OSError as exc:
+        raise CredentialError(f"{FILE_ENV}={path}: {exc.strerror}") from None
+    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise CredentialError(
+            f"{FILE_ENV}={path}: mode {stat.S_IMODE(st.st_mode):04o} lets others read it; "
+            "chmod 600 it"
+        )
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        # The decoder's message quotes no values, so it is safe to show.
+        raise CredentialError(f"{FILE_ENV}={path}: not valid TOML ({exc})") from None
+
+
+def _from_file(name: str) -> Credential | None:
+    file_name = os.environ.get(FILE_ENV)
+    if not file_name:
+        return None
+    data = _read_file(Path(file_name))
+    entry = data.get(name)
+    if entry is None:
+        return None
+    if not isinstance(entry, dict):
+        raise CredentialError(f"{FILE_ENV}={file_name}: [{name}] must be a table")
+    user, password = entry.get("username"), entry.get("password")
+    if not isinstance(user, str) or not isinstance(password, str):
+        raise CredentialError(
+            f"{FILE_ENV}={file_name}: [{name}] needs string username and password"
+        )
+    return Credential(name=name, username=user, password=password, source=file_name)
+
+
+def resolve_credential(name: str) -> Credential:
+    """Resolve a credential name to its secret, or raise `CredentialError` naming what's missing."""
+    cred = _from_env(name) or _from_file(name)
+    if cred is None:
+        user_var, pass_var = env_names(name)
+        where = (
+            f" or a [{name}] table in {os.environ[FILE_ENV]}"
+            if os.environ.get(FILE_ENV)
+            else (f" or {FILE_ENV}")
+        )
+        raise CredentialError(f"credential {name}: set {user_var} and {pass_var}{where}")
+    return cred

@@ -1,0 +1,58 @@
+"""One exception hierarchy for the whole library.
+
+The CLI maps `InputError` (and its subclasses) to exit code 2 with a one-line message;
+every BMC failure carries an `error_class` string that status, stats and metrics use.
+"""
+
+from __future__ import annotations
+
+
+class MaasError(Exception):
+    """Base class of every error maas-lib raises on purpose."""
+
+
+class InputError(MaasError):
+    """The caller asked for something invalid; nothing was written (exit code 2)."""
+
+
+class NotFound(InputError):
+    """An unknown host, request or credential was named."""
+
+
+class StoreError(MaasError):
+    """The job-queue store cannot be opened or is in an unexpected state."""
+
+
+class CredentialError(InputError):
+    """A credential name could not be resolved to a secret."""
+
+
+class BmcError(MaasError):
+    """A BMC operation failed; `error_class` says how, for every consumer downstream."""
+
+    error_class = "bmc_error"
+
+    def __init__(self, message: str, *, host: str | None = None, via: str | None = None):
+        super().__init__(message)
+        self.host = host
+        self.via = via
+
+
+class BmcUnreachable(BmcError):
+    error_class = "unreachable"
+
+
+class BmcAuthError(BmcError):
+    error_class = "auth"
+
+
+class BmcTimeout(BmcError):
+    error_class = "timeout"
+
+
+class BmcUnsupported(BmcError):
+    error_class = "unsupported"
+
+
+class BmcTlsError(BmcError):
+    error_class = "tls"

@@ -1,0 +1,217 @@
+"""The library operations behind every front end: the CLI, the Ansible modules and
+`import maas_lib` all call these, so validation and semantics live here once."""
+
+from __future__ import annotations
+
+import getpass
+import re
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from maas_lib.errors import InputError, NotFound
+from maas_lib.models import (
+    IMAGE_ACTIONS,
+    Action,
+    BatchPolicy,
+    HostRecord,
+    HostStatus,
+    ImportResult,
+    Lease,
+    RequestState,
+    RequestStatus,
+    RequestSummary,
+    SubmitResult,
+)
+from maas_lib.patterns import split_patterns
+from maas_lib.store import Event, NewRequest, Store, open_store
+
+_IMAGE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/+-]*$")
+_ACTOR_RE = re.compile(r"^[^\s\x00-\x1f]{1,128}$")
+#: Shown when a submission names many unknown hosts.
+_MAX_NAMED = 5
+
+
+def os_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+def parse_action(action: str | Action) -> Action:
+    try:
+        return Action(action)
+    except ValueError:
+        choices = ", ".join(a.value for a in Action)
+        raise InputError(f"unknown action {action!r} (choose from {choices})") from None
+
+
+def parse_policy(policy: BatchPolicy | dict[str, Any] | None = None, **fields: Any) -> BatchPolicy:
+    """Validate a batch policy; errors name the option as the CLI spells it."""
+    if isinstance(policy, BatchPolicy) and not fields:
+        return policy
+    data = policy.model_dump() if isinstance(policy, BatchPolicy) else dict(policy or {})
+    data.update({k: v for k, v in fields.items() if v is not None})
+    try:
+        return BatchPolicy.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        option = "--" + str(err["loc"][0]).replace("_", "-") if err["loc"] else "policy"
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] != "value_error" and "input" in err:
+            msg += f" (got {err['input']!r})"
+        raise InputError(f"{option}: {msg}") from None
+
+
+def read_hosts_file(path: str | Path) -> list[str]:
+    """Host names or patterns, one per line; blank lines and `#` comments are skipped."""
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise InputError(f"--hosts-file {path}: {exc.strerror}") from None
+    return [ln.split("#", 1)[0].strip() for ln in text.splitlines() if ln.split("#", 1)[0].strip()]
+
+
+def _name_some(names: Sequence[str]) -> str:
+    shown = ", ".join(names[:_MAX_NAMED])
+    return shown + (f" (and {len(names) - _MAX_NAMED} more)" if len(names) > _MAX_NAMED else "")
+
+
+class Fleet:
+    """A fleet backed by one job-queue store."""
+
+    def __init__(self, store: Store):
+        self.store = store
+
+    def __enter__(self) -> Fleet:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.store.close()
+
+    # -- hosts ----------------------------------------------------------------------------
+
+    def import_hosts(self, sources: Sequence[str], *, actor: str | None = None) -> ImportResult:
+        """Parse Ansible inventories and upsert their hosts and pools (all or nothing)."""
+        from maas_lib.inventory import load_inventory
+
+        hosts, pools = load_inventory(sources)
+        added, updated = self.store.upsert_hosts(hosts, pools, actor=actor or os_user())
+        return ImportResult(added=added, updated=updated, hosts=len(hosts), pools=pools)
+
+    def hosts(self, pool: str | None = None) -> list[HostRecord]:
+        return self.store.list_hosts(pool)
+
+    # -- requests -------------------------------------------------------------------------
+
+    def submit(
+        self,
+        action: str | Action,
+        patterns: Iterable[str] = (),
+        *,
+        hosts_file: str | Path | None = None,
+        policy: BatchPolicy | dict[str, Any] | None = None,
+        image: str | None = None,
+        submitted_by: str | None = None,
+        **policy_fields: Any,
+    ) -> SubmitResult:
+        """Accept a request at once: validate, write it in one transaction, return its id.
+
+        Overlaps with in-flight requests are *not* computed here; the scheduler resolves
+        them later in acceptance order, so acceptance costs O(hosts) and takes no locks
+        beyond one short write transaction.
+        """
+        act = parse_action(action)
+        pats = list(patterns)
+        if hosts_file is not None:
+            pats += read_hosts_file(hosts_file)
+        if not pats:
+            raise InputError("no hosts given (name hosts, globs or --hosts-file)")
+        names, globs = split_patterns(pats)
+        pol = parse_policy(policy, **policy_fields)
+        if act is Action.REIMAGE and not image:
+            raise InputError("reimage needs --image NAME")
+        if image is not None:
+            if act not in IMAGE_ACTIONS:
+                raise InputError(f"--image does not apply to {act} (only reimage and wipe)")
+            if not _IMAGE_RE.match(image):
+                raise InputError(f"--image: not a valid image name (got {image!r})")
+        who = submitted_by or os_user()
+        if not _ACTOR_RE.match(who):
+            raise InputError(f"--as: not a valid name (got {who!r})")
+
+        match = self.store.match_hosts(names, globs)
+        hosts, unknown, empty = match.ordered([p.strip() for p in pats])
+        if unknown:
+            raise NotFound(f"unknown host {_name_some(unknown)}")
+        if empty:
+            raise NotFound(f"pattern {empty[0]!r} matches no registered host")
+        refused = [n for n in hosts if match.status[n] is not HostStatus.ACTIVE]
+        if refused:
+            first = refused[0]
+            raise InputError(
+                f"host {first} is {match.status[first]} and cannot be submitted"
+                + (f" ({len(refused) - 1} more hosts likewise)" if len(refused) > 1 else "")
+            )
+        if pol.canary > len(hosts):
+            raise InputError(f"--canary {pol.canary} exceeds the request's {len(hosts)} hosts")
+        request_id = self.store.create_request(
+            NewRequest(
+                action=act,
+                policy=pol,
+                patterns=pats,
+                hosts=hosts,
+                submitted_by=who,
+                os_user=os_user(),
+                image=image,
+            )
+        )
+        return SubmitResult(id=request_id, state=RequestState.ACCEPTED, hosts=len(hosts))
+
+    def status(self, request_id: int) -> RequestStatus:
+        return self.store.get_request(request_id)
+
+    def requests(
+        self,
+        state: str | RequestState | Sequence[str | RequestState] | None = None,
+        limit: int | None = None,
+    ) -> list[RequestSummary]:
+        """Requests, newest first, optionally only those in the given state(s)."""
+        if limit is not None and limit < 1:
+            raise InputError(f"--limit must be at least 1 (got {limit})")
+        states = None
+        if state is not None:
+            raw = [state] if isinstance(state, str | RequestState) else list(state)
+            try:
+                states = [RequestState(s) for s in raw]
+            except ValueError:
+                choices = ", ".join(s.value for s in RequestState)
+                raise InputError(f"unknown state {raw!r} (choose from {choices})") from None
+        return self.store.list_requests(states, limit)
+
+    def cancel(self, request_id: int, *, actor: str | None = None) -> RequestState:
+        """Cancel an accepted request now; a running one stops after its current batch."""
+        return self.store.cancel_request(request_id, actor=actor or os_user())
+
+    def inflight(self) -> list[Lease]:
+        """Hosts currently held by in-flight requests, fleet-wide."""
+        return self.store.inflight()
+
+    def events(self, request_id: int | None = None, limit: int = 100) -> list[Event]:
+        if request_id is not None:
+            self.store.get_request(request_id)  # NotFound for an unknown id
+        return self.store.events(request_id, limit)
+
+
+def open_fleet(url: str | Path | None = None) -> Fleet:
+    """Open the fleet whose job-queue store is at `url` (path, sqlite:///…, or the default)."""
+    return Fleet(open_store(url))
+
+
+__all__ = ["Fleet", "NotFound", "open_fleet"]

@@ -1,0 +1,155 @@
+"""Ansible inventories (YAML, INI, directories, dynamic scripts) → `HostSpec` and `PoolSpec`.
+
+Parsing is ansible-core's own: `InventoryManager` for the sources and `VariableManager` for
+host, group, `group_vars/` and `host_vars/` variables, with Jinja templates rendered. Only
+the variables maas-lib understands are read; secrets are never read from an inventory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic import ValidationError
+
+from maas_lib.errors import InputError
+from maas_lib.models import HostSpec, PoolSpec
+
+log = logging.getLogger(__name__)
+
+#: Inventory variables that map one-to-one onto HostSpec fields.
+HOST_VARS = tuple(f for f in HostSpec.model_fields if f not in ("name", "pool"))
+#: Variables that look like secrets: never read, and the user is told so.
+_SECRET_VAR_RE = re.compile(r"^bmc_(user(name)?|pass(word)?|secret|token)$")
+_FAILED_PLUGIN_RE = re.compile(r"\[WARNING\]: Failed to parse inventory with '(\w+)' plugin: (.*)")
+_WARNING_RE = re.compile(r"^\[WARNING\]: (.*)$", re.M)
+
+
+def _parse_failure(source: str, captured: str) -> str:
+    """The most relevant reason ansible-core gave for failing to parse `source`."""
+    reasons = dict(_FAILED_PLUGIN_RE.findall(captured))
+    ext = os.path.splitext(source)[1].lower()
+    preferred = ("yaml", "auto") if ext in (".yml", ".yaml") else ("ini", "toml", "script")
+    for plugin in (*preferred, *reasons):
+        if plugin in reasons:
+            return reasons[plugin].strip()
+    return "not a YAML, INI or TOML inventory, nor an executable inventory script"
+
+
+def _parse_sources(sources: Sequence[str]) -> tuple[Any, Any, Any]:
+    from ansible import constants as C
+    from ansible.errors import AnsibleError
+    from ansible.inventory.manager import InventoryManager
+    from ansible.parsing.dataloader import DataLoader
+    from ansible.vars.manager import VariableManager
+
+    # A source no plugin can parse is an error here, not ansible's default warning.
+    C.INVENTORY_ANY_UNPARSED_IS_FAILED = True
+    loader = DataLoader()
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(captured):
+            inventory = InventoryManager(loader=loader, sources=list(sources))
+    except AnsibleError as exc:
+        text = captured.getvalue()
+        failed = next((s for s in sources if os.path.abspath(s) in str(exc)), sources[0])
+        raise InputError(f"inventory {failed}: {_parse_failure(failed, text)}") from None
+    for warning in _WARNING_RE.findall(captured.getvalue()):
+        log.warning("inventory: %s", warning)
+    return loader, inventory, VariableManager(loader=loader, inventory=inventory)
+
+
+def _default_pool(host: Any) -> str:
+    """The host's most specific group (deepest; the first declared among equals)."""
+    groups = [g for g in host.get_groups() if g.name not in ("all", "ungrouped")]
+    if not groups:
+        return "ungrouped"
+    return max(groups, key=lambda g: g.depth).name
+
+
+def load_inventory(sources: Sequence[str]) -> tuple[list[HostSpec], list[PoolSpec]]:
+    """Parse inventory sources into validated hosts and pools, or raise `InputError`."""
+    if not sources:
+        raise InputError("no inventory given")
+    for source in sources:
+        if not os.path.exists(source):
+            raise InputError(f"inventory {source}: no such file or directory")
+    from ansible.errors import AnsibleError
+    from ansible.template import Templar
+
+    loader, inventory, variables = _parse_sources(sources)
+    hosts: list[HostSpec] = []
+    pool_budgets: dict[str, tuple[str, Any]] = {}
+    secret_vars: set[str] = set()
+    for host in inventory.get_hosts():
+        hostvars = variables.get_vars(host=host, include_hostvars=False)
+        templar = Templar(loader=loader, variables=hostvars)
+        fields: dict[str, Any] = {"name": host.name}
+        for var in (*HOST_VARS, "pool", "pool_max_unavailable"):
+            if var not in hostvars:
+                continue
+            try:
+                value = templar.template(hostvars[var])
+            except AnsibleError as exc:
+                raise InputError(f"host {host.name}: {var}: {exc.message}") from None
+            fields[var] = _plain(value)
+        secret_vars.update(v for v in hostvars if _SECRET_VAR_RE.match(v))
+        fields.setdefault("pool", _default_pool(host))
+        budget = fields.pop("pool_max_unavailable", None)
+        spec = _validate_host(fields)
+        hosts.append(spec)
+        if budget is not None:
+            seen = pool_budgets.setdefault(spec.pool, (spec.name, budget))
+            if str(seen[1]) != str(budget):
+                raise InputError(
+                    f"pool {spec.pool}: pool_max_unavailable is {seen[1]} for host {seen[0]} "
+                    f"but {budget} for host {spec.name}"
+                )
+    if not hosts:
+        raise InputError(f"inventory {', '.join(sources)}: defines no hosts")
+    for var in sorted(secret_vars):
+        log.warning(
+            "inventory variable %s ignored: secrets are never read from inventories; "
+            "name a credential with bmc_credential",
+            var,
+        )
+    pools = []
+    for name in sorted({h.pool for h in hosts}):
+        budget = pool_budgets.get(name, (None, None))[1]
+        try:
+            pools.append(PoolSpec(name=name, max_unavailable=budget))
+        except ValidationError as exc:
+            raise InputError(f"pool {name}: pool_max_unavailable: {_first_error(exc)[1]}") from None
+    return hosts, pools
+
+
+def _plain(value: Any) -> Any:
+    """Strip ansible-core's tagged str/int subclasses down to builtins."""
+    for kind in (bool, int, float, str):
+        if isinstance(value, kind):
+            return kind(value)
+    return value
+
+
+def _first_error(exc: ValidationError) -> tuple[str, str]:
+    err = exc.errors()[0]
+    var = ".".join(str(p) for p in err["loc"] if not isinstance(p, int)) or "vars"
+    msg = err["msg"].removeprefix("Value error, ")
+    if "input" in err and err["type"] not in ("value_error", "missing"):
+        msg += f" (got {err['input']!r})"
+    return var, msg
+
+
+def _validate_host(fields: dict[str, Any]) -> HostSpec:
+    try:
+        return HostSpec.model_validate(fields)
+    except ValidationError as exc:
+        var, msg = _first_error(exc)
+        if var == "vars" and msg.startswith("bmc_"):
+            var, _, msg = msg.partition(": ")
+        raise InputError(f"host {fields['name']}: {var}: {msg}") from None

@@ -1,0 +1,329 @@
+"""Pydantic models and state enums shared by the store, the API and the front ends."""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import re
+from enum import StrEnum
+from typing import Any
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
+
+
+class Action(StrEnum):
+    POWER_ON = "power-on"
+    POWER_OFF = "power-off"
+    POWER_CYCLE = "power-cycle"
+    REBOOT = "reboot"
+    REIMAGE = "reimage"
+    WIPE = "wipe"
+    DECOMMISSION = "decommission"
+
+
+#: Actions that boot an image and therefore may name one.
+IMAGE_ACTIONS = frozenset({Action.REIMAGE, Action.WIPE})
+
+
+class RequestState(StrEnum):
+    ACCEPTED = "accepted"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    PARTIAL = "partial"
+    CANCELLED = "cancelled"
+
+
+#: A request in one of these states holds (or may take) host leases.
+IN_FLIGHT_REQUEST_STATES = frozenset({RequestState.ACCEPTED, RequestState.RUNNING})
+TERMINAL_REQUEST_STATES = frozenset(set(RequestState) - IN_FLIGHT_REQUEST_STATES)
+
+
+class HostTaskState(StrEnum):
+    """The state of one host inside one request."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    DROPPED = "dropped"
+    CANCELLED = "cancelled"
+
+
+class HostStatus(StrEnum):
+    """The standing of a host in the fleet, independent of any request."""
+
+    ACTIVE = "active"
+    QUARANTINED = "quarantined"
+    DECOMMISSIONED = "decommissioned"
+
+
+class BmcProtocol(StrEnum):
+    IPMI = "ipmi"
+    REDFISH = "redfish"
+
+
+class OverlapMode(StrEnum):
+    DROP = "drop"
+    WAIT = "wait"
+
+
+_AMOUNT_RE = re.compile(r"^\s*(\d+)\s*(%?)\s*$")
+
+
+class Amount(BaseModel):
+    """A count of hosts given either absolutely (``"5"``) or as a share (``"25%"``)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    value: int = Field(ge=0)
+    percent: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _parse(cls, data: Any) -> Any:
+        if isinstance(data, bool):
+            raise ValueError("expected N or N%")
+        if isinstance(data, int):
+            if data < 0:
+                raise ValueError(f"must not be negative (got {data})")
+            return {"value": data, "percent": False}
+        if isinstance(data, str):
+            m = _AMOUNT_RE.match(data)
+            if not m:
+                raise ValueError(f"expected N or N% with N a whole number >= 0 (got {data!r})")
+            return {"value": int(m.group(1)), "percent": bool(m.group(2))}
+        return data
+
+    @model_serializer
+    def _serialize(self) -> str:
+        return str(self)
+
+    def __str__(self) -> str:
+        return f"{self.value}%" if self.percent else str(self.value)
+
+    def ceil_of(self, total: int) -> int:
+        """Hosts this amount stands for out of `total`, rounding a share up."""
+        if not self.percent:
+            return self.value
+        return math.ceil(total * self.value / 100)
+
+    def floor_of(self, total: int) -> int:
+        """Hosts this amount stands for out of `total`, rounding a share down."""
+        if not self.percent:
+            return self.value
+        return (total * self.value) // 100
+
+
+def _check_share(amount: Amount | None, what: str, *, allow_zero: bool) -> Amount | None:
+    if amount is None:
+        return None
+    if amount.percent and amount.value > 100:
+        raise ValueError(f"{what} cannot exceed 100% (got {amount})")
+    if amount.value == 0 and not allow_zero:
+        raise ValueError(f"{what} must be at least 1 (got {amount})")
+    return amount
+
+
+class BatchPolicy(BaseModel):
+    """How a request's hosts are rolled out: batches, failure threshold, budgets."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    batch_size: Amount = Field(default_factory=lambda: Amount.model_validate("10%"))
+    max_failures: Amount = Field(default_factory=lambda: Amount.model_validate("5%"))
+    max_unavailable: Amount | None = None
+    canary: int = Field(default=0, ge=0)
+    pause: float = Field(default=0.0, ge=0, allow_inf_nan=False)
+    on_overlap: OverlapMode = OverlapMode.DROP
+
+    @field_validator("batch_size")
+    @classmethod
+    def _batch_size(cls, v: Amount) -> Amount:
+        return _check_share(v, "batch size", allow_zero=False)  # type: ignore[return-value]
+
+    @field_validator("max_failures")
+    @classmethod
+    def _max_failures(cls, v: Amount) -> Amount:
+        return _check_share(v, "max failures", allow_zero=True)  # type: ignore[return-value]
+
+    @field_validator("max_unavailable")
+    @classmethod
+    def _max_unavailable(cls, v: Amount | None) -> Amount | None:
+        return _check_share(v, "max unavailable", allow_zero=False)
+
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:@-]*$")
+_CRED_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+_HOSTNAME_RE = re.compile(
+    r"^(?=.{1,253}$)([A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)"
+    r"(\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$"
+)
+
+
+def check_bmc_address(value: str) -> str:
+    """Accept an IP address, a DNS name, or an http(s) URL (Redfish); reject the rest."""
+    value = value.strip()
+    if value.startswith(("https://", "http://")):
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(value)
+        if not parts.hostname:
+            raise ValueError(f"URL has no host (got {value!r})")
+        check_bmc_address(parts.hostname)
+        try:
+            parts.port  # noqa: B018 - raises on a malformed port
+        except ValueError as exc:
+            raise ValueError(f"URL has an invalid port (got {value!r})") from exc
+        return value
+    try:
+        ipaddress.ip_address(value)
+        return value
+    except ValueError:
+        pass
+    if not _HOSTNAME_RE.match(value) or value.replace(".", "").isdigit():
+        raise ValueError(f"not an IP address, DNS name or http(s) URL (got {value!r})")
+    return value
+
+
+class HostSpec(BaseModel):
+    """A host as declared by an inventory: where its BMC is and how to reach it.
+
+    Only the credential *name* is kept; the secret is resolved when a BMC is contacted.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1)
+    pool: str
+    rack: str | None = None
+    bmc_address: str
+    bmc_port: int | None = Field(default=None, ge=1, le=65535)
+    bmc_protocol: BmcProtocol | None = None
+    bmc_system: str | None = None
+    bmc_credential: str = "default"
+    bmc_tls_ca: str | None = None
+    bmc_tls_verify: bool = True
+    bmc_fallback_protocol: BmcProtocol | None = None
+    bmc_fallback_address: str | None = None
+    bmc_fallback_port: int | None = Field(default=None, ge=1, le=65535)
+    hw_model: str | None = None
+    bmc_vendor: str | None = None
+
+    @field_validator("name", "pool")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _NAME_RE.match(v):
+            raise ValueError(f"not a valid name (got {v!r})")
+        return v
+
+    @field_validator("bmc_credential")
+    @classmethod
+    def _credential(cls, v: str) -> str:
+        if not _CRED_RE.match(v):
+            raise ValueError(f"must be letters, digits, '-' or '_' (got {v!r})")
+        return v
+
+    @field_validator("bmc_address", "bmc_fallback_address")
+    @classmethod
+    def _address(cls, v: str | None) -> str | None:
+        return None if v is None else check_bmc_address(v)
+
+    @model_validator(mode="after")
+    def _protocols(self) -> HostSpec:
+        is_url = self.bmc_address.startswith(("https://", "http://"))
+        if self.bmc_protocol is None:
+            self.bmc_protocol = BmcProtocol.REDFISH if is_url else BmcProtocol.IPMI
+        elif self.bmc_protocol is BmcProtocol.IPMI and is_url:
+            raise ValueError("bmc_address: an ipmi BMC takes an IP address or DNS name, not a URL")
+        if self.bmc_fallback_protocol is not None and self.bmc_fallback_address is None:
+            raise ValueError("bmc_fallback_address: required when bmc_fallback_protocol is set")
+        if self.bmc_fallback_address is not None and self.bmc_fallback_protocol is None:
+            fb_url = self.bmc_fallback_address.startswith(("https://", "http://"))
+            self.bmc_fallback_protocol = BmcProtocol.REDFISH if fb_url else BmcProtocol.IPMI
+        return self
+
+
+class PoolSpec(BaseModel):
+    """A pool of hosts and its standing disruption budget, if the inventory declares one."""
+
+    name: str
+    max_unavailable: Amount | None = None
+
+    @field_validator("max_unavailable")
+    @classmethod
+    def _max_unavailable(cls, v: Amount | None) -> Amount | None:
+        return _check_share(v, "pool_max_unavailable", allow_zero=False)
+
+
+class HostRecord(HostSpec):
+    """A registered host, as the store returns it."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    status: HostStatus = HostStatus.ACTIVE
+    created: str
+    updated: str
+
+    def public(self) -> dict[str, Any]:
+        data = self.model_dump(mode="json", exclude={"name"})
+        return {"host": self.name, **data}
+
+
+class ImportResult(BaseModel):
+    added: int
+    updated: int
+    hosts: int
+    pools: list[PoolSpec]
+
+
+class SubmitResult(BaseModel):
+    id: int
+    state: RequestState
+    hosts: int
+
+
+class RequestHost(BaseModel):
+    host: str
+    state: HostTaskState
+    reason: str | None = None
+    error_class: str | None = None
+    batch: int | None = None
+
+
+class RequestSummary(BaseModel):
+    id: int
+    action: Action
+    state: RequestState
+    submitted_by: str
+    created: str
+    updated: str
+    image: str | None = None
+    host_count: int
+    cancel_requested: bool = False
+    counts: dict[str, int] = Field(default_factory=dict)
+
+
+class RequestStatus(RequestSummary):
+    os_user: str
+    policy: BatchPolicy
+    patterns: list[str]
+    hosts: list[RequestHost]
+
+
+class Lease(BaseModel):
+    """A host held by an in-flight request."""
+
+    host: str
+    request_id: int
+    action: Action
+    pool: str
+    holder: str
+    acquired: str

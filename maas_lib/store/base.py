@@ -1,0 +1,164 @@
+"""The job-queue store interface.
+
+Every backend (SQLite now, PostgreSQL later) implements `Store`. Callers never see SQL:
+the API layer (`maas_lib.fleet`) speaks in models, and a backend owns its transactions.
+Every write is one short transaction so several processes (CLI invocations, schedulers)
+can share one database.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from maas_lib.models import (
+    Action,
+    BatchPolicy,
+    HostRecord,
+    HostSpec,
+    HostStatus,
+    Lease,
+    PoolSpec,
+    RequestState,
+    RequestStatus,
+    RequestSummary,
+)
+
+
+@dataclass(frozen=True)
+class NewRequest:
+    """A validated submission, ready to be written."""
+
+    action: Action
+    policy: BatchPolicy
+    patterns: list[str]
+    hosts: list[str]
+    submitted_by: str
+    os_user: str
+    image: str | None = None
+
+
+@dataclass(frozen=True)
+class PatternMatch:
+    """What host patterns resolved to: each host's standing, and what each glob matched."""
+
+    status: dict[str, HostStatus]
+    glob_hits: dict[str, list[str]] = field(default_factory=dict)
+
+    def ordered(self, patterns: Sequence[str]) -> tuple[list[str], list[str], list[str]]:
+        """(hosts in pattern order without repeats, unknown names, globs matching nothing)."""
+        hosts: dict[str, None] = {}
+        unknown: list[str] = []
+        empty: list[str] = []
+        for p in patterns:
+            if p in self.glob_hits:
+                hits = self.glob_hits[p]
+                if not hits:
+                    empty.append(p)
+                hosts.update(dict.fromkeys(hits))
+            elif p in self.status:
+                hosts[p] = None
+            else:
+                unknown.append(p)
+        return list(hosts), unknown, empty
+
+
+@dataclass(frozen=True)
+class LeaseResult:
+    """Outcome of an atomic lease attempt: hosts now held, and hosts held by others."""
+
+    acquired: list[str]
+    held_by: dict[str, int]
+
+
+@dataclass(frozen=True)
+class Event:
+    id: int
+    ts: str
+    kind: str
+    request_id: int | None
+    host: str | None
+    actor: str | None
+    message: str
+    data: dict[str, Any]
+
+
+class Store(ABC):
+    """The job-queue tables behind one interface."""
+
+    url: str
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    @abstractmethod
+    def schema_version(self) -> int: ...
+
+    # hosts and pools
+    @abstractmethod
+    def upsert_hosts(
+        self, hosts: Sequence[HostSpec], pools: Sequence[PoolSpec], *, actor: str
+    ) -> tuple[int, int]:
+        """Insert or update hosts and pools in one transaction; return (added, updated).
+
+        A host's standing (`status`) is never changed by a re-import."""
+
+    @abstractmethod
+    def list_hosts(self, pool: str | None = None) -> list[HostRecord]: ...
+
+    @abstractmethod
+    def get_host(self, name: str) -> HostRecord: ...
+
+    @abstractmethod
+    def list_pools(self) -> list[PoolSpec]: ...
+
+    @abstractmethod
+    def match_hosts(self, names: Sequence[str], globs: Sequence[str]) -> PatternMatch:
+        """Resolve exact names and shell-style globs against registered hosts."""
+
+    # requests
+    @abstractmethod
+    def create_request(self, request: NewRequest) -> int:
+        """Write a request and its hosts (state pending) in one transaction; return its id."""
+
+    @abstractmethod
+    def get_request(self, request_id: int) -> RequestStatus: ...
+
+    @abstractmethod
+    def list_requests(
+        self, states: Sequence[RequestState] | None = None, limit: int | None = None
+    ) -> list[RequestSummary]:
+        """Requests, newest first."""
+
+    @abstractmethod
+    def cancel_request(self, request_id: int, *, actor: str) -> RequestState:
+        """Cancel an accepted request at once, or flag a running one; return its state."""
+
+    # leases
+    @abstractmethod
+    def acquire_leases(self, request_id: int, hosts: Sequence[str], *, holder: str) -> LeaseResult:
+        """Atomically take every free host of `hosts` for `request_id`."""
+
+    @abstractmethod
+    def release_leases(self, request_id: int, hosts: Sequence[str] | None = None) -> int: ...
+
+    @abstractmethod
+    def inflight(self) -> list[Lease]: ...
+
+    # events
+    @abstractmethod
+    def record_event(
+        self,
+        kind: str,
+        message: str,
+        *,
+        request_id: int | None = None,
+        host: str | None = None,
+        actor: str | None = None,
+        data: dict[str, Any] | None = None,
+    ) -> None: ...
+
+    @abstractmethod
+    def events(self, request_id: int | None = None, limit: int = 100) -> list[Event]: ...

@@ -1,0 +1,447 @@
+"""The SQLite job-queue store: one file, WAL mode, shared by many processes.
+
+Writers take the write lock up front (`BEGIN IMMEDIATE`) so two processes never deadlock
+upgrading a read lock, and every write transaction is short. Readers never block writers.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from maas_lib.errors import InputError, NotFound, StoreError
+from maas_lib.models import (
+    TERMINAL_REQUEST_STATES,
+    BatchPolicy,
+    HostRecord,
+    HostSpec,
+    HostStatus,
+    HostTaskState,
+    Lease,
+    PoolSpec,
+    RequestHost,
+    RequestState,
+    RequestStatus,
+    RequestSummary,
+)
+from maas_lib.patterns import glob_matches, literal_prefix
+from maas_lib.store.base import Event, LeaseResult, NewRequest, PatternMatch, Store
+from maas_lib.store.sqlite_schema import LATEST_VERSION, MIGRATIONS
+from maas_lib.timeutil import utc_now
+
+#: How long a writer waits for another process's write lock before giving up.
+BUSY_TIMEOUT_S = 30.0
+
+_HOST_COLUMNS = [name for name in HostSpec.model_fields if name != "name"]
+# Re-imports update every declared field but never `status` (a host's standing) or `created`.
+_UPSERT_HOST_SQL = (
+    f"INSERT INTO hosts (name, {', '.join(_HOST_COLUMNS)}, created, updated) "
+    f"VALUES (:name, {', '.join(':' + c for c in _HOST_COLUMNS)}, :now, :now) "
+    "ON CONFLICT (name) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in _HOST_COLUMNS)
+    + ", updated = excluded.updated"
+)
+
+
+def _prefix_upper_bound(prefix: str) -> str:
+    # Every string that starts with `prefix` sorts below prefix + U+10FFFF.
+    return prefix + "\U0010ffff"
+
+
+class SqliteStore(Store):
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.url = f"sqlite:///{self.path}"
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # isolation_level=None: no implicit transactions; every write is explicit.
+            conn = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_S, isolation_level=None)
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"cannot open database {self.path}: {exc}") from exc
+        self.db = sqlite_utils.Database(conn)
+        self.conn = conn
+        try:
+            self.db.enable_wal()
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise StoreError(f"cannot use database {self.path}: {exc}") from exc
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction holding the database write lock from its first statement."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    def _migrate(self) -> None:
+        with self._write():
+            if not self.db["schema_migrations"].exists():
+                self.db["schema_migrations"].create({"version": int, "applied": str}, pk="version")
+            current = self._version()
+            if current > LATEST_VERSION:
+                raise StoreError(
+                    f"database {self.path} has schema version {current}, newer than this "
+                    f"maas-lib understands ({LATEST_VERSION}); upgrade maas-lib"
+                )
+            for version, migrate in MIGRATIONS:
+                if version > current:
+                    migrate(self.db)
+                    self.conn.execute(
+                        "INSERT INTO schema_migrations (version, applied) VALUES (?, ?)",
+                        (version, utc_now()),
+                    )
+
+    def _version(self) -> int:
+        row = self.conn.execute("SELECT MAX(version) FROM schema_migrations").fetchone()
+        return row[0] or 0
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def schema_version(self) -> int:
+        return self._version()
+
+    def _rows(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[dict]:
+        return list(self.db.query(sql, params))
+
+    # -- hosts ----------------------------------------------------------------------------
+
+    def upsert_hosts(
+        self, hosts: Sequence[HostSpec], pools: Sequence[PoolSpec], *, actor: str
+    ) -> tuple[int, int]:
+        now = utc_now()
+        names = [h.name for h in hosts]
+        with self._write() as conn:
+            existing = {
+                r[0]
+                for r in self.conn.execute(
+                    "SELECT name FROM hosts WHERE name IN (SELECT value FROM json_each(?))",
+                    (json.dumps(names),),
+                )
+            }
+            new = [h for h in hosts if h.name not in existing]
+            old = [h for h in hosts if h.name in existing]
+            conn.executemany(
+                _UPSERT_HOST_SQL, [{**h.model_dump(mode="json"), "now": now} for h in hosts]
+            )
+            self.db["pools"].upsert_all(
+                [
+                    {
+                        "name": p.name,
+                        "max_unavailable": None
+                        if p.max_unavailable is None
+                        else str(p.max_unavailable),
+                        "updated": now,
+                    }
+                    for p in pools
+                ],
+                pk="name",
+            )
+            self._event(
+                "hosts_imported",
+                f"{len(new)} hosts added, {len(old)} updated",
+                actor=actor,
+                data={
+                    "added": len(new),
+                    "updated": len(old),
+                    "pools": sorted({h.pool for h in hosts}),
+                },
+            )
+        return len(new), len(old)
+
+    def list_hosts(self, pool: str | None = None) -> list[HostRecord]:
+        if pool is None:
+            rows = self._rows("SELECT * FROM hosts ORDER BY name")
+        else:
+            rows = self._rows("SELECT * FROM hosts WHERE pool = ? ORDER BY name", (pool,))
+        return [HostRecord.model_validate(r) for r in rows]
+
+    def get_host(self, name: str) -> HostRecord:
+        rows = self._rows("SELECT * FROM hosts WHERE name = ?", (name,))
+        if not rows:
+            raise NotFound(f"unknown host {name!r}")
+        return HostRecord.model_validate(rows[0])
+
+    def list_pools(self) -> list[PoolSpec]:
+        return [
+            PoolSpec(name=r["name"], max_unavailable=r["max_unavailable"])
+            for r in self._rows(
+                "SELECT p.name, pl.max_unavailable FROM "
+                "(SELECT DISTINCT pool AS name FROM hosts) p "
+                "LEFT JOIN pools pl ON pl.name = p.name ORDER BY p.name"
+            )
+        ]
+
+    def match_hosts(self, names: Sequence[str], globs: Sequence[str]) -> PatternMatch:
+        status: dict[str, HostStatus] = {}
+        if names:
+            for name, st in self.conn.execute(
+                "SELECT name, status FROM hosts WHERE name IN (SELECT value FROM json_each(?))",
+                (json.dumps(list(names)),),
+            ):
+                status[name] = HostStatus(st)
+        hits: dict[str, list[str]] = {}
+        for pattern in globs:
+            prefix = literal_prefix(pattern)
+            if prefix:
+                rows = self.conn.execute(
+                    "SELECT name, status FROM hosts WHERE name >= ? AND name < ? ORDER BY name",
+                    (prefix, _prefix_upper_bound(prefix)),
+                ).fetchall()
+            else:
+                rows = self.conn.execute("SELECT name, status FROM hosts ORDER BY name").fetchall()
+            candidates = dict(rows)
+            hits[pattern] = glob_matches(pattern, candidates)
+            status.update((n, HostStatus(candidates[n])) for n in hits[pattern])
+        return PatternMatch(status=status, glob_hits=hits)
+
+    # -- requests -------------------------------------------------------------------------
+
+    def create_request(self, request: NewRequest) -> int:
+        now = utc_now()
+        with self._write() as conn:
+            cur = conn.execute(
+                "INSERT INTO requests (action, state, policy, patterns, image, submitted_by, "
+                "os_user, host_count, created, updated) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (
+                    str(request.action),
+                    str(RequestState.ACCEPTED),
+                    request.policy.model_dump_json(),
+                    json.dumps(request.patterns),
+                    request.image,
+                    request.submitted_by,
+                    request.os_user,
+                    len(request.hosts),
+                    now,
+                    now,
+                ),
+            )
+            request_id = cur.lastrowid
+            assert request_id is not None
+            conn.executemany(
+                "INSERT INTO request_hosts (request_id, host) VALUES (?, ?)",
+                [(request_id, h) for h in request.hosts],
+            )
+            self._event(
+                "request_accepted",
+                f"{request.action} of {len(request.hosts)} hosts accepted",
+                request_id=request_id,
+                actor=request.submitted_by,
+            )
+        return request_id
+
+    def _request_row(self, request_id: int) -> dict[str, Any]:
+        rows = self._rows("SELECT * FROM requests WHERE id = ?", (request_id,))
+        if not rows:
+            raise NotFound(f"unknown request id {request_id}")
+        return rows[0]
+
+    def _counts(self, ids: Sequence[int]) -> dict[int, dict[str, int]]:
+        counts: dict[int, dict[str, int]] = {i: {} for i in ids}
+        for rid, state, n in self.conn.execute(
+            "SELECT request_id, state, COUNT(*) FROM request_hosts "
+            "WHERE request_id IN (SELECT value FROM json_each(?)) GROUP BY request_id, state",
+            (json.dumps(list(ids)),),
+        ):
+            counts[rid][state] = n
+        return counts
+
+    @staticmethod
+    def _summary_fields(row: dict[str, Any], counts: dict[str, int]) -> dict[str, Any]:
+        return {
+            "id": row["id"],
+            "action": row["action"],
+            "state": row["state"],
+            "submitted_by": row["submitted_by"],
+            "created": row["created"],
+            "updated": row["updated"],
+            "image": row["image"],
+            "host_count": row["host_count"],
+            "cancel_requested": bool(row["cancel_requested"]),
+            "counts": counts,
+        }
+
+    def get_request(self, request_id: int) -> RequestStatus:
+        row = self._request_row(request_id)
+        hosts = [
+            RequestHost.model_validate(r)
+            for r in self._rows(
+                "SELECT host, state, reason, error_class, batch FROM request_hosts "
+                "WHERE request_id = ? ORDER BY rowid",
+                (request_id,),
+            )
+        ]
+        counts: dict[str, int] = {}
+        for h in hosts:
+            counts[h.state] = counts.get(h.state, 0) + 1
+        return RequestStatus(
+            **self._summary_fields(row, counts),
+            os_user=row["os_user"],
+            policy=BatchPolicy.model_validate_json(row["policy"]),
+            patterns=json.loads(row["patterns"]),
+            hosts=hosts,
+        )
+
+    def list_requests(
+        self, states: Sequence[RequestState] | None = None, limit: int | None = None
+    ) -> list[RequestSummary]:
+        sql = "SELECT * FROM requests"
+        params: list[Any] = []
+        if states:
+            sql += " WHERE state IN (SELECT value FROM json_each(?))"
+            params.append(json.dumps([str(s) for s in states]))
+        sql += " ORDER BY id DESC"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        rows = self._rows(sql, params)
+        counts = self._counts([r["id"] for r in rows])
+        return [RequestSummary(**self._summary_fields(r, counts[r["id"]])) for r in rows]
+
+    def cancel_request(self, request_id: int, *, actor: str) -> RequestState:
+        now = utc_now()
+        with self._write() as conn:
+            row = conn.execute("SELECT state FROM requests WHERE id = ?", (request_id,)).fetchone()
+            if row is None:
+                raise NotFound(f"unknown request id {request_id}")
+            state = RequestState(row[0])
+            if state in TERMINAL_REQUEST_STATES:
+                raise InputError(f"request {request_id} has already ended ({state})")
+            if state is RequestState.ACCEPTED:
+                conn.execute(
+                    "UPDATE requests SET state = ?, cancel_requested = 1, cancelled_by = ?, "
+                    "updated = ?, finished = ?, reason = ? WHERE id = ?",
+                    (
+                        str(RequestState.CANCELLED),
+                        actor,
+                        now,
+                        now,
+                        f"cancelled by {actor} before it started",
+                        request_id,
+                    ),
+                )
+                conn.execute(
+                    "UPDATE request_hosts SET state = ?, reason = ?, finished = ? "
+                    "WHERE request_id = ? AND state = ?",
+                    (
+                        str(HostTaskState.CANCELLED),
+                        f"request cancelled by {actor}",
+                        now,
+                        request_id,
+                        str(HostTaskState.PENDING),
+                    ),
+                )
+                new_state = RequestState.CANCELLED
+            else:
+                conn.execute(
+                    "UPDATE requests SET cancel_requested = 1, cancelled_by = ?, updated = ? "
+                    "WHERE id = ?",
+                    (actor, now, request_id),
+                )
+                new_state = state
+            self._event(
+                "request_cancelled" if new_state is RequestState.CANCELLED else "cancel_requested",
+                f"cancel by {actor} while {state}",
+                request_id=request_id,
+                actor=actor,
+            )
+        return new_state
+
+    # -- leases ---------------------------------------------------------------------------
+
+    def acquire_leases(self, request_id: int, hosts: Sequence[str], *, holder: str) -> LeaseResult:
+        now = utc_now()
+        with self._write() as conn:
+            conn.executemany(
+                "INSERT OR IGNORE INTO host_leases (host, request_id, holder, acquired) "
+                "VALUES (?, ?, ?, ?)",
+                [(h, request_id, holder, now) for h in hosts],
+            )
+            owners = dict(
+                conn.execute(
+                    "SELECT host, request_id FROM host_leases "
+                    "WHERE host IN (SELECT value FROM json_each(?))",
+                    (json.dumps(list(hosts)),),
+                ).fetchall()
+            )
+        acquired = [h for h in hosts if owners.get(h) == request_id]
+        held_by = {h: owners[h] for h in hosts if owners.get(h) not in (None, request_id)}
+        return LeaseResult(acquired=acquired, held_by=held_by)
+
+    def release_leases(self, request_id: int, hosts: Sequence[str] | None = None) -> int:
+        with self._write() as conn:
+            if hosts is None:
+                cur = conn.execute("DELETE FROM host_leases WHERE request_id = ?", (request_id,))
+            else:
+                cur = conn.execute(
+                    "DELETE FROM host_leases WHERE request_id = ? "
+                    "AND host IN (SELECT value FROM json_each(?))",
+                    (request_id, json.dumps(list(hosts))),
+                )
+            return cur.rowcount
+
+    def inflight(self) -> list[Lease]:
+        return [
+            Lease.model_validate(r)
+            for r in self._rows(
+                "SELECT l.host, l.request_id, r.action, h.pool, l.holder, l.acquired "
+                "FROM host_leases l JOIN requests r ON r.id = l.request_id "
+                "JOIN hosts h ON h.name = l.host ORDER BY l.host"
+            )
+        ]
+
+    # -- events ---------------------------------------------------------------------------
+
+    def _event(
+        self,
+        kind: str,
+        message: str,
+        *,
+        request_id: int | None = None,
+        host: str | None = None,
+        actor: str | None = None,
+        data: dict[str, Any] | None = None,
+    ) -> None:
+        self.conn.execute(
+            "INSERT INTO events (ts, kind, request_id, host, actor, message, data) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (utc_now(), kind, request_id, host, actor, message, json.dumps(data) if data else None),
+        )
+
+    def record_event(
+        self,
+        kind: str,
+        message: str,
+        *,
+        request_id: int | None = None,
+        host: str | None = None,
+        actor: str | None = None,
+        data: dict[str, Any] | None = None,
+    ) -> None:
+        with self._write():
+            self._event(kind, message, request_id=request_id, host=host, actor=actor, data=data)
+
+    def events(self, request_id: int | None = None, limit: int = 100) -> list[Event]:
+        if request_id is None:
+            rows = self._rows("SELECT * FROM events ORDER BY id DESC LIMIT ?", (limit,))
+        else:
+            rows = self._rows(
+                "SELECT * FROM events WHERE request_id = ? ORDER BY id DESC LIMIT ?",
+                (request_id, limit),
+            )
+        return [Event(**{**r, "data": json.loads(r["data"]) if r["data"] else {}}) for r in rows]

@@ -1,0 +1,199 @@
+"""SQLite schema, as numbered migrations applied in order inside one transaction each.
+
+Table definitions go through sqlite-utils so column types, defaults and foreign keys are
+declared once as data. A migration is never edited after release: add a new one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import sqlite_utils
+
+
+def _v1(db: sqlite_utils.Database) -> None:
+    db["hosts"].create(
+        {
+            "name": str,
+            "pool": str,
+            "rack": str,
+            "bmc_address": str,
+            "bmc_port": int,
+            "bmc_protocol": str,
+            "bmc_system": str,
+            "bmc_credential": str,
+            "bmc_tls_ca": str,
+            "bmc_tls_verify": int,
+            "bmc_fallback_protocol": str,
+            "bmc_fallback_address": str,
+            "bmc_fallback_port": int,
+            "hw_model": str,
+            "bmc_vendor": str,
+            "status": str,
+            "status_reason": str,
+            "created": str,
+            "updated": str,
+        },
+        pk="name",
+        not_null={
+            "pool",
+            "bmc_address",
+            "bmc_protocol",
+            "bmc_credential",
+            "status",
+            "bmc_tls_verify",
+            "created",
+            "updated",
+        },
+        defaults={"status": "active", "bmc_credential": "default", "bmc_tls_verify": 1},
+    )
+    db["hosts"].create_index(["pool"])
+
+    db["pools"].create(
+        {"name": str, "max_unavailable": str, "updated": str},
+        pk="name",
+        not_null={"updated"},
+    )
+
+    db["requests"].create(
+        {
+            "id": int,
+            "action": str,
+            "state": str,
+            "policy": str,
+            "patterns": str,
+            "image": str,
+            "submitted_by": str,
+            "os_user": str,
+            "host_count": int,
+            "cancel_requested": int,
+            "cancelled_by": str,
+            "claimed_by": str,
+            "claim_expires": str,
+            "reason": str,
+            "created": str,
+            "updated": str,
+            "started": str,
+            "finished": str,
+        },
+        pk="id",
+        not_null={
+            "action",
+            "state",
+            "policy",
+            "patterns",
+            "submitted_by",
+            "os_user",
+            "host_count",
+            "cancel_requested",
+            "created",
+            "updated",
+        },
+        defaults={"cancel_requested": 0},
+    )
+    db["requests"].create_index(["state", "id"])
+
+    db["request_hosts"].create(
+        {
+            "request_id": int,
+            "host": str,
+            "state": str,
+            "reason": str,
+            "error_class": str,
+            "batch": int,
+            "holder_request": int,
+            "started": str,
+            "finished": str,
+        },
+        pk=("request_id", "host"),
+        not_null={"state"},
+        defaults={"state": "pending"},
+        foreign_keys=[("request_id", "requests", "id"), ("host", "hosts", "name")],
+    )
+    db["request_hosts"].create_index(["host", "state"])
+
+    db["batches"].create(
+        {
+            "request_id": int,
+            "idx": int,
+            "state": str,
+            "size": int,
+            "started": str,
+            "finished": str,
+        },
+        pk=("request_id", "idx"),
+        not_null={"state", "size"},
+        foreign_keys=[("request_id", "requests", "id")],
+    )
+
+    db["host_tasks"].create(
+        {
+            "id": int,
+            "request_id": int,
+            "host": str,
+            "action": str,
+            "attempt": int,
+            "state": str,
+            "via": str,
+            "error_class": str,
+            "error": str,
+            "started": str,
+            "finished": str,
+        },
+        pk="id",
+        not_null={"request_id", "host", "action", "attempt", "state"},
+        defaults={"attempt": 1},
+        foreign_keys=[("request_id", "requests", "id"), ("host", "hosts", "name")],
+    )
+    db["host_tasks"].create_index(["request_id", "host"])
+
+    db["step_results"].create(
+        {
+            "id": int,
+            "task_id": int,
+            "request_id": int,
+            "host": str,
+            "action": str,
+            "step": str,
+            "outcome": str,
+            "error_class": str,
+            "error": str,
+            "via": str,
+            "started": str,
+            "finished": str,
+            "duration_s": float,
+        },
+        pk="id",
+        not_null={"task_id", "request_id", "host", "action", "step", "outcome", "started"},
+        foreign_keys=[("task_id", "host_tasks", "id"), ("request_id", "requests", "id")],
+    )
+    db["step_results"].create_index(["action", "step"])
+    db["step_results"].create_index(["request_id"])
+
+    db["host_leases"].create(
+        {"host": str, "request_id": int, "holder": str, "acquired": str},
+        pk="host",
+        not_null={"request_id", "holder", "acquired"},
+        foreign_keys=[("host", "hosts", "name"), ("request_id", "requests", "id")],
+    )
+    db["host_leases"].create_index(["request_id"])
+
+    db["events"].create(
+        {
+            "id": int,
+            "ts": str,
+            "kind": str,
+            "request_id": int,
+            "host": str,
+            "actor": str,
+            "message": str,
+            "data": str,
+        },
+        pk="id",
+        not_null={"ts", "kind", "message"},
+    )
+    db["events"].create_index(["request_id", "id"])
+
+
+MIGRATIONS: list[tuple[int, Callable[[sqlite_utils.Database], None]]] = [(1, _v1)]
+LATEST_VERSION = MIGRATIONS[-1][0]

@@ -1,0 +1,184 @@
+"""The SQLite job-queue store against real database files, including several processes."""
+
+import multiprocessing as mp
+import sqlite3
+from fnmatch import fnmatchcase
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import maas_lib
+from maas_lib.errors import StoreError
+from maas_lib.models import Action, BatchPolicy, HostSpec, PoolSpec
+from maas_lib.store import NewRequest, open_store
+from maas_lib.store.sqlite_schema import LATEST_VERSION
+
+TABLES = {
+    "hosts",
+    "pools",
+    "requests",
+    "request_hosts",
+    "batches",
+    "host_tasks",
+    "step_results",
+    "host_leases",
+    "events",
+    "schema_migrations",
+}
+
+
+def hosts(*names, pool="p"):
+    return [HostSpec(name=n, pool=pool, bmc_address="10.0.0.1") for n in names]
+
+
+def new_request(names, action=Action.REBOOT):
+    return NewRequest(
+        action=action,
+        policy=BatchPolicy(),
+        patterns=list(names),
+        hosts=list(names),
+        submitted_by="t",
+        os_user="t",
+    )
+
+
+def test_fresh_database_is_wal_with_all_tables_at_latest_version(db_path):
+    store = open_store(db_path)
+    assert store.schema_version() == LATEST_VERSION
+    store.close()
+    conn = sqlite3.connect(db_path)
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert names >= TABLES
+
+
+def test_reopening_does_not_reapply_migrations(db_path):
+    open_store(db_path).close()
+    open_store(f"sqlite:///{db_path}").close()
+    conn = sqlite3.connect(db_path)
+    assert conn.execute("SELECT COUNT(*) FROM schema_migrations").fetchone()[0] == LATEST_VERSION
+
+
+def test_newer_schema_is_refused(db_path):
+    open_store(db_path).close()
+    conn = sqlite3.connect(db_path)
+    conn.execute("INSERT INTO schema_migrations VALUES (?, 'x')", (LATEST_VERSION + 1,))
+    conn.commit()
+    with pytest.raises(StoreError, match="newer than this maas-lib"):
+        open_store(db_path)
+
+
+def test_not_a_database_is_a_clear_error(tmp_path):
+    bogus = tmp_path / "x.db"
+    bogus.write_text("this is not sqlite" * 100)
+    with pytest.raises(StoreError, match="cannot use database"):
+        open_store(bogus)
+
+
+def test_reimport_updates_fields_but_keeps_standing_and_created(db_path):
+    store = open_store(db_path)
+    assert store.upsert_hosts(hosts("a", "b"), [PoolSpec(name="p")], actor="t") == (2, 0)
+    created = store.get_host("a").created
+    store.conn.execute("UPDATE hosts SET status = 'quarantined' WHERE name = 'a'")
+    moved = [HostSpec(name="a", pool="q", bmc_address="10.9.9.9"), *hosts("c")]
+    assert store.upsert_hosts(moved, [], actor="t") == (1, 1)
+    a = store.get_host("a")
+    assert (a.pool, a.bmc_address, a.status, a.created) == ("q", "10.9.9.9", "quarantined", created)
+    assert [h.name for h in store.list_hosts()] == ["a", "b", "c"]
+    assert [h.name for h in store.list_hosts("p")] == ["b", "c"]
+
+
+def test_request_and_its_hosts_are_written_in_one_transaction(db_path):
+    store = open_store(db_path)
+    store.upsert_hosts(hosts("a", "b"), [], actor="t")
+    with pytest.raises(sqlite3.IntegrityError):
+        store.create_request(new_request(["a", "ghost"]))
+    assert store.list_requests() == []
+    assert store.conn.execute("SELECT COUNT(*) FROM request_hosts").fetchone()[0] == 0
+    rid = store.create_request(new_request(["a", "b"]))
+    st_ = store.get_request(rid)
+    assert [h.host for h in st_.hosts] == ["a", "b"]
+    assert {h.state for h in st_.hosts} == {"pending"}
+    assert [e.kind for e in store.events(rid)] == ["request_accepted"]
+
+
+NAME_CHARS = "ab01-"
+
+
+@settings(
+    max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture], deadline=None
+)
+@given(
+    names=st.sets(st.text(NAME_CHARS, min_size=1, max_size=5), min_size=1, max_size=25),
+    pattern=st.text(NAME_CHARS + "*?[]!", min_size=1, max_size=6),
+)
+def test_glob_matching_equals_fnmatch(tmp_path_factory, names, pattern):
+    db = tmp_path_factory.mktemp("glob") / "g.db"
+    store = open_store(db)
+    store.upsert_hosts(
+        [HostSpec(name="h" + n, pool="p", bmc_address="10.0.0.1") for n in names], [], actor="t"
+    )
+    glob = "h" + pattern
+    got = store.match_hosts([], [glob]).glob_hits[glob]
+    assert got == sorted(n for n in ("h" + x for x in names) if fnmatchcase(n, glob))
+    store.close()
+
+
+def _lease_worker(db, request_id, names, out):
+    store = open_store(db)
+    result = store.acquire_leases(request_id, names, holder=f"worker-{request_id}")
+    out.put((request_id, result.acquired, result.held_by))
+
+
+def test_leases_are_atomic_across_processes(db_path):
+    store = open_store(db_path)
+    names = [f"n{i:03d}" for i in range(200)]
+    store.upsert_hosts(hosts(*names), [], actor="t")
+    ids = [store.create_request(new_request(names)) for _ in range(4)]
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    procs = [ctx.Process(target=_lease_worker, args=(str(db_path), i, names, out)) for i in ids]
+    for p in procs:
+        p.start()
+    results = [out.get(timeout=60) for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+    owner = {}
+    for rid, acquired, held_by in results:
+        for h in acquired:
+            assert h not in owner, f"{h} leased twice"
+            owner[h] = rid
+        for h, holder in held_by.items():
+            assert holder != rid
+    assert sorted(owner) == names
+    leases = store.inflight()
+    assert {x.host: x.request_id for x in leases} == owner
+    # Releasing frees hosts for the next request.
+    first = results[0][0]
+    mine = [h for h, r in owner.items() if r == first]
+    assert store.release_leases(first) == len(mine)
+    assert all(x.request_id != first for x in store.inflight())
+
+
+def _submit_worker(db, n, out):
+    with maas_lib.open_fleet(db) as fleet:
+        out.put([fleet.submit("reboot", ["n*"], batch_size="50%").id for _ in range(n)])
+
+
+def test_many_processes_submit_concurrently_without_loss(db_path):
+    with maas_lib.open_fleet(db_path) as fleet:
+        fleet.store.upsert_hosts(hosts(*[f"n{i}" for i in range(50)]), [], actor="t")
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    procs = [ctx.Process(target=_submit_worker, args=(str(db_path), 25, out)) for _ in range(4)]
+    for p in procs:
+        p.start()
+    ids = [i for _ in procs for i in out.get(timeout=120)]
+    for p in procs:
+        p.join(timeout=60)
+    assert len(ids) == len(set(ids)) == 100
+    with maas_lib.open_fleet(db_path) as fleet:
+        rows = fleet.requests()
+        assert len(rows) == 100 and all(r.host_count == 50 for r in rows)
+        assert all(r.counts == {"pending": 50} for r in rows)
