@@ -92,7 +92,8 @@ def test_invalid_host_var_names_host_and_var(write_file, hostvars, words):
     base = "bmc_address: 10.0.0.1\n          " if "bmc_address" not in hostvars else ""
     path = write_file(
         "bad.yml",
-        f"all:\n  hosts:\n    ok1: {{bmc_address: 10.0.0.2}}\n    bad1:\n          {base}{hostvars}\n",
+        "all:\n  hosts:\n    ok1: {bmc_address: 10.0.0.2}\n"
+        f"    bad1:\n          {base}{hostvars}\n",
     )
     with pytest.raises(InputError) as exc:
         load_inventory([str(path)])
@@ -155,7 +156,7 @@ def test_invalid_pool_budget(write_file):
         "c.yml",
         "all:\n  vars: {pool_max_unavailable: 0}\n  hosts:\n    w1: {bmc_address: 10.0.0.1}\n",
     )
-    with pytest.raises(InputError, match="pool ungrouped: pool_max_unavailable: .*at least 1"):
+    with pytest.raises(InputError, match=r"pool ungrouped: pool_max_unavailable: .*at least 1"):
         load_inventory([str(path)])
 
 
@@ -169,3 +170,36 @@ def test_secret_looking_vars_are_ignored_with_a_warning(write_file, caplog):
     assert "bmc_password ignored" in caplog.text
     assert "hunter2-secret" not in caplog.text
     assert "hunter2-secret" not in hosts[0].model_dump_json()
+
+
+def test_inventory_plugin_config_goes_through_ansible_plugins(write_file):
+    path = write_file(
+        "gen.yml",
+        """
+        plugin: ansible.builtin.generator
+        hosts:
+          name: "{{ role }}-{{ n }}"
+          parents:
+            - name: "{{ role }}"
+              vars:
+                bmc_address: "{{ '10.5.0.1' }}"
+        layers:
+          role: [api, cache]
+          n: ["1", "2"]
+        """,
+    )
+    hosts, _ = load_inventory([str(path)])
+    assert sorted((h.name, h.pool) for h in hosts) == [
+        ("api-1", "api"),
+        ("api-2", "api"),
+        ("cache-1", "cache"),
+        ("cache-2", "cache"),
+    ]
+    # Loading twice in one process must work the same.
+    assert len(load_inventory([str(path)])[0]) == 4
+
+
+def test_unknown_inventory_plugin_is_named(write_file):
+    path = write_file("np.yml", "plugin: nosuch.plugin.x\n")
+    with pytest.raises(InputError, match=r"specifies unknown plugin 'nosuch\.plugin\.x'"):
+        load_inventory([str(path)])

@@ -1,0 +1,162 @@
+"""Acceptance throughput: how fast submissions are accepted into the job queue.
+
+Prints one JSON line. Figures:
+- accepted_hosts_per_s: host submissions accepted per second in-process (Fleet.submit:
+  validation, host resolution, one write transaction per submission), 1,000 submissions
+  of 100 hosts each against a 20,000-host fleet;
+- raw_insert_hosts_per_s: a raw sqlite3 executemany of the same request_hosts rows into the
+  same schema, one transaction per 100-row submission, in the same run;
+- ratio: accepted / raw (target >= 0.5);
+- cli_submit_1000_median_s: wall time of `maasctl submit reboot <1,000 hosts>` as a new
+  process (start-up included), median of --cli-runs (target < 0.6 s);
+- import_s: `maasctl hosts import` of the 20,000-host YAML inventory (ansible-core parsing);
+- linkedin_mvp_hosts_per_day: 72,000, for comparison with accepted_hosts_per_s * 86,400.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import maas_lib
+from maas_lib.models import HostSpec, PoolSpec
+from maas_lib.store import open_store
+
+
+def fleet_hosts(n: int) -> list[HostSpec]:
+    return [
+        HostSpec(
+            name=f"n{i:05d}",
+            pool=f"pool{i % 20:02d}",
+            rack=f"r{i // 40}",
+            bmc_address=f"10.{i // 62500}.{(i // 250) % 250}.{i % 250 + 1}",
+        )
+        for i in range(n)
+    ]
+
+
+def write_inventory(path: Path, hosts: list[HostSpec]) -> None:
+    lines = ["all:", "  children:"]
+    for pool in sorted({h.pool for h in hosts}):
+        lines += [f"    {pool}:", "      hosts:"]
+        lines += [
+            f"        {h.name}: {{bmc_address: {h.bmc_address}, rack: {h.rack}}}"
+            for h in hosts
+            if h.pool == pool
+        ]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--fleet", type=int, default=20_000)
+    ap.add_argument("--submissions", type=int, default=1_000)
+    ap.add_argument("--hosts-per-submission", type=int, default=100)
+    ap.add_argument("--cli-hosts", type=int, default=1_000)
+    ap.add_argument("--cli-runs", type=int, default=11)
+    args = ap.parse_args()
+
+    rng = random.Random(42)
+    hosts = fleet_hosts(args.fleet)
+    names = [h.name for h in hosts]
+    batches = [rng.sample(names, args.hosts_per_submission) for _ in range(args.submissions)]
+    rows = args.submissions * args.hosts_per_submission
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmpdir = Path(tmp)
+        inv = tmpdir / "fleet.yml"
+        write_inventory(inv, hosts)
+        db = tmpdir / "accept.db"
+        env = {**os.environ, "MAAS_DB": str(db)}
+        maasctl = [sys.executable, "-m", "maas_lib"]
+        t0 = time.perf_counter()
+        subprocess.run(
+            [*maasctl, "hosts", "import", str(inv)], check=True, env=env, stdout=subprocess.DEVNULL
+        )
+        import_s = time.perf_counter() - t0
+
+        # Raw baseline: same schema and fleet, request rows made beforehand (untimed).
+        raw_db = tmpdir / "raw.db"
+        store = open_store(raw_db)
+        store.upsert_hosts(
+            hosts, [PoolSpec(name=p) for p in {h.pool for h in hosts}], actor="bench"
+        )
+        store.close()
+        conn = sqlite3.connect(raw_db, isolation_level=None)
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute("BEGIN")
+        conn.executemany(
+            "INSERT INTO requests (id, action, state, policy, patterns, submitted_by, os_user, "
+            "host_count, created, updated) VALUES (?, 'reboot', 'accepted', '{}', '[]', 'b', "
+            "'b', 100, 'now', 'now')",
+            [(i + 1,) for i in range(args.submissions)],
+        )
+        conn.execute("COMMIT")
+        t0 = time.perf_counter()
+        for i, batch in enumerate(batches, start=1):
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany(
+                "INSERT INTO request_hosts (request_id, host) VALUES (?, ?)",
+                [(i, h) for h in batch],
+            )
+            conn.execute("COMMIT")
+        raw_s = time.perf_counter() - t0
+        conn.close()
+
+        with maas_lib.open_fleet(db) as fleet:
+            t0 = time.perf_counter()
+            for batch in batches:
+                fleet.submit("reboot", batch, batch_size="10%")
+            accept_s = time.perf_counter() - t0
+            assert len(fleet.requests(limit=args.submissions)) == args.submissions
+
+        cli_names = rng.sample(names, args.cli_hosts)
+        cli_times = []
+        for _ in range(args.cli_runs):
+            t0 = time.perf_counter()
+            subprocess.run(
+                [*maasctl, "submit", "reboot", *cli_names, "--json"],
+                check=True,
+                env=env,
+                stdout=subprocess.DEVNULL,
+            )
+            cli_times.append(time.perf_counter() - t0)
+
+    accepted = rows / accept_s
+    raw = rows / raw_s
+    print(
+        json.dumps(
+            {
+                "bench": "accept",
+                "fleet_hosts": args.fleet,
+                "submissions": args.submissions,
+                "hosts_per_submission": args.hosts_per_submission,
+                "accepted_hosts_per_s": round(accepted),
+                "accepted_submissions_per_s": round(args.submissions / accept_s, 1),
+                "raw_insert_hosts_per_s": round(raw),
+                "ratio": round(accepted / raw, 3),
+                "ratio_target": 0.5,
+                "cli_submit_hosts": args.cli_hosts,
+                "cli_submit_1000_median_s": round(statistics.median(cli_times), 3),
+                "cli_submit_max_s": round(max(cli_times), 3),
+                "cli_target_s": 0.6,
+                "import_s": round(import_s, 2),
+                "accepted_hosts_per_day": round(accepted * 86_400),
+                "linkedin_mvp_hosts_per_day": 72_000,
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,320 @@
+"""`maasctl` end to end, in subprocesses against a real SQLite file."""
+
+import sqlite3
+import sys
+from pathlib import Path
+
+import pytest
+
+import maas_lib
+
+SECRET = "Zq9-very-secret-BMC-pass"
+
+
+def count(db, table):
+    conn = sqlite3.connect(db)
+    try:
+        return conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def imported(cli, inventory):
+    r = cli("hosts", "import", str(inventory))
+    assert r.code == 0, r
+    return r
+
+
+def test_import_then_list_hosts(cli, inventory):
+    r = cli("hosts", "import", str(inventory), "--json")
+    assert r.code == 0, r
+    assert r.json()["added"] == 11 and r.json()["updated"] == 0
+    again = cli("hosts", "import", str(inventory), "--json").json()
+    assert (again["added"], again["updated"]) == (0, 11)
+    rows = cli("hosts", "list", "--json").json()
+    assert len(rows) == 11
+    web = next(x for x in rows if x["host"] == "web03")
+    assert web | {"pool": "web", "rack": "r1", "bmc_protocol": "ipmi"} == web
+    assert web["bmc_address"] == "10.20.1.3" and web["status"] == "active"
+    assert [x["host"] for x in cli("hosts", "list", "--pool", "db", "--json").json()] == [
+        "db01",
+        "db02",
+    ]
+    human = cli("hosts", "list")
+    assert human.code == 0 and "web03" in human.out and "10.20.1.3" in human.out
+
+
+def test_submit_is_accepted_and_status_shows_every_host(cli, imported):
+    r = cli(
+        "submit",
+        "reimage",
+        "web0[1-3]",
+        "db01",
+        "--image",
+        "ubuntu-24.04",
+        "--batch-size",
+        "2",
+        "--max-failures",
+        "1",
+        "--max-unavailable",
+        "50%",
+        "--canary",
+        "1",
+        "--pause",
+        "30",
+        "--on-overlap",
+        "wait",
+        "--json",
+    )
+    assert r.code == 0, r
+    assert r.json() == {"id": 1, "state": "accepted", "hosts": 4}
+    st = cli("status", "1", "--json").json()
+    assert st["action"] == "reimage" and st["state"] == "accepted"
+    assert st["image"] == "ubuntu-24.04"
+    assert st["policy"] == {
+        "batch_size": "2",
+        "max_failures": "1",
+        "max_unavailable": "50%",
+        "canary": 1,
+        "pause": 30.0,
+        "on_overlap": "wait",
+    }
+    assert st["created"].endswith("Z") and st["submitted_by"]
+    assert [h["host"] for h in st["hosts"]] == ["web01", "web02", "web03", "db01"]
+    assert all(
+        h | {"state": "pending", "reason": None, "error_class": None, "batch": None} == h
+        for h in st["hosts"]
+    )
+    human = cli("status", "1")
+    assert human.code == 0 and "4 pending" in human.out and "web02" in human.out
+
+
+def test_overlapping_submissions_are_both_accepted(cli, imported):
+    a = cli("submit", "reboot", "web*", "--json").json()
+    b = cli("submit", "power-cycle", "web0[1-4]", "db*", "--json").json()
+    assert (a["state"], b["state"]) == ("accepted", "accepted")
+    assert (a["hosts"], b["hosts"]) == (8, 6)
+    sb = cli("status", str(b["id"]), "--json").json()
+    assert {h["state"] for h in sb["hosts"]} == {"pending"}
+    assert cli("inflight", "--json").json() == []
+    listed = cli("list", "--json").json()
+    assert [x["id"] for x in listed] == [b["id"], a["id"]]
+    assert listed[0]["counts"] == {"pending": 6}
+
+
+def test_submitter_defaults_to_os_user_and_as_is_recorded(cli, imported):
+    import getpass
+
+    cli("submit", "reboot", "db01")
+    cli("submit", "reboot", "db02", "--as", "deploy-bot")
+    assert cli("status", "1", "--json").json()["submitted_by"] == getpass.getuser()
+    second = cli("status", "2", "--json").json()
+    assert second["submitted_by"] == "deploy-bot" and second["os_user"] == getpass.getuser()
+
+
+def test_hosts_file_with_comments(cli, imported, write_file):
+    path = write_file("hosts.txt", "# maintenance list\nweb01\n\nweb02  # noisy\ndb*\n")
+    r = cli("submit", "power-off", "--hosts-file", str(path), "--json")
+    assert r.code == 0, r
+    hosts = [h["host"] for h in cli("status", "1", "--json").json()["hosts"]]
+    assert hosts == ["web01", "web02", "db01", "db02"]
+
+
+def test_list_filters_by_state_and_limits(cli, imported):
+    for _ in range(3):
+        cli("submit", "reboot", "db01")
+    assert cli("cancel", "2").code == 0
+    assert [x["id"] for x in cli("list", "--state", "accepted", "--json").json()] == [3, 1]
+    assert [x["id"] for x in cli("list", "--state", "cancelled", "--json").json()] == [2]
+    assert [x["id"] for x in cli("list", "--limit", "1", "--json").json()] == [3]
+
+
+def test_cancel_accepted_request_cancels_its_hosts(cli, imported):
+    cli("submit", "wipe", "db*", "--json")
+    r = cli("cancel", "1", "--as", "oncall", "--json")
+    assert r.code == 0 and r.json()["state"] == "cancelled"
+    st = cli("status", "1", "--json").json()
+    assert st["state"] == "cancelled"
+    assert {h["state"] for h in st["hosts"]} == {"cancelled"}
+    assert all("oncall" in h["reason"] for h in st["hosts"])
+    again = cli("cancel", "1")
+    assert again.code == 2 and "already ended (cancelled)" in again.err
+
+
+def test_cancel_running_request_is_flagged_for_the_scheduler(cli, imported, db_path):
+    cli("submit", "reboot", "web*")
+    with sqlite3.connect(db_path) as conn:  # as the scheduler (a later issue) would
+        conn.execute("UPDATE requests SET state = 'running' WHERE id = 1")
+    r = cli("cancel", "1")
+    assert r.code == 0 and "after its current batch" in r.out
+    st = cli("status", "1", "--json").json()
+    assert st["state"] == "running" and st["cancel_requested"] is True
+    assert {h["state"] for h in st["hosts"]} == {"pending"}
+
+
+def test_inflight_lists_hosts_held_by_requests(cli, imported, db_path):
+    cli("submit", "reboot", "web0[1-2]")
+    with maas_lib.open_fleet(db_path) as fleet:
+        fleet.store.acquire_leases(1, ["web01", "web02"], holder="sched-a")
+    rows = cli("inflight", "--json").json()
+    assert [(x["host"], x["request_id"], x["action"], x["pool"], x["holder"]) for x in rows] == [
+        ("web01", 1, "reboot", "web", "sched-a"),
+        ("web02", 1, "reboot", "web", "sched-a"),
+    ]
+
+
+def test_retired_hosts_cannot_be_submitted(cli, imported, db_path):
+    with sqlite3.connect(db_path) as conn:
+        conn.execute("UPDATE hosts SET status = 'decommissioned' WHERE name = 'db02'")
+    r = cli("submit", "reboot", "db*")
+    assert r.code == 2 and "host db02 is decommissioned" in r.err
+    assert count(db_path, "requests") == 0
+
+
+BAD_SUBMITS = [
+    (["submit", "explode", "web01"], "'explode' is not one of"),
+    (["submit", "reboot", "nosuchhost"], "unknown host nosuchhost"),
+    (["submit", "reboot", "zz*"], "pattern 'zz*' matches no registered host"),
+    (["submit", "reboot"], "no hosts given"),
+    (["submit", "reboot", ""], "empty host pattern"),
+    (["submit", "reboot", "web*", "--batch-size", "0"], "--batch-size: batch size must be at"),
+    (["submit", "reboot", "web*", "--batch-size", "150%"], "cannot exceed 100%"),
+    (["submit", "reboot", "web*", "--batch-size", "-1"], "--batch-size:"),
+    (["submit", "reboot", "web*", "--batch-size", "lots"], "--batch-size:"),
+    (["submit", "reboot", "web*", "--max-failures", "-2"], "--max-failures:"),
+    (["submit", "reboot", "web*", "--max-unavailable", "0"], "--max-unavailable:"),
+    (["submit", "reboot", "web*", "--canary", "-1"], "--canary:"),
+    (["submit", "reboot", "web*", "--canary", "9"], "--canary 9 exceeds the request's 8 hosts"),
+    (["submit", "reboot", "web*", "--pause", "-1"], "--pause:"),
+    (["submit", "reboot", "web*", "--on-overlap", "queue"], "'queue' is not one of"),
+    (["submit", "reimage", "web*"], "reimage needs --image"),
+    (["submit", "reboot", "web*", "--image", "x"], "--image does not apply to reboot"),
+    (["submit", "reboot", "web*", "--hosts-file", "/nonexistent"], "--hosts-file"),
+    (["submit", "reboot", "web*", "--as", "two words"], "--as: not a valid name"),
+    (["status", "999"], "unknown request id 999"),
+    (["status", "abc"], "'abc' is not a valid integer"),
+    (["cancel", "999"], "unknown request id 999"),
+    (["list", "--state", "sleeping"], "'sleeping' is not one of"),
+    (["list", "--limit", "0"], "--limit must be at least 1"),
+    (["--db", "postgresql://x/y", "hosts", "list"], "PostgreSQL stores are not supported"),
+    (["--db", "mysql://x/y", "hosts", "list"], "unsupported database URL"),
+    (["frobnicate"], "No such command 'frobnicate'"),
+]
+
+
+@pytest.mark.parametrize(
+    ("args", "words"), BAD_SUBMITS, ids=lambda v: " ".join(v) if isinstance(v, list) else None
+)
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(cli, imported, db_path, args, words):
+    before = {t: count(db_path, t) for t in ("requests", "request_hosts", "events", "hosts")}
+    r = cli(*args)
+    assert r.code == 2, r
+    assert r.out == ""
+    assert r.err.count("\n") == 1 and r.err.startswith("maasctl: error: "), r.err
+    assert words in r.err
+    assert "Traceback" not in r.err
+    assert {t: count(db_path, t) for t in before} == before
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("all:\n  hosts:\n    a: {bmc_address: 1.2.3.4\n", "YAML parsing failed"),
+        ("all:\n  hosts:\n    a: {bmc_address: 1.2.3.4, bmc_port: 0}\n", "host a: bmc_port:"),
+        (
+            "all:\n  hosts:\n    a: {bmc_address: 1.2.3.4, bmc_protocol: snmp}\n",
+            "host a: bmc_protocol:",
+        ),
+        ("all:\n  hosts:\n    a: {rack: r1}\n", "host a: bmc_address: Field required"),
+    ],
+)
+def test_bad_inventory_is_refused_whole(cli, imported, db_path, write_file, text, words):
+    good_and_bad = text.replace("  hosts:\n", "  hosts:\n    zz1: {bmc_address: 10.9.9.9}\n", 1)
+    path = write_file("bad.yml", good_and_bad)
+    before = count(db_path, "hosts")
+    r = cli("hosts", "import", str(path))
+    assert r.code == 2, r
+    assert r.err.count("\n") == 1 and words in r.err and "Traceback" not in r.err
+    assert count(db_path, "hosts") == before
+
+
+def test_missing_inventory_file(cli):
+    r = cli("hosts", "import", "/nonexistent/inv.yml")
+    assert r.code == 2 and r.err == (
+        "maasctl: error: inventory /nonexistent/inv.yml: no such file or directory\n"
+    )
+
+
+def test_secrets_never_reach_database_or_output(cli, inventory, db_path, write_file):
+    env = {"MAAS_CRED_LAB_USERNAME": "admin", "MAAS_CRED_LAB_PASSWORD": SECRET}
+    creds = write_file(
+        "creds.toml", f'[redfish-lab]\nusername = "root"\npassword = "{SECRET}"\n', 0o600
+    )
+    env["MAAS_CREDENTIALS_FILE"] = str(creds)
+    leaky = write_file(
+        "leaky.yml", f"all:\n  hosts:\n    l1: {{bmc_address: 10.0.0.1, bmc_password: {SECRET}}}\n"
+    )
+    outputs = []
+    for args in (
+        ["-vv", "hosts", "import", str(inventory), str(leaky), "--json"],
+        ["-vv", "hosts", "list", "--json"],
+        ["-vv", "submit", "reimage", "web*", "l1", "--image", "img", "--json"],
+        ["-vv", "status", "1", "--json"],
+        ["-vv", "status", "1"],
+        ["-vv", "list"],
+        ["-vv", "credentials", "check", "lab", "redfish-lab"],
+    ):
+        r = cli(*args, env=env)
+        assert r.code == 0, r
+        outputs.append(r.out + r.err)
+    text = "\n".join(outputs)
+    assert "bmc_password ignored" in text
+    assert "credential lab (user admin, from environment)" in text
+    assert SECRET not in text
+    for f in db_path.parent.glob(db_path.name + "*"):
+        assert SECRET.encode() not in f.read_bytes(), f
+
+
+def test_credentials_check_fails_for_unknown_name(cli):
+    r = cli("credentials", "check", "nope")
+    assert r.code == 2 and "MAAS_CRED_NOPE_USERNAME" in r.err
+
+
+def test_default_database_is_per_user(cli, inventory, tmp_path):
+    r = cli("hosts", "import", str(inventory), db=False)
+    assert r.code == 0, r
+    assert (tmp_path / "home/.local/share/maas-lib/maas.db").exists()
+    xdg = tmp_path / "xdg"
+    assert (
+        cli("hosts", "import", str(inventory), db=False, env={"XDG_DATA_HOME": str(xdg)}).code == 0
+    )
+    assert (xdg / "maas-lib/maas.db").exists()
+
+
+def test_db_option_overrides_environment(cli, inventory, tmp_path, db_path):
+    other = tmp_path / "other.db"
+    assert cli("--db", f"sqlite:///{other}", "hosts", "import", str(inventory)).code == 0
+    assert count(other, "hosts") == 11
+    assert not db_path.exists()
+
+
+def test_console_script_is_installed():
+    script = Path(sys.executable).parent / "maasctl"
+    import subprocess
+
+    r = subprocess.run([str(script), "--version"], capture_output=True, text=True)
+    assert r.returncode == 0 and "maasctl, version" in r.stdout
+
+
+def test_top_level_cli_shim_runs(tmp_path):
+    import subprocess
+
+    repo = Path(__file__).resolve().parents[2]
+    r = subprocess.run(
+        [sys.executable, str(repo / "cli.py"), "--help"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert r.returncode == 0 and "submit" in r.stdout
