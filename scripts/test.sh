@@ -3,6 +3,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/venv.sh
-ruff check .
-ruff format --check --quiet . || { echo "ruff format: run 'ruff format .'" >&2; exit 1; }
+ruff check maas_lib tests bench cli.py
+XX
 exec python -m pytest "$@"
