@@ -277,6 +277,183 @@ def inflight(c: _Ctx, as_json: bool) -> None:
     )
 
 
+@cli.command()
+@click.argument("host")
+@click.option("--image", required=True, metavar="NAME", help="The image that was installed.")
+@click.option("--failed", metavar="REASON", help="The install failed, and why.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@pass_ctx
+def provisioned(c: _Ctx, host: str, image: str, failed: str | None, as_json: bool) -> None:
+    """Install-completion path: an installer's last step reports HOST's outcome here."""
+    report = c.fleet().report_install(host, image, failed)
+    if as_json:
+        from maas_lib.output import emit_json
+
+        emit_json(report)
+    else:
+        click.echo(
+            f"{host}: install of {image} {report.outcome}"
+            + (f" (request {report.request_id})" if report.request_id else "")
+        )
+
+
+# -- direct BMC commands ----------------------------------------------------------------
+
+
+@cli.group()
+def bmc() -> None:
+    """Talk to hosts' BMCs directly and synchronously (no queue)."""
+
+
+def _bmc_options(fn: Any) -> Any:
+    options = [
+        click.option(
+            "--hosts-file", type=click.Path(dir_okay=False), help="Host names, one per line."
+        ),
+        click.option(
+            "--concurrency", type=int, default=64, show_default=True, help="BMCs worked on at once."
+        ),
+        click.option(
+            "--timeout",
+            type=float,
+            default=10.0,
+            show_default=True,
+            help="Seconds for one BMC call (a dead BMC costs this once).",
+        ),
+        click.option("--json", "as_json", is_flag=True, help="Print a JSON list."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _bmc_settings(concurrency: int, timeout: float, wait_timeout: float | None = None) -> Any:
+    from pydantic import ValidationError
+
+    from maas_lib.bmc import BmcSettings
+
+    fields: dict[str, Any] = {"concurrency": concurrency, "timeout": timeout}
+    if wait_timeout is not None:
+        fields["power_timeout"] = wait_timeout
+    try:
+        return BmcSettings(**fields)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        name = {"power_timeout": "wait-timeout"}.get(str(err["loc"][0]), str(err["loc"][0]))
+        raise InputError(f"--{name}: {err['msg']} (got {err['input']!r})") from None
+
+
+def _bmc_report(results: list[Any], as_json: bool) -> None:
+    from maas_lib.output import emit_json, emit_table
+
+    if as_json:
+        emit_json([r.public() for r in results])
+    else:
+        emit_table(
+            None,
+            ["host", "power", "result", "via", "seconds", "error"],
+            [
+                [
+                    r.host,
+                    r.power,
+                    "ok" if r.ok else r.error_class,
+                    r.via,
+                    f"{r.elapsed_s:.2f}",
+                    r.error,
+                ]
+                for r in results
+            ],
+        )
+        failed = sum(not r.ok for r in results)
+        click.echo(f"{len(results) - failed} ok, {failed} failed", err=True)
+    if any(not r.ok for r in results):
+        raise click.exceptions.Exit(1)
+
+
+@bmc.command("status")
+@click.argument("patterns", nargs=-1, metavar="PATTERN...")
+@_bmc_options
+@pass_ctx
+def bmc_status(
+    c: _Ctx,
+    patterns: tuple[str, ...],
+    hosts_file: str | None,
+    concurrency: int,
+    timeout: float,
+    as_json: bool,
+) -> None:
+    """Read power state from each host's BMC. Exit 1 if any host failed."""
+    results = c.fleet().bmc_status(
+        patterns, hosts_file=hosts_file, settings=_bmc_settings(concurrency, timeout)
+    )
+    _bmc_report(results, as_json)
+
+
+@bmc.command("power")
+@click.argument("action", type=click.Choice(["on", "off", "soft", "cycle"]), metavar="ACTION")
+@click.argument("patterns", nargs=-1, metavar="PATTERN...")
+@click.option("--no-wait", is_flag=True, help="Return once the BMC accepted the request.")
+@click.option(
+    "--wait-timeout",
+    type=float,
+    default=300.0,
+    show_default=True,
+    help="Seconds for a BMC to reach the requested state.",
+)
+@_bmc_options
+@pass_ctx
+def bmc_power(
+    c: _Ctx,
+    action: str,
+    patterns: tuple[str, ...],
+    no_wait: bool,
+    wait_timeout: float,
+    hosts_file: str | None,
+    concurrency: int,
+    timeout: float,
+    as_json: bool,
+) -> None:
+    """Power hosts on, off (hard), soft (OS shutdown) or cycle (off, then on).
+
+    Waits until each BMC reports the target state unless --no-wait. Exit 1 if any failed.
+    """
+    results = c.fleet().bmc_power(
+        action,
+        patterns,
+        wait=not no_wait,
+        hosts_file=hosts_file,
+        settings=_bmc_settings(concurrency, timeout, wait_timeout),
+    )
+    _bmc_report(results, as_json)
+
+
+@bmc.command("boot")
+@click.argument("device", type=click.Choice(["pxe", "disk", "cd", "bios"]), metavar="DEVICE")
+@click.argument("patterns", nargs=-1, metavar="PATTERN...")
+@click.option("--persistent", is_flag=True, help="Every boot, not just the next one.")
+@_bmc_options
+@pass_ctx
+def bmc_boot(
+    c: _Ctx,
+    device: str,
+    patterns: tuple[str, ...],
+    persistent: bool,
+    hosts_file: str | None,
+    concurrency: int,
+    timeout: float,
+    as_json: bool,
+) -> None:
+    """Set the boot device (pxe, disk, cd, bios) for the next boot. Exit 1 if any failed."""
+    results = c.fleet().bmc_boot(
+        device,
+        patterns,
+        persistent=persistent,
+        hosts_file=hosts_file,
+        settings=_bmc_settings(concurrency, timeout),
+    )
+    _bmc_report(results, as_json)
+
+
 @cli.group()
 def credentials() -> None:
     """Check credential names (secrets are never printed)."""

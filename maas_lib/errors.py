@@ -32,10 +32,19 @@ class BmcError(MaasError):
 
     error_class = "bmc_error"
 
-    def __init__(self, message: str, *, host: str | None = None, via: str | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        host: str | None = None,
+        via: str | None = None,
+        transient: bool = False,
+    ):
         super().__init__(message)
         self.host = host
         self.via = via
+        #: Worth retrying after a short backoff (a busy or flaky BMC), unlike e.g. `auth`.
+        self.transient = transient
 
 
 class BmcUnreachable(BmcError):

@@ -7,9 +7,12 @@ import getpass
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
+
+if TYPE_CHECKING:
+    from maas_lib.bmc import BmcResult, BmcSettings
 
 from maas_lib.errors import InputError, NotFound
 from maas_lib.models import (
@@ -19,6 +22,7 @@ from maas_lib.models import (
     HostRecord,
     HostStatus,
     ImportResult,
+    InstallReport,
     Lease,
     RequestState,
     RequestStatus,
@@ -108,6 +112,33 @@ class Fleet:
     def hosts(self, pool: str | None = None) -> list[HostRecord]:
         return self.store.list_hosts(pool)
 
+    @staticmethod
+    def _patterns(patterns: Iterable[str], hosts_file: str | Path | None) -> list[str]:
+        pats = list(patterns)
+        if hosts_file is not None:
+            pats += read_hosts_file(hosts_file)
+        if not pats:
+            raise InputError("no hosts given (name hosts, globs or --hosts-file)")
+        return pats
+
+    def _resolve(self, patterns: list[str]) -> tuple[list[str], dict[str, HostStatus]]:
+        """Host names for patterns, in pattern order, or NotFound naming what matched nothing."""
+        names, globs = split_patterns(patterns)
+        match = self.store.match_hosts(names, globs)
+        hosts, unknown, empty = match.ordered([p.strip() for p in patterns])
+        if unknown:
+            raise NotFound(f"unknown host {_name_some(unknown)}")
+        if empty:
+            raise NotFound(f"pattern {empty[0]!r} matches no registered host")
+        return hosts, match.status
+
+    def resolve_hosts(
+        self, patterns: Iterable[str] = (), *, hosts_file: str | Path | None = None
+    ) -> list[HostRecord]:
+        """Registered hosts matching names/globs (any standing), in pattern order."""
+        hosts, _ = self._resolve(self._patterns(patterns, hosts_file))
+        return self.store.get_hosts(hosts)
+
     # -- requests -------------------------------------------------------------------------
 
     def submit(
@@ -128,12 +159,7 @@ class Fleet:
         beyond one short write transaction.
         """
         act = parse_action(action)
-        pats = list(patterns)
-        if hosts_file is not None:
-            pats += read_hosts_file(hosts_file)
-        if not pats:
-            raise InputError("no hosts given (name hosts, globs or --hosts-file)")
-        names, globs = split_patterns(pats)
+        pats = self._patterns(patterns, hosts_file)
         pol = parse_policy(policy, **policy_fields)
         if act is Action.REIMAGE and not image:
             raise InputError("reimage needs --image NAME")
@@ -146,17 +172,12 @@ class Fleet:
         if not _ACTOR_RE.match(who):
             raise InputError(f"--as: not a valid name (got {who!r})")
 
-        match = self.store.match_hosts(names, globs)
-        hosts, unknown, empty = match.ordered([p.strip() for p in pats])
-        if unknown:
-            raise NotFound(f"unknown host {_name_some(unknown)}")
-        if empty:
-            raise NotFound(f"pattern {empty[0]!r} matches no registered host")
-        refused = [n for n in hosts if match.status[n] is not HostStatus.ACTIVE]
+        hosts, status = self._resolve(pats)
+        refused = [n for n in hosts if status[n] is not HostStatus.ACTIVE]
         if refused:
             first = refused[0]
             raise InputError(
-                f"host {first} is {match.status[first]} and cannot be submitted"
+                f"host {first} is {status[first]} and cannot be submitted"
                 + (f" ({len(refused) - 1} more hosts likewise)" if len(refused) > 1 else "")
             )
         if pol.canary > len(hosts):
@@ -173,6 +194,90 @@ class Fleet:
             )
         )
         return SubmitResult(id=request_id, state=RequestState.ACCEPTED, hosts=len(hosts))
+
+    # -- direct BMC commands (synchronous, no queue) ----------------------------------------
+
+    def bmc_status(
+        self,
+        patterns: Iterable[str] = (),
+        *,
+        hosts_file: str | Path | None = None,
+        settings: BmcSettings | None = None,
+    ) -> list[BmcResult]:
+        """Read each host's power state from its BMC."""
+        from maas_lib.bmc import run_bmc
+
+        return run_bmc(
+            self.resolve_hosts(patterns, hosts_file=hosts_file), "status", settings=settings
+        )
+
+    def bmc_power(
+        self,
+        action: str,
+        patterns: Iterable[str] = (),
+        *,
+        wait: bool = True,
+        hosts_file: str | Path | None = None,
+        settings: BmcSettings | None = None,
+    ) -> list[BmcResult]:
+        """Power hosts on/off/soft/cycle; with `wait`, until each BMC confirms the state."""
+        from maas_lib.bmc import PowerAction, parse_choice, run_bmc
+
+        act = parse_choice(PowerAction, action, "power action")
+        return run_bmc(
+            self.resolve_hosts(patterns, hosts_file=hosts_file),
+            "power",
+            action=act,
+            wait=wait,
+            settings=settings,
+        )
+
+    def bmc_boot(
+        self,
+        device: str,
+        patterns: Iterable[str] = (),
+        *,
+        persistent: bool = False,
+        hosts_file: str | Path | None = None,
+        settings: BmcSettings | None = None,
+    ) -> list[BmcResult]:
+        """Set the boot device for the next boot (or every boot with `persistent`)."""
+        from maas_lib.bmc import BootDevice, parse_choice, run_bmc
+
+        dev = parse_choice(BootDevice, device, "boot device")
+        return run_bmc(
+            self.resolve_hosts(patterns, hosts_file=hosts_file),
+            "boot",
+            device=dev,
+            persistent=persistent,
+            settings=settings,
+        )
+
+    # -- install-completion path ----------------------------------------------------------
+
+    def expect_install(self, host: str, image: str, request_id: int | None = None) -> None:
+        """Tell the provisioning side which image `host` installs on its next network boot."""
+        self.store.get_host(host)
+        if not _IMAGE_RE.match(image):
+            raise InputError(f"--image: not a valid image name (got {image!r})")
+        self.store.set_install_target(host, image, request_id)
+
+    def install_target(self, host: str) -> str | None:
+        """The image `host` should install from the network now, if any (what PXE serves)."""
+        target = self.store.install_target(host)
+        return None if target is None else target[0]
+
+    def report_install(self, host: str, image: str, failed: str | None = None) -> InstallReport:
+        """The install-completion path: an installer's last step reports its outcome here."""
+        self.store.get_host(host)  # NotFound for an unknown host
+        if not _IMAGE_RE.match(image):
+            raise InputError(f"--image: not a valid image name (got {image!r})")
+        if failed is not None and not failed.strip():
+            raise InputError("--failed needs a reason")
+        return self.store.add_install_report(host, image, failed)
+
+    def install_reports(self, host: str | None = None, after_id: int = 0) -> list[InstallReport]:
+        return self.store.install_reports(host, after_id)
 
     def status(self, request_id: int) -> RequestStatus:
         return self.store.get_request(request_id)

@@ -327,3 +327,16 @@ class Lease(BaseModel):
     pool: str
     holder: str
     acquired: str
+
+
+class InstallReport(BaseModel):
+    """What an installer reported through the install-completion path."""
+
+    id: int
+    host: str
+    image: str
+    outcome: str  # succeeded | failed
+    reason: str | None = None
+    request_id: int | None = None
+    expected_image: str | None = None
+    reported: str

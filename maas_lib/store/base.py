@@ -19,6 +19,7 @@ from maas_lib.models import (
     HostRecord,
     HostSpec,
     HostStatus,
+    InstallReport,
     Lease,
     PoolSpec,
     RequestState,
@@ -112,6 +113,10 @@ class Store(ABC):
     def get_host(self, name: str) -> HostRecord: ...
 
     @abstractmethod
+    def get_hosts(self, names: Sequence[str]) -> list[HostRecord]:
+        """The named hosts in the order given (unknown names are left out)."""
+
+    @abstractmethod
     def list_pools(self) -> list[PoolSpec]: ...
 
     @abstractmethod
@@ -146,6 +151,23 @@ class Store(ABC):
 
     @abstractmethod
     def inflight(self) -> list[Lease]: ...
+
+    # install-completion path
+    @abstractmethod
+    def set_install_target(self, host: str, image: str, request_id: int | None) -> None:
+        """Record the image `host` should install on its next network boot."""
+
+    @abstractmethod
+    def install_target(self, host: str) -> tuple[str, int | None] | None: ...
+
+    @abstractmethod
+    def add_install_report(self, host: str, image: str, reason: str | None) -> InstallReport:
+        """Record an installer's report and clear the host's install target, atomically."""
+
+    @abstractmethod
+    def install_reports(
+        self, host: str | None = None, after_id: int = 0
+    ) -> list[InstallReport]: ...
 
     # events
     @abstractmethod

@@ -23,6 +23,7 @@ from maas_lib.models import (
     HostSpec,
     HostStatus,
     HostTaskState,
+    InstallReport,
     Lease,
     PoolSpec,
     RequestHost,
@@ -176,6 +177,16 @@ class SqliteStore(Store):
         if not rows:
             raise NotFound(f"unknown host {name!r}")
         return HostRecord.model_validate(rows[0])
+
+    def get_hosts(self, names: Sequence[str]) -> list[HostRecord]:
+        rows = {
+            r["name"]: r
+            for r in self._rows(
+                "SELECT * FROM hosts WHERE name IN (SELECT value FROM json_each(?))",
+                (json.dumps(list(names)),),
+            )
+        }
+        return [HostRecord.model_validate(rows[n]) for n in names if n in rows]
 
     def list_pools(self) -> list[PoolSpec]:
         return [
@@ -404,6 +415,62 @@ class SqliteStore(Store):
                 "JOIN hosts h ON h.name = l.host ORDER BY l.host"
             )
         ]
+
+    # -- install-completion path ----------------------------------------------------------
+
+    def set_install_target(self, host: str, image: str, request_id: int | None) -> None:
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO install_targets (host, image, request_id, set_at) VALUES (?,?,?,?) "
+                "ON CONFLICT (host) DO UPDATE SET image = excluded.image, "
+                "request_id = excluded.request_id, set_at = excluded.set_at",
+                (host, image, request_id, utc_now()),
+            )
+
+    def install_target(self, host: str) -> tuple[str, int | None] | None:
+        row = self.conn.execute(
+            "SELECT image, request_id FROM install_targets WHERE host = ?", (host,)
+        ).fetchone()
+        return None if row is None else (row[0], row[1])
+
+    def add_install_report(self, host: str, image: str, reason: str | None) -> InstallReport:
+        now = utc_now()
+        with self._write() as conn:
+            target = conn.execute(
+                "SELECT image, request_id FROM install_targets WHERE host = ?", (host,)
+            ).fetchone()
+            expected, request_id = target if target else (None, None)
+            outcome = "failed" if reason is not None else "succeeded"
+            cur = conn.execute(
+                "INSERT INTO install_reports (host, image, outcome, reason, request_id, "
+                "expected_image, reported) VALUES (?,?,?,?,?,?,?)",
+                (host, image, outcome, reason, request_id, expected, now),
+            )
+            conn.execute("DELETE FROM install_targets WHERE host = ?", (host,))
+            self._event(
+                "install_reported",
+                f"install of {image} {outcome}" + (f": {reason}" if reason else ""),
+                request_id=request_id,
+                host=host,
+            )
+        return InstallReport(
+            id=cur.lastrowid,
+            host=host,
+            image=image,
+            outcome=outcome,
+            reason=reason,
+            request_id=request_id,
+            expected_image=expected,
+            reported=now,
+        )
+
+    def install_reports(self, host: str | None = None, after_id: int = 0) -> list[InstallReport]:
+        sql = "SELECT * FROM install_reports WHERE id > ?"
+        params: list[Any] = [after_id]
+        if host is not None:
+            sql += " AND host = ?"
+            params.append(host)
+        return [InstallReport.model_validate(r) for r in self._rows(sql + " ORDER BY id", params)]
 
     # -- events ---------------------------------------------------------------------------
 

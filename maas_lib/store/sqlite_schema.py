@@ -195,5 +195,31 @@ def _v1(db: sqlite_utils.Database) -> None:
     db["events"].create_index(["request_id", "id"])
 
 
-MIGRATIONS: list[tuple[int, Callable[[sqlite_utils.Database], None]]] = [(1, _v1)]
+def _v2(db: sqlite_utils.Database) -> None:
+    """The install-completion path: what a host should install, and what installers said."""
+    db["install_targets"].create(
+        {"host": str, "image": str, "request_id": int, "set_at": str},
+        pk="host",
+        not_null={"image", "set_at"},
+        foreign_keys=[("host", "hosts", "name"), ("request_id", "requests", "id")],
+    )
+    db["install_reports"].create(
+        {
+            "id": int,
+            "host": str,
+            "image": str,
+            "outcome": str,
+            "reason": str,
+            "request_id": int,
+            "expected_image": str,
+            "reported": str,
+        },
+        pk="id",
+        not_null={"host", "image", "outcome", "reported"},
+        foreign_keys=[("host", "hosts", "name"), ("request_id", "requests", "id")],
+    )
+    db["install_reports"].create_index(["host", "id"])
+
+
+MIGRATIONS: list[tuple[int, Callable[[sqlite_utils.Database], None]]] = [(1, _v1), (2, _v2)]
 LATEST_VERSION = MIGRATIONS[-1][0]

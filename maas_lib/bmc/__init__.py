@@ -1,0 +1,67 @@
+"""BMC control: IPMI (pyghmi) and Redfish (sushy) drivers, fallback, and the controller.
+
+`run_bmc` is the one entry point the API uses: hosts in, one `BmcResult` per host out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from enum import StrEnum
+from typing import TypeVar
+
+from maas_lib.bmc.base import BmcTarget, BootDevice, PowerAction, PowerState
+from maas_lib.bmc.control import BmcController, BmcResult, BmcSettings
+from maas_lib.credentials import resolve_credential
+from maas_lib.errors import InputError
+from maas_lib.models import HostRecord
+
+__all__ = [
+    "BmcController",
+    "BmcResult",
+    "BmcSettings",
+    "BmcTarget",
+    "BootDevice",
+    "PowerAction",
+    "PowerState",
+    "parse_choice",
+    "run_bmc",
+]
+
+E = TypeVar("E", bound=StrEnum)
+
+
+def parse_choice(kind: type[E], value: str | E, what: str) -> E:
+    try:
+        return kind(value)
+    except ValueError:
+        choices = ", ".join(k.value for k in kind)
+        raise InputError(f"unknown {what} {value!r} (choose from {choices})") from None
+
+
+def run_bmc(
+    hosts: Sequence[HostRecord],
+    verb: str,
+    *,
+    action: PowerAction | None = None,
+    device: BootDevice | None = None,
+    persistent: bool = False,
+    wait: bool = True,
+    settings: BmcSettings | None = None,
+) -> list[BmcResult]:
+    """Run one BMC verb (`status`, `power`, `boot`) on every host, bounded concurrency."""
+    targets = [BmcTarget.from_host(h) for h in hosts]
+    # Every credential must resolve before any BMC is touched: a typo is bad input, not
+    # a hundred auth failures.
+    creds = {name: resolve_credential(name) for name in sorted({t.credential for t in targets})}
+    controller = BmcController(settings, resolve=creds.__getitem__)
+    if verb == "status":
+        return controller.fan_out(targets, controller.status)
+    if verb == "power":
+        assert action is not None
+        return controller.fan_out(targets, lambda t: controller.power(t, action, wait=wait))
+    if verb == "boot":
+        assert device is not None
+        return controller.fan_out(
+            targets, lambda t: controller.boot(t, device, persistent=persistent)
+        )
+    raise InputError(f"unknown BMC verb {verb!r}")

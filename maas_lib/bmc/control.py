@@ -1,0 +1,231 @@
+"""BMC operations with deadlines, retries and state polling, fanned out across hosts.
+
+Every call to a BMC runs under a hard deadline (a hung BMC costs one timeout, never a
+stalled batch), transient failures are retried with exponential backoff (tenacity), and
+power changes are confirmed by polling the BMC — never assumed.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, Field
+from tenacity import (
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_exponential,
+)
+
+from maas_lib.bmc.base import (
+    BmcDriver,
+    BmcEndpoint,
+    BmcTarget,
+    BootDevice,
+    PowerAction,
+    PowerState,
+)
+from maas_lib.credentials import Credential, resolve_credential
+from maas_lib.errors import BmcError, BmcTimeout, BmcUnreachable, CredentialError
+from maas_lib.models import BmcProtocol
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class BmcSettings(BaseModel):
+    """Timeouts and limits for BMC work."""
+
+    timeout: float = Field(default=10.0, gt=0, description="seconds for one BMC call")
+    power_timeout: float = Field(
+        default=300.0, gt=0, description="seconds for a BMC to reach a requested power state"
+    )
+    poll_interval: float = Field(default=1.0, gt=0)
+    retries: int = Field(default=2, ge=0, description="extra attempts for transient errors")
+    concurrency: int = Field(default=64, ge=1, le=4096)
+
+
+@dataclass
+class BmcResult:
+    """The outcome of one operation on one host, as every front end reports it."""
+
+    host: str
+    ok: bool
+    power: str | None = None
+    error_class: str | None = None
+    error: str | None = None
+    via: str | None = None
+    elapsed_s: float = 0.0
+
+    def public(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["elapsed_s"] = round(self.elapsed_s, 3)
+        return data
+
+
+def run_with_deadline(fn: Callable[[], T], timeout: float, on_timeout: Callable[[], BmcError]) -> T:
+    """Run `fn` in a daemon thread; give up (not wait) after `timeout` seconds."""
+    box: dict[str, Any] = {}
+    done = threading.Event()
+
+    def target() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as exc:
+            box["error"] = exc
+        finally:
+            done.set()
+
+    threading.Thread(target=target, daemon=True, name="bmc-call").start()
+    if not done.wait(timeout):
+        raise on_timeout()
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+def make_driver(endpoint: BmcEndpoint, credential: Credential, settings: BmcSettings) -> BmcDriver:
+    if endpoint.protocol is BmcProtocol.IPMI:
+        from maas_lib.bmc.ipmi import IpmiDriver
+
+        return IpmiDriver(endpoint, credential, timeout=settings.timeout)
+    from maas_lib.bmc.redfish import RedfishDriver
+
+    return RedfishDriver(endpoint, credential, timeout=settings.timeout)
+
+
+class BmcController:
+    """Operations on hosts' BMCs. Thread-safe; one instance serves a whole fan-out."""
+
+    def __init__(
+        self,
+        settings: BmcSettings | None = None,
+        resolve: Callable[[str], Credential] = resolve_credential,
+    ):
+        self.settings = settings or BmcSettings()
+        self._resolve = resolve
+
+    # -- building blocks ------------------------------------------------------------------
+
+    def driver(self, target: BmcTarget, credential: Credential | None = None) -> BmcDriver:
+        cred = credential or self._resolve(target.credential)
+        primary = make_driver(target.primary, cred, self.settings)
+        if target.fallback is None:
+            return primary
+        from maas_lib.bmc.fallback import FallbackDriver
+
+        return FallbackDriver(primary, make_driver(target.fallback, cred, self.settings))
+
+    def call(self, driver: BmcDriver, fn: Callable[[BmcDriver], T], what: str) -> T:
+        """One BMC call under a deadline, retried with backoff while the error is transient."""
+        s = self.settings
+        # A fallback driver may spend one timeout per path.
+        deadline = s.timeout * (2 if hasattr(driver, "secondary") else 1) + 1.0
+
+        def attempt() -> T:
+            return run_with_deadline(
+                lambda: fn(driver),
+                deadline,
+                lambda: BmcUnreachable(f"{what}: no answer within {deadline:g}s", via=driver.via),
+            )
+
+        retrying = Retrying(
+            retry=retry_if_exception(lambda e: isinstance(e, BmcError) and e.transient),
+            stop=stop_after_attempt(s.retries + 1) | stop_after_delay(s.timeout * (s.retries + 1)),
+            wait=wait_exponential(multiplier=0.2, max=2.0),
+            reraise=True,
+        )
+        return retrying(attempt)
+
+    def wait_power(self, driver: BmcDriver, want: PowerState, started: float) -> None:
+        """Poll until the BMC reports `want`, or fail with `timeout` after power_timeout."""
+        s = self.settings
+        while True:
+            state = self.call(driver, lambda d: d.power_state(), "read power state")
+            if state is want:
+                return
+            waited = time.monotonic() - started
+            if waited >= s.power_timeout:
+                raise BmcTimeout(
+                    f"power still {state} {waited:.0f}s after requesting {want}", via=driver.via
+                )
+            time.sleep(min(s.poll_interval, max(0.0, s.power_timeout - waited)))
+
+    def set_power(self, driver: BmcDriver, action: PowerAction, *, wait: bool = True) -> PowerState:
+        """Request a power action; with `wait`, return only once the BMC confirms it."""
+        if action is PowerAction.CYCLE:
+            # Off, confirmed off, on, confirmed on: the host was really down in between.
+            if self.call(driver, lambda d: d.power_state(), "read power state") is PowerState.ON:
+                self.call(driver, lambda d: d.power(PowerAction.OFF), "power off")
+                self.wait_power(driver, PowerState.OFF, time.monotonic())
+            action = PowerAction.ON
+        started = time.monotonic()
+        self.call(driver, lambda d: d.power(action), f"power {action}")
+        want = PowerState.ON if action is PowerAction.ON else PowerState.OFF
+        if wait:
+            self.wait_power(driver, want, started)
+            return want
+        return self.call(driver, lambda d: d.power_state(), "read power state")
+
+    # -- per-host operations returning results -------------------------------------------
+
+    def _run(self, target: BmcTarget, op: Callable[[BmcDriver], str | None]) -> BmcResult:
+        started = time.monotonic()
+        driver: BmcDriver | None = None
+        try:
+            driver = self.driver(target)
+            power = op(driver)
+            return BmcResult(
+                target.host, True, power=power, via=driver.via, elapsed_s=time.monotonic() - started
+            )
+        except BmcError as exc:
+            via = exc.via or (driver.via if driver else target.primary.label)
+            log.info("host %s: %s via %s: %s", target.host, exc.error_class, via, exc)
+            return BmcResult(
+                target.host,
+                False,
+                error_class=exc.error_class,
+                error=str(exc),
+                via=via,
+                elapsed_s=time.monotonic() - started,
+            )
+        except CredentialError as exc:
+            return BmcResult(
+                target.host,
+                False,
+                error_class="auth",
+                error=str(exc),
+                via=target.primary.label,
+                elapsed_s=time.monotonic() - started,
+            )
+
+    def status(self, target: BmcTarget) -> BmcResult:
+        return self._run(
+            target, lambda d: str(self.call(d, lambda x: x.power_state(), "read power state"))
+        )
+
+    def power(self, target: BmcTarget, action: PowerAction, *, wait: bool = True) -> BmcResult:
+        return self._run(target, lambda d: str(self.set_power(d, action, wait=wait)))
+
+    def boot(self, target: BmcTarget, device: BootDevice, *, persistent: bool = False) -> BmcResult:
+        def op(d: BmcDriver) -> None:
+            self.call(d, lambda x: x.set_boot(device, persistent=persistent), f"boot {device}")
+
+        return self._run(target, op)
+
+    def fan_out(
+        self, targets: Sequence[BmcTarget], op: Callable[[BmcTarget], BmcResult]
+    ) -> list[BmcResult]:
+        """Run `op` for every target, at most `concurrency` at once; results in input order."""
+        if not targets:
+            return []
+        workers = min(self.settings.concurrency, len(targets))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="bmc") as pool:
+            return list(pool.map(op, targets))

@@ -1,0 +1,131 @@
+"""IPMI over RMCP+ (lanplus) through pyghmi, one reused session per BMC per process."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from maas_lib.bmc.base import BmcDriver, BmcEndpoint, BootDevice, PowerAction, PowerState
+from maas_lib.bmc.sessions import IPMI_SESSIONS
+from maas_lib.credentials import Credential
+from maas_lib.errors import (
+    BmcAuthError,
+    BmcError,
+    BmcUnreachable,
+    BmcUnsupported,
+)
+
+T = TypeVar("T")
+
+_BOOT_DEVICES = {
+    BootDevice.PXE: "network",
+    BootDevice.DISK: "hd",
+    BootDevice.CD: "optical",
+    BootDevice.BIOS: "setup",
+}
+_POWER_REQUESTS = {PowerAction.ON: "on", PowerAction.OFF: "off", PowerAction.SOFT: "shutdown"}
+_AUTH_MARKERS = (
+    "incorrect password",
+    "unauthorized name",
+    "invalid username",
+    "unauthorized role",
+    "invalid role",
+    "wrong kg",
+    "invalid integrity check",
+)
+_UNREACHABLE_MARKERS = ("timeout", "no longer connected", "failed to initialize")
+_UNSUPPORTED_MARKERS = ("invalid command", "not supported", "unknown bootdevice")
+# IPMI completion codes: node busy, timeout, out of space, unspecified — worth a retry.
+_TRANSIENT_CODES = {0xC0, 0xC3, 0xC4, 0xFF}
+
+
+def classify_ipmi_error(exc: BaseException, via: str) -> BmcError:
+    """Map a pyghmi/socket failure onto maas-lib's failure classes."""
+    from pyghmi import exceptions as pexc
+
+    if isinstance(exc, BmcError):
+        return exc
+    msg = str(exc) or type(exc).__name__
+    low = msg.lower()
+    if isinstance(exc, pexc.UnsupportedFunctionality) or any(
+        m in low for m in _UNSUPPORTED_MARKERS
+    ):
+        return BmcUnsupported(msg, via=via)
+    if any(m in low for m in _AUTH_MARKERS):
+        return BmcAuthError(f"credentials refused: {msg}", via=via)
+    if isinstance(exc, socket.gaierror):
+        return BmcUnreachable(f"cannot resolve BMC address: {msg}", via=via)
+    if isinstance(exc, OSError) or any(m in low for m in _UNREACHABLE_MARKERS):
+        return BmcUnreachable(f"no answer from BMC ({msg})", via=via)
+    code = getattr(exc, "ipmicode", 0)
+    return BmcError(msg, via=via, transient=code in _TRANSIENT_CODES)
+
+
+class IpmiDriver(BmcDriver):
+    def __init__(self, endpoint: BmcEndpoint, credential: Credential, *, timeout: float = 10.0):
+        self.endpoint = endpoint
+        self._credential = credential
+        self.timeout = timeout
+        self._key = (endpoint.address, endpoint.port, credential.username)
+
+    def _connect(self) -> Any:
+        from pyghmi.ipmi.command import Command
+
+        # bytes credentials: see sessions.py for why str hangs on a second Command.
+        return Command(
+            bmc=self.endpoint.address,
+            port=self.endpoint.port,
+            userid=self._credential.username.encode(),
+            password=self._credential.password.encode(),
+            keepalive=True,
+        )
+
+    def _call(self, fn: Callable[[Any], T]) -> T:
+        entry = IPMI_SESSIONS.entry(self._key)
+        if not entry.lock.acquire(timeout=self.timeout):
+            raise BmcUnreachable(
+                f"BMC still busy with an earlier call after {self.timeout:g}s", via=self.via
+            )
+        try:
+            command = IPMI_SESSIONS.client(entry, self._connect)
+            try:
+                return fn(command)
+            except BaseException:
+                # A failed call may leave the session unusable; the next call logs in anew.
+                entry.client = None
+                raise
+        except Exception as exc:
+            raise classify_ipmi_error(exc, self.via) from None
+        finally:
+            entry.lock.release()
+
+    def power_state(self) -> PowerState:
+        state = self._call(lambda c: c.get_power()["powerstate"])
+        return PowerState(state)
+
+    def power(self, action: PowerAction) -> None:
+        if action not in _POWER_REQUESTS:
+            raise BmcUnsupported(f"IPMI driver has no single request for {action}", via=self.via)
+        self._call(lambda c: c.set_power(_POWER_REQUESTS[action], wait=False))
+
+    def set_boot(self, device: BootDevice, *, persistent: bool = False) -> None:
+        def request(c: Any) -> None:
+            result = c.set_bootdev(_BOOT_DEVICES[device], persist=persistent)
+            if isinstance(result, dict) and "error" in result:
+                raise BmcUnsupported(str(result["error"]), via=self.via)
+
+        self._call(request)
+
+    def insert_media(self, image_url: str) -> None:
+        raise BmcUnsupported(
+            "virtual media needs Redfish; IPMI cannot attach an image", via=self.via
+        )
+
+    def eject_media(self) -> None:
+        raise BmcUnsupported(
+            "virtual media needs Redfish; IPMI cannot eject an image", via=self.via
+        )
+
+    def identify(self, on: bool = True) -> None:
+        self._call(lambda c: c.set_identify(on=on))
