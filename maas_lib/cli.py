@@ -49,6 +49,9 @@ def cli(ctx: click.Context, db: str | None, verbose: int) -> None:
     """Metal as a Service: batch lifecycle actions across a bare-metal fleet."""
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="maasctl: %(levelname)s: %(message)s")
+    # Client libraries narrate their retries at WARNING; results carry the outcome.
+    for noisy in ("sushy", "pyghmi", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if verbose > 1 else logging.ERROR)
     ctx.obj = _Ctx(db)
     ctx.call_on_close(ctx.obj.close)
 
@@ -452,6 +455,124 @@ def bmc_boot(
         settings=_bmc_settings(concurrency, timeout),
     )
     _bmc_report(results, as_json)
+
+
+# -- fleet simulator --------------------------------------------------------------------
+
+
+@cli.group()
+def sim() -> None:
+    """A simulated fleet (IPMI and Redfish BMCs, installer) to try maas-lib without hardware."""
+
+
+def _sim_dir(directory: str | None) -> Any:
+    from pathlib import Path
+
+    from maas_lib.sim import default_sim_dir
+
+    return Path(directory) if directory else default_sim_dir()
+
+
+_SIM_DIR_OPTION = click.option(
+    "--dir",
+    "directory",
+    metavar="DIR",
+    help="Where the simulator keeps its files [default: ~/.local/share/maas-lib/sim].",
+)
+
+
+@sim.command("up")
+@click.option("--ipmi", type=int, default=10, show_default=True, help="IPMI hosts.")
+@click.option("--redfish", type=int, default=0, show_default=True, help="Redfish hosts.")
+@click.option(
+    "--dual",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Hosts with an IPMI BMC and a Redfish fallback.",
+)
+@click.option(
+    "--ipmi-base-port",
+    type=int,
+    default=16230,
+    show_default=True,
+    help="UDP port of the first IPMI BMC (the rest follow).",
+)
+@click.option("--redfish-port", type=int, default=0, help="TCP port for Redfish [any free].")
+@click.option("--http", "plain_http", is_flag=True, help="Redfish over plain HTTP, not HTTPS.")
+@click.option("--power-delay", type=float, help="Seconds a power change takes [0.5].")
+@click.option("--install-time", type=float, help="Seconds an install takes [5].")
+@click.option("--install-failure-rate", type=float, help="Share of installs that fail [0].")
+@click.option("--dead", type=int, help="Hosts (per protocol) whose BMC never answers.")
+@click.option("--wrong-creds", type=int, help="Hosts (per protocol) given a wrong password.")
+@click.option("--slow", type=int, help="Hosts (per protocol) with slow BMCs.")
+@click.option("--flaky", type=int, help="Hosts (per protocol) whose BMC fails some calls.")
+@click.option("--flaky-rate", type=float, help="Share of calls a flaky BMC fails [0.3].")
+@click.option("--seed", type=int, help="Random seed for failures [1].")
+@_SIM_DIR_OPTION
+@click.option("--json", "as_json", is_flag=True, help="Print what was started as JSON.")
+@pass_ctx
+def sim_up(c: _Ctx, directory: str | None, plain_http: bool, as_json: bool, **opts: Any) -> None:
+    """Start a simulated fleet in the background and write its inventory and credentials."""
+    from maas_lib.sim import sim_config, start
+    from maas_lib.store import default_db_url
+
+    config = sim_config(
+        directory=_sim_dir(directory), db=c.db or default_db_url(), https=not plain_http, **opts
+    )
+    info = start(config)
+    if as_json:
+        from maas_lib.output import emit_json
+
+        emit_json(info)
+        return
+    click.echo(
+        f"simulator running (pid {info['pid']}): {info['hosts']} hosts"
+        + (f", Redfish at {info['redfish_url']}" if info["redfish_url"] else "")
+    )
+    click.echo(f"  source {info['credentials_env']}")
+    click.echo(f"  maasctl hosts import {info['inventory']}")
+    click.echo("  maasctl bmc status 'sim-*'")
+
+
+@sim.command("down")
+@_SIM_DIR_OPTION
+def sim_down(directory: str | None) -> None:
+    """Stop the simulated fleet."""
+    from maas_lib.sim import stop
+
+    d = _sim_dir(directory)
+    click.echo("simulator stopped" if stop(d) else f"no simulator running in {d}")
+
+
+@sim.command("status")
+@_SIM_DIR_OPTION
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
+def sim_status(directory: str | None, as_json: bool) -> None:
+    """Each simulated machine's power, boot device and installer state."""
+    from maas_lib.output import emit_json, emit_table
+    from maas_lib.sim import state
+
+    machines = state(_sim_dir(directory))
+    if as_json:
+        emit_json(machines)
+        return
+    emit_table(
+        None,
+        ["host", "power", "boot", "os", "image", "installs", "fault"],
+        [
+            [
+                m["host"],
+                m["power"],
+                m["boot_target"],
+                m["os"],
+                m["installed_image"],
+                m["installs"],
+                m["fault"],
+            ]
+            for m in machines
+        ],
+    )
 
 
 @cli.group()

@@ -35,7 +35,9 @@ _AUTH_MARKERS = (
     "invalid integrity check",
 )
 _UNREACHABLE_MARKERS = ("timeout", "no longer connected", "failed to initialize")
-_UNSUPPORTED_MARKERS = ("invalid command", "not supported", "unknown bootdevice")
+_UNSUPPORTED_MARKERS = ("invalid command", "unknown bootdevice", "invalid data field")
+# Completion-code texts of a busy or flaky BMC (pyghmi raises most without the code).
+_TRANSIENT_MARKERS = ("node busy", "timeout while processing", "out of space", "unspecified")
 # IPMI completion codes: node busy, timeout, out of space, unspecified — worth a retry.
 _TRANSIENT_CODES = {0xC0, 0xC3, 0xC4, 0xFF}
 
@@ -52,14 +54,16 @@ def classify_ipmi_error(exc: BaseException, via: str) -> BmcError:
         m in low for m in _UNSUPPORTED_MARKERS
     ):
         return BmcUnsupported(msg, via=via)
+    code = getattr(exc, "ipmicode", 0)
+    if code in _TRANSIENT_CODES or any(m in low for m in _TRANSIENT_MARKERS):
+        return BmcError(f"BMC busy or flaky: {msg}", via=via, transient=True)
     if any(m in low for m in _AUTH_MARKERS):
         return BmcAuthError(f"credentials refused: {msg}", via=via)
     if isinstance(exc, socket.gaierror):
         return BmcUnreachable(f"cannot resolve BMC address: {msg}", via=via)
     if isinstance(exc, OSError) or any(m in low for m in _UNREACHABLE_MARKERS):
         return BmcUnreachable(f"no answer from BMC ({msg})", via=via)
-    code = getattr(exc, "ipmicode", 0)
-    return BmcError(msg, via=via, transient=code in _TRANSIENT_CODES)
+    return BmcError(msg, via=via)
 
 
 class IpmiDriver(BmcDriver):

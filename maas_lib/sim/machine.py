@@ -61,6 +61,8 @@ class Machine:
     installed_image: str | None = None
     identify: bool = False
     installs: int = 0
+    power_ons: int = 0
+    power_offs: int = 0
     _pending: tuple[float, str] | None = None
     _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
     _rng: random.Random = field(default_factory=random.Random, repr=False)
@@ -107,8 +109,10 @@ class Machine:
             return
         self.power = state
         if state == "off":
+            self.power_offs += 1
             self.os_state = OsState.OFF
         else:
+            self.power_ons += 1
             self._boot()
 
     # -- boot -----------------------------------------------------------------------------
@@ -180,5 +184,7 @@ class Machine:
                 "os": str(self.os_state),
                 "installed_image": self.installed_image,
                 "installs": self.installs,
+                "power_ons": self.power_ons,
+                "power_offs": self.power_offs,
                 "identify": self.identify,
             }

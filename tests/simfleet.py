@@ -1,0 +1,91 @@
+"""A simulated fleet for integration tests: the real simulator process, real BMC peers."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import maas_lib
+from maas_lib import sim
+
+
+def free_udp_base(count: int, start: int = 21000) -> int:
+    """A base port with `count` consecutive free UDP ports on loopback."""
+    base = start + (os.getpid() % 200) * 50
+    while base + count < 65000:
+        socks = []
+        try:
+            for p in range(base, base + count):
+                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                socks.append(s)
+                s.bind(("127.0.0.1", p))
+            return base
+        except OSError:
+            base += count + 7
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError("no free UDP port range")
+
+
+def read_env(path: Path) -> dict[str, str]:
+    env = {}
+    for line in path.read_text().splitlines():
+        key, _, value = line.removeprefix("export ").partition("=")
+        env[key] = value
+    return env
+
+
+@dataclass
+class SimFleet:
+    directory: Path
+    db: Path
+    info: dict[str, Any]
+    env: dict[str, str]
+
+    def state(self) -> dict[str, dict[str, Any]]:
+        """Machine states written after this call (state.json is refreshed each second)."""
+        import time
+
+        asked = time.time()
+        path = self.directory / "state.json"
+        deadline = time.monotonic() + 5
+        while path.stat().st_mtime <= asked and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return {m["host"]: m for m in sim.state(self.directory)}
+
+    def fleet(self) -> maas_lib.Fleet:
+        return maas_lib.open_fleet(self.db)
+
+    def hosts(self, fault: str | None = None, kind: str | None = None) -> list[str]:
+        import json
+
+        rows = json.loads((self.directory / "hosts.json").read_text())
+        return [
+            r["name"] for r in rows if (kind is None or r["kind"] == kind) and r["fault"] == fault
+        ]
+
+
+@contextmanager
+def running_sim(directory: Path, **options: Any) -> Iterator[SimFleet]:
+    """Start the simulator, import its inventory into a fresh DB, stop it afterwards."""
+    db = directory / "fleet.db"
+    n = options.get("ipmi", 0) + options.get("dual", 0)
+    config = sim.sim_config(
+        directory=directory / "sim",
+        db=str(db),
+        ipmi_base_port=free_udp_base(max(2 * n, 1)),
+        **options,
+    )
+    info = sim.start(config)
+    try:
+        with maas_lib.open_fleet(db) as fleet:
+            fleet.import_hosts([info["inventory"]])
+        yield SimFleet(directory / "sim", db, info, read_env(Path(info["credentials_env"])))
+    finally:
+        sim.stop(directory / "sim")
