@@ -121,7 +121,11 @@ class BmcController:
             return primary
         from maas_lib.bmc.fallback import FallbackDriver
 
-        return FallbackDriver(primary, make_driver(target.fallback, cred, self.settings))
+        return FallbackDriver(
+            primary,
+            make_driver(target.fallback, cred, self.settings),
+            timeout=self.settings.timeout,
+        )
 
     def call(self, driver: BmcDriver, fn: Callable[[BmcDriver], T], what: str) -> T:
         """One BMC call under a deadline, retried with backoff while the error is transient."""

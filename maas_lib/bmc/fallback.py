@@ -17,8 +17,9 @@ T = TypeVar("T")
 
 
 class FallbackDriver(BmcDriver):
-    def __init__(self, primary: BmcDriver, secondary: BmcDriver):
+    def __init__(self, primary: BmcDriver, secondary: BmcDriver, *, timeout: float = 10.0):
         self.primary = primary
+        self.timeout = timeout
         self.secondary = secondary
         self.endpoint = primary.endpoint
         self._via = primary.via
@@ -30,8 +31,15 @@ class FallbackDriver(BmcDriver):
         return self._via
 
     def _try(self, call: Callable[[BmcDriver], T]) -> T:
+        from maas_lib.bmc.control import run_with_deadline
+
         try:
-            result = call(self.primary)
+            # The primary gets one timeout of its own, so the secondary still has time.
+            result = run_with_deadline(
+                lambda: call(self.primary),
+                self.timeout,
+                lambda: BmcUnreachable(f"no answer within {self.timeout:g}s", via=self.primary.via),
+            )
             self._via, self.fallback_reason = self.primary.via, None
             return result
         except (BmcUnreachable, BmcUnsupported) as exc:

@@ -48,7 +48,11 @@ def classify_ipmi_error(exc: BaseException, via: str) -> BmcError:
 
     if isinstance(exc, BmcError):
         return exc
-    msg = str(exc) or type(exc).__name__
+    msg = str(exc)
+    if msg in ("", "None") and isinstance(exc, pexc.IpmiException):
+        # pyghmi gives up on a BMC that never answered the login without a message.
+        return BmcUnreachable("no answer from BMC", via=via)
+    msg = msg or type(exc).__name__
     low = msg.lower()
     if isinstance(exc, pexc.UnsupportedFunctionality) or any(
         m in low for m in _UNSUPPORTED_MARKERS
@@ -76,6 +80,9 @@ class IpmiDriver(BmcDriver):
     def _connect(self) -> Any:
         from pyghmi.ipmi.command import Command
 
+        from maas_lib.bmc import pyghmi_fixes
+
+        pyghmi_fixes.apply()
         # bytes credentials: see sessions.py for why str hangs on a second Command.
         return Command(
             bmc=self.endpoint.address,

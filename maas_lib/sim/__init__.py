@@ -95,6 +95,12 @@ def stop(directory: Path, *, wait: float = 15.0) -> bool:
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
         try:
+            # Reap it if this process started it (a zombie still answers kill(pid, 0)).
+            if os.waitpid(pid, os.WNOHANG)[0]:
+                break
+        except ChildProcessError:
+            pass
+        try:
             os.kill(pid, 0)
         except OSError:
             break

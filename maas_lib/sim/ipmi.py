@@ -1,9 +1,10 @@
 """Simulated IPMI BMCs: pyghmi's own `pyghmi.ipmi.bmc.Bmc` server, one UDP port per BMC.
 
 One process serves them all: pyghmi keeps every socket in one module-level list served by
-one IO thread, so one `Session.wait_for_rsp` loop dispatches packets for every BMC (up to
-~1,000 per process: select() is capped at FD_SETSIZE). Run it in a process of its own —
-pyghmi's client and server share routing tables, so they must not share a process.
+one IO thread (with `maas_lib.bmc.pyghmi_fixes` applied), so one `Session.wait_for_rsp`
+loop dispatches packets for every BMC (up to ~1,000 per process: select() is capped at
+FD_SETSIZE). Run it in a process of its own: pyghmi's client and server share routing
+tables, so they must not share a process.
 
 Three fixes to pyghmi 1.6.19's server, each a behaviour a real BMC has:
 - it implements cipher suite 3 only, yet accepts the client's SHA-256 proposal (suite 17)
@@ -26,7 +27,10 @@ import pyghmi.ipmi.private.constants as constants
 import pyghmi.ipmi.private.serversession as serversession
 import pyghmi.ipmi.private.session as ipmisession
 
+from maas_lib.bmc import pyghmi_fixes
 from maas_lib.sim.machine import BootTarget, Machine
+
+pyghmi_fixes.apply()
 
 # (authentication, integrity, confidentiality) algorithms of cipher suite 3, the only one
 # pyghmi's server implements: RAKP-HMAC-SHA1, HMAC-SHA1-96, AES-CBC-128.
@@ -101,6 +105,7 @@ class SimBmc(pyghmi_bmc.Bmc):
         rng: random.Random | None = None,
     ):
         super().__init__(authdata, port=port, address=address)
+        self.serversocket.setblocking(False)  # see pyghmi_fixes: never block the IO thread
         self.machine = machine
         self.flaky_rate = flaky_rate
         self._rng = rng or random.Random()

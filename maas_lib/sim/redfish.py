@@ -289,6 +289,9 @@ class RedfishEmulator:
             return resp
 
         self.server = make_server(host, port, app, threaded=True, request_handler=_handler_class())
+        # Clients keep connections alive; their handler threads must not hold up exit.
+        self.server.daemon_threads = True
+        self.server.block_on_close = False
         scheme = "http"
         if cert and key:
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)

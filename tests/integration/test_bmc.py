@@ -9,36 +9,12 @@ import pytest
 
 from maas_lib.bmc import BmcSettings
 from maas_lib.bmc.sessions import IPMI_SESSIONS
-from tests.simfleet import running_sim
-
-FAST = BmcSettings(timeout=3, power_timeout=20, poll_interval=0.1, retries=5)
-
-
-@pytest.fixture(scope="module")
-def simfleet(tmp_path_factory):
-    with running_sim(
-        tmp_path_factory.mktemp("bmcsim"),
-        ipmi=6,
-        redfish=6,
-        dual=1,
-        dead=1,
-        wrong_creds=1,
-        slow=1,
-        flaky=1,
-        power_delay=0.3,
-        install_time=1.0,
-        slow_latency=2.0,
-        flaky_rate=0.3,
-    ) as s:
-        yield s
+from tests.integration.conftest import FAST
 
 
 @pytest.fixture
-def fleet(simfleet, monkeypatch):
-    for key, value in simfleet.env.items():
-        monkeypatch.setenv(key, value)
-    with simfleet.fleet() as f:
-        yield f
+def fleet(simfleet_api):
+    return simfleet_api
 
 
 def by_host(results):

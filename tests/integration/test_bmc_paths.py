@@ -1,0 +1,223 @@
+"""TLS verification, IPMI→Redfish fallback, and the `maasctl bmc`/`sim` shell, against the
+simulator."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.integration.conftest import FAST
+
+
+def _dead_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def path_hosts(simfleet, tmp_path_factory):
+    """Extra hosts reaching simulated machines through other paths."""
+    hosts = {h["name"]: h for h in json.loads((simfleet.directory / "hosts.json").read_text())}
+    url = simfleet.info["redfish_url"]
+    ca = str(simfleet.directory / "pki" / "ca.pem")
+    rf1 = f"/redfish/v1/Systems/{hosts['sim-rf-0001']['system_id']}"
+    dual = f"/redfish/v1/Systems/{hosts['sim-dual-0001']['system_id']}"
+    inv = {
+        "all": {
+            "children": {
+                "paths": {
+                    "vars": {"bmc_credential": "sim"},
+                    "hosts": {
+                        "path-noca": {"bmc_address": url, "bmc_system": rf1},
+                        "path-insecure": {
+                            "bmc_address": url,
+                            "bmc_system": rf1,
+                            "bmc_tls_verify": False,
+                        },
+                        "path-fallback": {
+                            "bmc_address": "127.0.0.1",
+                            "bmc_port": _dead_udp_port(),
+                            "bmc_fallback_address": url,
+                            "bmc_system": dual,
+                            "bmc_tls_ca": ca,
+                        },
+                        "path-fallback-auth": {
+                            "bmc_address": "127.0.0.1",
+                            "bmc_port": hosts["sim-ipmi-0005"]["ipmi_port"],
+                            "bmc_credential": "sim-wrong",
+                            "bmc_fallback_address": url,
+                            "bmc_system": dual,
+                            "bmc_tls_ca": ca,
+                        },
+                    },
+                }
+            }
+        }
+    }
+    path = tmp_path_factory.mktemp("paths") / "paths.yml"
+    path.write_text(yaml.safe_dump(inv))
+    with simfleet.fleet() as f:
+        f.import_hosts([str(path)])
+    return path
+
+
+def test_tls_is_verified_against_the_inventory_ca(simfleet_api, path_hosts):
+    (ok,) = simfleet_api.bmc_status(["sim-rf-0001"], settings=FAST)
+    assert ok.ok and ok.via.startswith("https://")
+    (r,) = simfleet_api.bmc_status(["path-noca"], settings=FAST)
+    assert r.error_class == "tls" and "certificate verify failed" in r.error, r
+
+
+def test_tls_verification_off_only_when_the_inventory_says_so(simfleet_api, path_hosts, caplog):
+    with caplog.at_level(logging.WARNING):
+        (r,) = simfleet_api.bmc_status(["path-insecure"], settings=FAST)
+    assert r.ok, r
+    assert "TLS verification is off" in caplog.text
+
+
+def test_unreachable_primary_falls_back_and_says_which_path_acted(simfleet_api, path_hosts):
+    (r,) = simfleet_api.bmc_power("cycle", ["path-fallback"], settings=FAST)
+    assert r.ok and r.power == "on", r
+    assert r.via.startswith("https://") and r.via.endswith(r.via.rsplit("/", 1)[-1])
+    # The same machine answers through its primary (IPMI) path as sim-dual-0001.
+    (dual,) = simfleet_api.bmc_status(["sim-dual-0001"], settings=FAST)
+    assert dual.ok and dual.power == "on" and dual.via.startswith("ipmi://")
+
+
+def test_auth_failure_on_the_primary_does_not_fall_back(simfleet_api, path_hosts):
+    (r,) = simfleet_api.bmc_status(["path-fallback-auth"], settings=FAST)
+    assert r.error_class == "auth" and r.via.startswith("ipmi://"), r
+
+
+def _maasctl(simfleet, *args, env=None):
+    full = {k: v for k, v in os.environ.items() if not k.startswith("MAAS_")}
+    full |= {"MAAS_DB": str(simfleet.db)} | (env if env is not None else simfleet.env)
+    return subprocess.run(
+        [sys.executable, "-m", "maas_lib", *args],
+        capture_output=True,
+        text=True,
+        env=full,
+        timeout=120,
+    )
+
+
+def test_cli_bmc_status_json_and_exit_codes(simfleet):
+    ok = _maasctl(simfleet, "bmc", "status", "sim-ipmi-000[1-2]", "sim-rf-0001", "--json")
+    assert ok.returncode == 0, ok.stderr
+    rows = json.loads(ok.stdout)
+    assert [r["host"] for r in rows] == ["sim-ipmi-0001", "sim-ipmi-0002", "sim-rf-0001"]
+    assert all(r.keys() >= {"host", "power", "error_class", "error", "via"} for r in rows)
+    bad = _maasctl(simfleet, "bmc", "status", "sim-ipmi-*", "--json", "--timeout", "2")
+    assert bad.returncode == 1
+    classes = {r["host"]: r["error_class"] for r in json.loads(bad.stdout)}
+    assert classes["sim-ipmi-0005"] == "auth" and classes["sim-ipmi-0006"] == "unreachable"
+
+
+def test_cli_power_and_boot(simfleet):
+    r = _maasctl(simfleet, "bmc", "power", "on", "sim-ipmi-0002", "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)[0]["power"] == "on", r.stderr
+    r = _maasctl(simfleet, "bmc", "boot", "cd", "sim-ipmi-0002")
+    assert r.returncode == 0 and "1 ok, 0 failed" in r.stderr, r.stderr
+    assert simfleet.state()["sim-ipmi-0002"]["boot_target"] == "cd"
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["bmc", "power", "explode", "sim-ipmi-0001"], "'explode' is not one of"),
+        (["bmc", "status", "nosuch"], "unknown host nosuch"),
+        (["bmc", "status", "sim-*", "--concurrency", "0"], "--concurrency"),
+        (["bmc", "status", "sim-*", "--timeout", "-1"], "--timeout"),
+        (["bmc", "boot", "floppy", "sim-ipmi-0001"], "'floppy' is not one of"),
+        (["bmc", "status"], "no hosts given"),
+    ],
+)
+def test_cli_bmc_bad_input(simfleet, args, words):
+    r = _maasctl(simfleet, *args)
+    assert r.returncode == 2 and words in r.stderr and r.stderr.count("\n") == 1, r.stderr
+
+
+def test_cli_unresolvable_credential_is_bad_input_before_any_bmc_is_touched(simfleet):
+    env = {k: v for k, v in simfleet.env.items() if "WRONG" not in k}
+    r = _maasctl(simfleet, "bmc", "status", "sim-*", env=env)
+    assert r.returncode == 2
+    assert "credential sim-wrong: set MAAS_CRED_SIM_WRONG_USERNAME" in r.stderr
+
+
+def test_bmc_passwords_never_appear_in_output_logs_or_database(simfleet):
+    secrets = [v for k, v in simfleet.env.items() if k.endswith("_PASSWORD")]
+    outputs = []
+    for args in (
+        ["-vv", "bmc", "status", "sim-*", "--json", "--timeout", "2"],
+        ["-vv", "bmc", "status", "sim-*", "--timeout", "2"],
+        ["-vv", "bmc", "power", "on", "sim-rf-0003", "sim-ipmi-0005"],
+        ["-vv", "hosts", "list", "--json"],
+    ):
+        r = _maasctl(simfleet, *args)
+        outputs.append(r.stdout + r.stderr)
+    text = "\n".join(outputs)
+    assert "auth" in text
+    for secret in secrets:
+        assert secret not in text
+        for f in simfleet.db.parent.glob(simfleet.db.name + "*"):
+            assert secret.encode() not in f.read_bytes()
+
+
+def test_sim_up_status_down_from_the_cli(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAAS_")}
+    env |= {"MAAS_DB": str(tmp_path / "f.db"), "HOME": str(tmp_path)}
+    from tests.simfleet import free_udp_base, read_env
+
+    def run(*args):
+        return subprocess.run(
+            [sys.executable, "-m", "maas_lib", *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
+
+    d = str(tmp_path / "sim")
+    up = run(
+        "sim",
+        "up",
+        "--dir",
+        d,
+        "--ipmi",
+        "2",
+        "--redfish",
+        "1",
+        "--json",
+        "--ipmi-base-port",
+        str(free_udp_base(4)),
+    )
+    assert up.returncode == 0, up.stderr
+    info = json.loads(up.stdout)
+    try:
+        assert (tmp_path / "sim" / "credentials.env").stat().st_mode & 0o077 == 0
+        assert run("hosts", "import", info["inventory"]).returncode == 0
+        env.update(read_env(Path(info["credentials_env"])))
+        st = run("bmc", "status", "sim-*", "--json")
+        assert st.returncode == 0, st.stderr
+        assert [r["power"] for r in json.loads(st.stdout)] == ["off", "off", "off"]
+        status = run("sim", "status", "--dir", d, "--json")
+        assert {m["host"] for m in json.loads(status.stdout)} == {
+            "sim-ipmi-0001",
+            "sim-ipmi-0002",
+            "sim-rf-0001",
+        }
+        again = run("sim", "up", "--dir", d)
+        assert again.returncode == 2 and "already running" in again.stderr
+    finally:
+        down = run("sim", "down", "--dir", d)
+    assert down.returncode == 0 and "stopped" in down.stdout
+    assert run("sim", "status", "--dir", d).returncode == 0  # state stays readable
