@@ -57,6 +57,7 @@ class BmcEndpoint:
         tls_ca: str | None = None,
         tls_verify: bool = True,
     ) -> BmcEndpoint:
+        protocol = BmcProtocol(protocol)
         if protocol is BmcProtocol.REDFISH:
             address = redfish_base_url(address, port)
             port = urlsplit(address).port
@@ -75,7 +76,7 @@ class BmcEndpoint:
 def redfish_base_url(address: str, port: int | None) -> str:
     """`https://host[:port]` from a bare host or a URL; a path in the URL is dropped."""
     if "://" not in address:
-        address = f"https://{address}"
+        address = f"https://[{address}]" if ":" in address else f"https://{address}"
     parts = urlsplit(address)
     host = parts.hostname or ""
     if ":" in host:

@@ -38,6 +38,8 @@ from maas_lib.models import BmcProtocol
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+#: Hosts worked on side by side in one fan-out (each mostly waits on its BMC).
+MAX_WORKERS = 1024
 
 
 class BmcSettings(BaseModel):
@@ -47,9 +49,13 @@ class BmcSettings(BaseModel):
     power_timeout: float = Field(
         default=300.0, gt=0, description="seconds for a BMC to reach a requested power state"
     )
-    poll_interval: float = Field(default=1.0, gt=0)
+    poll_interval: float = Field(
+        default=1.0, gt=0, description="longest pause between power-state polls"
+    )
     retries: int = Field(default=2, ge=0, description="extra attempts for transient errors")
-    concurrency: int = Field(default=64, ge=1, le=4096)
+    concurrency: int = Field(
+        default=64, ge=1, le=4096, description="BMC calls in flight at once, fleet-wide"
+    )
 
 
 @dataclass
@@ -111,6 +117,9 @@ class BmcController:
     ):
         self.settings = settings or BmcSettings()
         self._resolve = resolve
+        # Bounds BMC calls in flight, not hosts: a host waiting for its power to change
+        # holds no slot, so a slow power-off does not hold up the rest of the fleet.
+        self._slots = threading.BoundedSemaphore(self.settings.concurrency)
 
     # -- building blocks ------------------------------------------------------------------
 
@@ -134,11 +143,14 @@ class BmcController:
         deadline = s.timeout * (2 if hasattr(driver, "secondary") else 1) + 1.0
 
         def attempt() -> T:
-            return run_with_deadline(
-                lambda: fn(driver),
-                deadline,
-                lambda: BmcUnreachable(f"{what}: no answer within {deadline:g}s", via=driver.via),
-            )
+            with self._slots:
+                return run_with_deadline(
+                    lambda: fn(driver),
+                    deadline,
+                    lambda: BmcUnreachable(
+                        f"{what}: no answer within {deadline:g}s", via=driver.via
+                    ),
+                )
 
         retrying = Retrying(
             retry=retry_if_exception(lambda e: isinstance(e, BmcError) and e.transient),
@@ -149,8 +161,12 @@ class BmcController:
         return retrying(attempt)
 
     def wait_power(self, driver: BmcDriver, want: PowerState, started: float) -> None:
-        """Poll until the BMC reports `want`, or fail with `timeout` after power_timeout."""
+        """Poll until the BMC reports `want`, or fail with `timeout` after power_timeout.
+
+        Polls start 0.1 s apart and back off to `poll_interval`: most BMCs settle within a
+        second or two, and a fast first look saves a full interval per host."""
         s = self.settings
+        pause = min(0.1, s.poll_interval)
         while True:
             state = self.call(driver, lambda d: d.power_state(), "read power state")
             if state is want:
@@ -160,7 +176,8 @@ class BmcController:
                 raise BmcTimeout(
                     f"power still {state} {waited:.0f}s after requesting {want}", via=driver.via
                 )
-            time.sleep(min(s.poll_interval, max(0.0, s.power_timeout - waited)))
+            time.sleep(min(pause, max(0.0, s.power_timeout - waited)))
+            pause = min(pause * 2, s.poll_interval)
 
     def set_power(self, driver: BmcDriver, action: PowerAction, *, wait: bool = True) -> PowerState:
         """Request a power action; with `wait`, return only once the BMC confirms it."""
@@ -227,9 +244,12 @@ class BmcController:
     def fan_out(
         self, targets: Sequence[BmcTarget], op: Callable[[BmcTarget], BmcResult]
     ) -> list[BmcResult]:
-        """Run `op` for every target, at most `concurrency` at once; results in input order."""
+        """Run `op` for every target; results in input order.
+
+        Every host gets a worker (up to MAX_WORKERS) so hosts wait for their BMCs side by
+        side; `concurrency` bounds the BMC calls actually in flight."""
         if not targets:
             return []
-        workers = min(self.settings.concurrency, len(targets))
+        workers = min(len(targets), max(MAX_WORKERS, self.settings.concurrency))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="bmc") as pool:
             return list(pool.map(op, targets))

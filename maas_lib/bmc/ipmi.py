@@ -24,7 +24,8 @@ _BOOT_DEVICES = {
     BootDevice.CD: "optical",
     BootDevice.BIOS: "setup",
 }
-_POWER_REQUESTS = {PowerAction.ON: "on", PowerAction.OFF: "off", PowerAction.SOFT: "shutdown"}
+# Chassis Control (netfn 0, command 2) directives: power down, power up, soft shutdown.
+_CHASSIS_CONTROL = {PowerAction.OFF: 0, PowerAction.ON: 1, PowerAction.SOFT: 5}
 _AUTH_MARKERS = (
     "incorrect password",
     "unauthorized name",
@@ -111,14 +112,25 @@ class IpmiDriver(BmcDriver):
         finally:
             entry.lock.release()
 
+    @staticmethod
+    def _raw(command: Any, cmd: int, data: tuple[int, ...] = ()) -> Any:
+        """One chassis command. Raw, because pyghmi's set_power/get_power add an OEM probe
+        and a state read to every call: a third of the traffic of a power cycle."""
+        from pyghmi.exceptions import IpmiException
+
+        response = command.raw_command(netfn=0, command=cmd, data=data)
+        if "error" in response:
+            raise IpmiException(response["error"], response.get("code", 0))
+        return response["data"]
+
     def power_state(self) -> PowerState:
-        state = self._call(lambda c: c.get_power()["powerstate"])
-        return PowerState(state)
+        data = self._call(lambda c: self._raw(c, 0x01))
+        return PowerState.ON if data[0] & 1 else PowerState.OFF
 
     def power(self, action: PowerAction) -> None:
-        if action not in _POWER_REQUESTS:
+        if action not in _CHASSIS_CONTROL:
             raise BmcUnsupported(f"IPMI driver has no single request for {action}", via=self.via)
-        self._call(lambda c: c.set_power(_POWER_REQUESTS[action], wait=False))
+        self._call(lambda c: self._raw(c, 0x02, (_CHASSIS_CONTROL[action],)))
 
     def set_boot(self, device: BootDevice, *, persistent: bool = False) -> None:
         def request(c: Any) -> None:

@@ -175,3 +175,77 @@ def test_virtual_media_is_unsupported_over_ipmi(fleet):
     driver = controller.driver(BmcTarget.from_host(fleet.store.get_host("sim-ipmi-0002")))
     with pytest.raises(BmcUnsupported):
         controller.call(driver, lambda d: d.insert_media("http://x/y.iso"), "insert")
+
+
+_PYGHMI_TWICE = """
+import sys
+from pyghmi.ipmi.command import Command
+port, user, password, as_bytes = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4] == "1"
+if as_bytes:
+    user, password = user.encode(), password.encode()
+for _ in range(2):
+    Command(bmc="127.0.0.1", port=port, userid=user, password=password).get_power()
+print("done")
+"""
+
+
+def _pyghmi_twice(simfleet, as_bytes):
+    import json
+    import subprocess
+    import sys
+
+    port = next(
+        h["ipmi_port"]
+        for h in json.loads((simfleet.directory / "hosts.json").read_text())
+        if h["name"] == "sim-ipmi-0002"
+    )
+    args = [
+        sys.executable,
+        "-c",
+        _PYGHMI_TWICE,
+        str(port),
+        simfleet.env["MAAS_CRED_SIM_USERNAME"],
+        simfleet.env["MAAS_CRED_SIM_PASSWORD"],
+        "1" if as_bytes else "0",
+    ]
+    try:
+        return subprocess.run(args, capture_output=True, text=True, timeout=8).stdout
+    except subprocess.TimeoutExpired:
+        return "hung"
+
+
+def test_pyghmi_pitfall_second_command_with_str_credentials_hangs(simfleet):
+    # The peer's behaviour our driver works around (bytes credentials, one session per BMC).
+    # If this starts passing with str credentials, pyghmi fixed it and sessions.py can say so.
+    assert _pyghmi_twice(simfleet, as_bytes=True).strip() == "done"
+    assert _pyghmi_twice(simfleet, as_bytes=False) == "hung"
+
+
+def test_pyghmi_pitfall_boot_with_wait_does_not_wait_but_cycle_does(simfleet, fleet):
+    from pyghmi.ipmi.command import Command
+
+    from maas_lib.bmc import pyghmi_fixes
+
+    pyghmi_fixes.apply()
+    (slow,) = simfleet.hosts("slow", "ipmi")  # power changes take 2.3 s
+    assert fleet.bmc_power("on", [slow], settings=FAST)[0].ok
+    env = simfleet.env
+    cmd = Command(
+        bmc="127.0.0.1",
+        port=fleet.store.get_host(slow).bmc_port,
+        userid=env["MAAS_CRED_SIM_USERNAME"].encode(),
+        password=env["MAAS_CRED_SIM_PASSWORD"].encode(),
+    )
+    started = time.monotonic()
+    result = cmd.set_power("boot", wait=30)
+    # pyghmi sent a reset and returned at once, confirming nothing.
+    assert result == {"pendingpowerstate": "reset"}
+    assert time.monotonic() - started < 1.0
+    before = simfleet.state()[slow]
+    started = time.monotonic()
+    (r,) = fleet.bmc_power("cycle", [slow], settings=FAST)
+    # Ours: off (2.3 s, confirmed), then on (2.3 s, confirmed).
+    assert r.ok and r.power == "on" and time.monotonic() - started >= 4.6
+    after = simfleet.state()[slow]
+    assert after["power_offs"] == before["power_offs"] + 1
+    assert after["power_ons"] == before["power_ons"] + 1

@@ -1,0 +1,139 @@
+"""Failure classes from the exceptions pyghmi and sushy actually raise (no peers needed)."""
+
+import pytest
+import requests
+from pyghmi import exceptions as pexc
+from sushy import exceptions as sexc
+
+from maas_lib.bmc.base import BmcTarget, redfish_base_url
+from maas_lib.bmc.ipmi import classify_ipmi_error
+from maas_lib.bmc.redfish import classify_redfish_error
+from maas_lib.models import HostSpec
+
+
+@pytest.mark.parametrize(
+    ("exc", "error_class", "transient"),
+    [
+        (pexc.IpmiException("Incorrect password provided"), "auth", False),
+        (pexc.IpmiException("Unauthorized name in RAKP2"), "auth", False),
+        (pexc.IpmiException(None), "unreachable", False),
+        (pexc.IpmiException("timeout"), "unreachable", False),
+        (pexc.IpmiException("Node Busy", 0xC0), "bmc_error", True),
+        (pexc.IpmiException("Timeout while processing command"), "bmc_error", True),
+        (pexc.IpmiException("Invalid command", 0xC1), "unsupported", False),
+        (pexc.UnsupportedFunctionality("no"), "unsupported", False),
+        (pexc.IpmiException("Command not supported in present state", 0xD5), "bmc_error", False),
+        (OSError(101, "Network is unreachable"), "unreachable", False),
+    ],
+)
+def test_ipmi_error_classes(exc, error_class, transient):
+    err = classify_ipmi_error(exc, "ipmi://x:623")
+    assert (err.error_class, err.transient, err.via) == (error_class, transient, "ipmi://x:623")
+
+
+def _chained(outer: Exception, inner: Exception) -> Exception:
+    try:
+        try:
+            raise inner
+        except Exception:
+            raise outer from None
+    except Exception as exc:
+        exc.__context__ = inner
+        return exc
+
+
+class _Resp:
+    def __init__(self, status):
+        self.status_code = status
+        self.json = lambda: {}
+        self.text = ""
+        self.headers = {}
+        self.request = None
+
+
+@pytest.mark.parametrize(
+    ("exc", "error_class", "transient"),
+    [
+        (
+            _chained(
+                sexc.ConnectionError(url="u", error="e"),
+                requests.exceptions.SSLError("certificate verify failed"),
+            ),
+            "tls",
+            False,
+        ),
+        (
+            _chained(
+                sexc.ConnectionError(url="u", error="e"),
+                requests.exceptions.ConnectionError("[Errno 111] Connection refused"),
+            ),
+            "unreachable",
+            False,
+        ),
+        (
+            _chained(
+                sexc.ConnectionError(url="u", error="e"),
+                requests.exceptions.ReadTimeout("read timed out"),
+            ),
+            "unreachable",
+            False,
+        ),
+        (sexc.AccessError("GET", "u", _Resp(401)), "auth", False),
+        (sexc.HTTPError("POST", "u", _Resp(501)), "unsupported", False),
+        (sexc.HTTPError("POST", "u", _Resp(503)), "bmc_error", True),
+        (sexc.HTTPError("POST", "u", _Resp(409)), "bmc_error", True),
+        (sexc.BadRequestError("POST", "u", _Resp(400)), "bmc_error", False),
+        (
+            sexc.InvalidParameterValueError(parameter="p", value="v", valid_values="x"),
+            "unsupported",
+            False,
+        ),
+    ],
+)
+def test_redfish_error_classes(exc, error_class, transient):
+    err = classify_redfish_error(exc, "https://bmc")
+    assert (err.error_class, err.transient) == (error_class, transient)
+
+
+def test_unreachable_message_is_the_socket_reason():
+    exc = _chained(
+        sexc.ConnectionError(url="u", error="e"),
+        requests.exceptions.ConnectionError(
+            "HTTPSConnectionPool(host='10.0.0.1', port=443): Max retries exceeded (Caused by "
+            "NewConnectionError('<x>: Failed to establish a new connection: [Errno 111] "
+            "Connection refused'))"
+        ),
+    )
+    assert str(classify_redfish_error(exc, "v")) == "cannot reach BMC: Connection refused"
+
+
+@pytest.mark.parametrize(
+    ("address", "port", "url"),
+    [
+        ("bmc.example", None, "https://bmc.example"),
+        ("bmc.example", 8443, "https://bmc.example:8443"),
+        ("https://bmc.example/redfish/v1", None, "https://bmc.example"),
+        ("http://10.0.0.1:8000", 9000, "http://10.0.0.1:8000"),
+        ("fe80::1", None, "https://[fe80::1]"),
+    ],
+)
+def test_redfish_base_url(address, port, url):
+    assert redfish_base_url(address, port) == url
+
+
+def test_target_from_host_with_fallback():
+    host = HostSpec(
+        name="h",
+        pool="p",
+        bmc_address="10.0.0.1",
+        bmc_fallback_address="bmc-h",
+        bmc_fallback_port=8443,
+        bmc_system="/redfish/v1/Systems/1",
+    )
+    t = BmcTarget.from_host(host)
+    assert (t.primary.protocol, t.primary.port) == ("ipmi", 623)
+    assert t.primary.label == "ipmi://10.0.0.1:623"
+    assert t.fallback is not None and t.fallback.protocol == "ipmi"
+    h2 = host.model_copy(update={"bmc_fallback_protocol": "redfish"})
+    t2 = BmcTarget.from_host(h2)
+    assert t2.fallback.label == "https://bmc-h:8443/redfish/v1/Systems/1"
