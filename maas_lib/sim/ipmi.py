@@ -150,6 +150,12 @@ class SimBmc(pyghmi_bmc.Bmc):
         if request["netfn"] == 0 and self.flaky_rate and self._rng.random() < self.flaky_rate:
             self.stats["busy"] += 1
             return session.send_ipmi_response(code=NODE_BUSY)
+        if request["netfn"] == 0 and request["command"] == 4:  # Chassis Identify
+            data = request["data"]
+            # data[0]: seconds (0 = off; default 15), data[1] bit 0: force on.
+            on = bool(data[1] & 1) if len(data) > 1 else (data[0] if data else 15) > 0
+            self.machine.set_identify(on)
+            return session.send_ipmi_response()
         return super().handle_raw_request(request, session)
 
     # -- chassis --------------------------------------------------------------------------

@@ -130,6 +130,10 @@ class Machine:
         with self._lock:
             self.media_url = None
 
+    def set_identify(self, on: bool) -> None:
+        with self._lock:
+            self.identify = on
+
     def _boot(self) -> None:
         target = self.boot_target
         if not self.boot_persistent:

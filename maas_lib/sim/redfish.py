@@ -261,6 +261,8 @@ class RedfishEmulator:
             # The stock emulator ignores BootSourceOverrideEnabled: honour it here.
             if flask.request.method == "PATCH" and flask.request.endpoint == "system_resource":
                 body = flask.request.get_json(silent=True) or {}
+                if "IndicatorLED" in body and ident in machines:
+                    machines[ident].set_identify(body["IndicatorLED"] != "Off")
                 boot = body.get("Boot") or {}
                 if "BootSourceOverrideEnabled" in boot:
                     driver.set_boot_enabled(ident, boot["BootSourceOverrideEnabled"])

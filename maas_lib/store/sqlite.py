@@ -175,7 +175,7 @@ class SqliteStore(Store):
     def get_host(self, name: str) -> HostRecord:
         rows = self._rows("SELECT * FROM hosts WHERE name = ?", (name,))
         if not rows:
-            raise NotFound(f"unknown host {name!r}")
+            raise NotFound(f"unknown host {name}")
         return HostRecord.model_validate(rows[0])
 
     def get_hosts(self, names: Sequence[str]) -> list[HostRecord]:

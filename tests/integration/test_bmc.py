@@ -249,3 +249,15 @@ def test_pyghmi_pitfall_boot_with_wait_does_not_wait_but_cycle_does(simfleet, fl
     after = simfleet.state()[slow]
     assert after["power_offs"] == before["power_offs"] + 1
     assert after["power_ons"] == before["power_ons"] + 1
+
+
+@pytest.mark.parametrize("host", ["sim-ipmi-0002", "sim-rf-0002"])
+def test_identify_light(simfleet, fleet, host):
+    from maas_lib.bmc import BmcController, BmcTarget
+
+    controller = BmcController(FAST)
+    driver = controller.driver(BmcTarget.from_host(fleet.store.get_host(host)))
+    controller.call(driver, lambda d: d.identify(True), "identify on")
+    assert simfleet.state()[host]["identify"] is True
+    controller.call(driver, lambda d: d.identify(False), "identify off")
+    assert simfleet.state()[host]["identify"] is False

@@ -9,6 +9,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -38,6 +39,7 @@ def path_hosts(simfleet, tmp_path_factory):
                     "vars": {"bmc_credential": "sim"},
                     "hosts": {
                         "path-noca": {"bmc_address": url, "bmc_system": rf1},
+                        "path-nosystem": {"bmc_address": url, "bmc_tls_ca": ca},
                         "path-insecure": {
                             "bmc_address": url,
                             "bmc_system": rf1,
@@ -75,6 +77,12 @@ def test_tls_is_verified_against_the_inventory_ca(simfleet_api, path_hosts):
     assert ok.ok and ok.via.startswith("https://")
     (r,) = simfleet_api.bmc_status(["path-noca"], settings=FAST)
     assert r.error_class == "tls" and "certificate verify failed" in r.error, r
+
+
+def test_redfish_without_bmc_system_needs_the_only_system(simfleet_api, path_hosts):
+    (r,) = simfleet_api.bmc_status(["path-nosystem"], settings=FAST)
+    assert r.error_class == "bmc_error" and "14 systems" not in r.error, r
+    assert "systems at" in r.error and "set bmc_system" in r.error
 
 
 def test_tls_verification_off_only_when_the_inventory_says_so(simfleet_api, path_hosts, caplog):
@@ -197,6 +205,10 @@ def test_sim_up_status_down_from_the_cli(tmp_path):
         "--redfish",
         "1",
         "--json",
+        "--install-time",
+        "0.3",
+        "--install-failure-rate",
+        "1",
         "--ipmi-base-port",
         str(free_udp_base(4)),
     )
@@ -205,19 +217,74 @@ def test_sim_up_status_down_from_the_cli(tmp_path):
     try:
         assert (tmp_path / "sim" / "credentials.env").stat().st_mode & 0o077 == 0
         assert run("hosts", "import", info["inventory"]).returncode == 0
+        # A Redfish host named without bmc_system: the emulator's only system is used.
+        only = tmp_path / "only.yml"
+        only.write_text(
+            yaml.safe_dump(
+                {
+                    "all": {
+                        "hosts": {
+                            "only-system": {
+                                "bmc_address": info["redfish_url"],
+                                "bmc_credential": "sim",
+                                "bmc_tls_ca": str(tmp_path / "sim" / "pki" / "ca.pem"),
+                            }
+                        }
+                    }
+                }
+            )
+        )
+        assert run("hosts", "import", str(only)).returncode == 0
         env.update(read_env(Path(info["credentials_env"])))
-        st = run("bmc", "status", "sim-*", "--json")
+        st = run("bmc", "status", "sim-*", "only-system", "--json")
         assert st.returncode == 0, st.stderr
-        assert [r["power"] for r in json.loads(st.stdout)] == ["off", "off", "off"]
+        assert [r["power"] for r in json.loads(st.stdout)] == ["off"] * 4
         status = run("sim", "status", "--dir", d, "--json")
         assert {m["host"] for m in json.loads(status.stdout)} == {
             "sim-ipmi-0001",
             "sim-ipmi-0002",
             "sim-rf-0001",
         }
+        # The installer fails every install here, and says so through the completion path.
+        import maas_lib
+
+        with maas_lib.open_fleet(tmp_path / "f.db") as fleet:
+            fleet.expect_install("sim-ipmi-0001", "debian-13")
+        assert run("bmc", "boot", "pxe", "sim-ipmi-0001").returncode == 0
+        assert run("bmc", "power", "on", "sim-ipmi-0001").returncode == 0
+        with maas_lib.open_fleet(tmp_path / "f.db") as fleet:
+            for _ in range(50):
+                if reports := fleet.install_reports("sim-ipmi-0001"):
+                    break
+                time.sleep(0.1)
+        assert [(x.image, x.outcome, x.reason) for x in reports] == [
+            ("debian-13", "failed", "simulated installer failure")
+        ]
         again = run("sim", "up", "--dir", d)
         assert again.returncode == 2 and "already running" in again.stderr
     finally:
         down = run("sim", "down", "--dir", d)
     assert down.returncode == 0 and "stopped" in down.stdout
     assert run("sim", "status", "--dir", d).returncode == 0  # state stays readable
+
+
+def test_provisioned_is_the_install_completion_path(simfleet):
+    r = _maasctl(simfleet, "provisioned", "sim-ipmi-0003", "--image", "rocky-9", "--json")
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    assert (report["host"], report["image"], report["outcome"]) == (
+        "sim-ipmi-0003",
+        "rocky-9",
+        "succeeded",
+    )
+    r = _maasctl(
+        simfleet, "provisioned", "sim-ipmi-0003", "--image", "rocky-9", "--failed", "disk 2 missing"
+    )
+    assert r.returncode == 0 and "failed" in r.stdout
+    for args, words in (
+        (["nosuch", "--image", "x"], "unknown host nosuch"),
+        (["sim-ipmi-0003", "--image", "bad image"], "--image"),
+        (["sim-ipmi-0003"], "Missing option '--image'"),
+    ):
+        bad = _maasctl(simfleet, "provisioned", *args)
+        assert bad.returncode == 2 and words in bad.stderr, bad.stderr
