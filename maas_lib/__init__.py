@@ -7,6 +7,7 @@ with maas_lib.open_fleet("sqlite:///fleet.db") as fleet:
     print(fleet.status(req.id).state)
 """
 
+from maas_lib.bmc.control import BmcResult, BmcSettings
 from maas_lib.credentials import Credential, resolve_credential
 from maas_lib.errors import (
     BmcError,
@@ -26,6 +27,7 @@ from maas_lib.models import (
     HostStatus,
     HostTaskState,
     ImportResult,
+    InstallReport,
     Lease,
     OverlapMode,
     PoolSpec,
@@ -44,6 +46,8 @@ __all__ = [
     "Amount",
     "BatchPolicy",
     "BmcError",
+    "BmcResult",
+    "BmcSettings",
     "Credential",
     "CredentialError",
     "Fleet",
@@ -53,6 +57,7 @@ __all__ = [
     "HostTaskState",
     "ImportResult",
     "InputError",
+    "InstallReport",
     "Lease",
     "MaasError",
     "NotFound",

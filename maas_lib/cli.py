@@ -334,6 +334,7 @@ def _bmc_settings(concurrency: int, timeout: float, wait_timeout: float | None =
     from pydantic import ValidationError
 
     from maas_lib.bmc import BmcSettings
+    from maas_lib.validation import option_error
 
     fields: dict[str, Any] = {"concurrency": concurrency, "timeout": timeout}
     if wait_timeout is not None:
@@ -341,9 +342,7 @@ def _bmc_settings(concurrency: int, timeout: float, wait_timeout: float | None =
     try:
         return BmcSettings(**fields)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        name = {"power_timeout": "wait-timeout"}.get(str(err["loc"][0]), str(err["loc"][0]))
-        raise InputError(f"--{name}: {err['msg']} (got {err['input']!r})") from None
+        raise option_error(exc, {"power_timeout": "wait_timeout"}) from None
 
 
 def _bmc_report(results: list[Any], as_json: bool) -> None:

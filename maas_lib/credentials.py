@@ -33,6 +33,13 @@ class Credential:
     password: str = field(repr=False)
     source: str = ""
 
+    @property
+    def fingerprint(self) -> str:
+        """Tells credentials apart (session cache keys) without holding the password."""
+        import hashlib
+
+        return hashlib.sha256(f"{self.username}\0{self.password}".encode()).hexdigest()[:16]
+
     def __str__(self) -> str:
         return f"credential {self.name} (user {self.username}, from {self.source})"
 

@@ -31,6 +31,7 @@ from maas_lib.models import (
 )
 from maas_lib.patterns import split_patterns
 from maas_lib.store import Event, NewRequest, Store, open_store
+from maas_lib.validation import option_error
 
 _IMAGE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/+-]*$")
 _ACTOR_RE = re.compile(r"^[^\s\x00-\x1f]{1,128}$")
@@ -62,12 +63,7 @@ def parse_policy(policy: BatchPolicy | dict[str, Any] | None = None, **fields: A
     try:
         return BatchPolicy.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        option = "--" + str(err["loc"][0]).replace("_", "-") if err["loc"] else "policy"
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] != "value_error" and "input" in err:
-            msg += f" (got {err['input']!r})"
-        raise InputError(f"{option}: {msg}") from None
+        raise option_error(exc) from None
 
 
 def read_hosts_file(path: str | Path) -> list[str]:

@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from maas_lib.errors import InputError
 from maas_lib.models import HostSpec, PoolSpec
+from maas_lib.validation import first_error
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +143,7 @@ def load_inventory(sources: Sequence[str]) -> tuple[list[HostSpec], list[PoolSpe
         try:
             pools.append(PoolSpec(name=name, max_unavailable=budget))
         except ValidationError as exc:
-            raise InputError(f"pool {name}: pool_max_unavailable: {_first_error(exc)[1]}") from None
+            raise InputError(f"pool {name}: pool_max_unavailable: {first_error(exc)[1]}") from None
     return hosts, pools
 
 
@@ -154,20 +155,12 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _first_error(exc: ValidationError) -> tuple[str, str]:
-    err = exc.errors()[0]
-    var = ".".join(str(p) for p in err["loc"] if not isinstance(p, int)) or "vars"
-    msg = err["msg"].removeprefix("Value error, ")
-    if "input" in err and err["type"] not in ("value_error", "missing"):
-        msg += f" (got {err['input']!r})"
-    return var, msg
-
-
 def _validate_host(fields: dict[str, Any]) -> HostSpec:
     try:
         return HostSpec.model_validate(fields)
     except ValidationError as exc:
-        var, msg = _first_error(exc)
+        var, msg = first_error(exc)
+        var = var or "vars"
         if var == "vars" and msg.startswith("bmc_"):
             var, _, msg = msg.partition(": ")
         raise InputError(f"host {fields['name']}: {var}: {msg}") from None

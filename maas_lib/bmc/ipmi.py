@@ -76,7 +76,7 @@ class IpmiDriver(BmcDriver):
         self.endpoint = endpoint
         self._credential = credential
         self.timeout = timeout
-        self._key = (endpoint.address, endpoint.port, credential.username)
+        self._key = (endpoint.address, endpoint.port, credential.fingerprint)
 
     def _connect(self) -> Any:
         from pyghmi.ipmi.command import Command
@@ -94,23 +94,17 @@ class IpmiDriver(BmcDriver):
         )
 
     def _call(self, fn: Callable[[Any], T]) -> T:
-        entry = IPMI_SESSIONS.entry(self._key)
-        if not entry.lock.acquire(timeout=self.timeout):
-            raise BmcUnreachable(
-                f"BMC still busy with an earlier call after {self.timeout:g}s", via=self.via
-            )
         try:
-            command = IPMI_SESSIONS.client(entry, self._connect)
-            try:
-                return fn(command)
-            except BaseException:
-                # A failed call may leave the session unusable; the next call logs in anew.
-                entry.client = None
-                raise
+            with IPMI_SESSIONS.hold(self._key, self.timeout, self.via) as entry:
+                command = IPMI_SESSIONS.client(entry, self._connect)
+                try:
+                    return fn(command)
+                except BaseException:
+                    # A failed call may leave the session unusable; the next logs in anew.
+                    entry.client = None
+                    raise
         except Exception as exc:
             raise classify_ipmi_error(exc, self.via) from None
-        finally:
-            entry.lock.release()
 
     @staticmethod
     def _raw(command: Any, cmd: int, data: tuple[int, ...] = ()) -> Any:

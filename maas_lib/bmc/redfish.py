@@ -74,7 +74,7 @@ class RedfishDriver(BmcDriver):
         self.timeout = timeout
         verify: bool | str = endpoint.tls_ca or endpoint.tls_verify
         self._verify = verify
-        self._key = (endpoint.address, endpoint.system, credential.username, verify)
+        self._key = (endpoint.address, endpoint.system, credential.fingerprint, verify)
 
     def _connect(self) -> tuple[Any, str]:
         import sushy
@@ -112,27 +112,20 @@ class RedfishDriver(BmcDriver):
         return conn, system
 
     def _call(self, fn: Callable[[Any], T]) -> T:
-        entry = REDFISH_SESSIONS.entry(self._key)
-        if not entry.lock.acquire(timeout=self.timeout):
-            raise BmcUnreachable(
-                f"BMC still busy with an earlier call after {self.timeout:g}s", via=self.via
-            )
         try:
-            conn, path = REDFISH_SESSIONS.client(entry, self._connect)
-            try:
-                return fn(conn.get_system(path))
-            except Exception as exc:
-                if not isinstance(exc, BmcError) and classify_redfish_error(
-                    exc, self.via
-                ).error_class in ("unreachable", "tls", "auth"):
-                    entry.client = None
-                raise
+            with REDFISH_SESSIONS.hold(self._key, self.timeout, self.via) as entry:
+                conn, path = REDFISH_SESSIONS.client(entry, self._connect)
+                try:
+                    return fn(conn.get_system(path))
+                except Exception as exc:
+                    error = classify_redfish_error(exc, self.via)
+                    if error.error_class in ("unreachable", "tls", "auth"):
+                        entry.client = None  # connect afresh next time
+                    raise error from None
+        except BmcError:
+            raise
         except Exception as exc:
-            if isinstance(exc, BmcError):
-                raise
             raise classify_redfish_error(exc, self.via) from None
-        finally:
-            entry.lock.release()
 
     def power_state(self) -> PowerState:
         import sushy

@@ -8,9 +8,12 @@ module builds each session once, with `bytes` credentials, and hands the same on
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
+
+from maas_lib.errors import BmcUnreachable
 
 
 @dataclass
@@ -29,6 +32,17 @@ class SessionPool:
     def entry(self, key: Hashable) -> _Entry:
         with self._guard:
             return self._entries.setdefault(key, _Entry())
+
+    @contextmanager
+    def hold(self, key: Hashable, timeout: float, via: str) -> Iterator[_Entry]:
+        """The entry for `key`, locked: one call at a time per BMC."""
+        entry = self.entry(key)
+        if not entry.lock.acquire(timeout=timeout):
+            raise BmcUnreachable(f"BMC still busy with an earlier call after {timeout:g}s", via=via)
+        try:
+            yield entry
+        finally:
+            entry.lock.release()
 
     def client(self, entry: _Entry, factory: Callable[[], Any]) -> Any:
         """The entry's client, created by `factory` on first use. Call with `entry.lock` held."""

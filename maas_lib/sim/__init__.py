@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from maas_lib.errors import InputError, MaasError
 from maas_lib.sim.config import SimConfig
+from maas_lib.validation import option_error
 
 __all__ = ["SimConfig", "default_sim_dir", "sim_config", "start", "state", "stop"]
 
@@ -32,12 +33,7 @@ def sim_config(**fields: Any) -> SimConfig:
     try:
         return SimConfig.model_validate({k: v for k, v in fields.items() if v is not None})
     except ValidationError as exc:
-        err = exc.errors()[0]
-        option = "--" + str(err["loc"][0]).replace("_", "-") if err["loc"] else "sim"
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] != "value_error" and "input" in err:
-            msg += f" (got {err['input']!r})"
-        raise InputError(f"{option}: {msg}" if err["loc"] else msg) from None
+        raise option_error(exc) from None
 
 
 def _pid(directory: Path) -> int | None:

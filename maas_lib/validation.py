@@ -1,0 +1,26 @@
+"""Pydantic validation errors → one-line `InputError`s that name the option or variable."""
+
+from __future__ import annotations
+
+from pydantic import ValidationError
+
+from maas_lib.errors import InputError
+
+
+def first_error(exc: ValidationError) -> tuple[str, str]:
+    """(field, message) of the first error, with the offending value where it helps."""
+    err = exc.errors()[0]
+    field = ".".join(str(p) for p in err["loc"] if not isinstance(p, int))
+    msg = err["msg"].removeprefix("Value error, ")
+    if "input" in err and err["type"] not in ("value_error", "missing"):
+        msg += f" (got {err['input']!r})"
+    return field, msg
+
+
+def option_error(exc: ValidationError, renames: dict[str, str] | None = None) -> InputError:
+    """`--batch-size: batch size cannot exceed 100% (got 150%)`, for CLI-facing settings."""
+    field, msg = first_error(exc)
+    if not field:
+        return InputError(msg)
+    option = (renames or {}).get(field, field).replace("_", "-")
+    return InputError(f"--{option}: {msg}")
