@@ -147,6 +147,10 @@ class Store(ABC):
         """Atomically take every free host of `hosts` for `request_id`."""
 
     @abstractmethod
+    def holders(self, hosts: Sequence[str]) -> dict[str, int]:
+        """For each of `hosts` that is leased: the request id holding it."""
+
+    @abstractmethod
     def release_leases(self, request_id: int, hosts: Sequence[str] | None = None) -> int: ...
 
     @abstractmethod

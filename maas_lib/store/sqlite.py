@@ -394,6 +394,15 @@ class SqliteStore(Store):
         held_by = {h: owners[h] for h in hosts if owners.get(h) not in (None, request_id)}
         return LeaseResult(acquired=acquired, held_by=held_by)
 
+    def holders(self, hosts: Sequence[str]) -> dict[str, int]:
+        return dict(
+            self.conn.execute(
+                "SELECT host, request_id FROM host_leases "
+                "WHERE host IN (SELECT value FROM json_each(?))",
+                (json.dumps(list(hosts)),),
+            ).fetchall()
+        )
+
     def release_leases(self, request_id: int, hosts: Sequence[str] | None = None) -> int:
         with self._write() as conn:
             if hosts is None:

@@ -153,6 +153,7 @@ def test_leases_are_atomic_across_processes(db_path):
     assert sorted(owner) == names
     leases = store.inflight()
     assert {x.host: x.request_id for x in leases} == owner
+    assert store.holders([*names, "not-a-host"]) == owner
     # Releasing frees hosts for the next request.
     first = results[0][0]
     mine = [h for h, r in owner.items() if r == first]
