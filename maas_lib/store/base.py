@@ -141,6 +141,22 @@ class Store(ABC):
     def cancel_request(self, request_id: int, *, actor: str) -> RequestState:
         """Cancel an accepted request at once, or flag a running one; return its state."""
 
+    # scheduler workers and request claims
+    @abstractmethod
+    def heartbeat(self, worker: str, *, ttl: float) -> None:
+        """Record that `worker` is alive, and extend its claims by `ttl` seconds."""
+
+    @abstractmethod
+    def claim_request(self, worker: str, *, ttl: float) -> int | None:
+        """Atomically claim the oldest request no live worker holds, for `ttl` seconds.
+
+        Candidates are accepted requests, and running ones whose claim expired (their
+        worker died): those are resumed, and their host leases pass to `worker`. An
+        accepted request becomes running. Returns the request id, or None."""
+
+    @abstractmethod
+    def release_claim(self, request_id: int, worker: str) -> None: ...
+
     # leases
     @abstractmethod
     def acquire_leases(self, request_id: int, hosts: Sequence[str], *, holder: str) -> LeaseResult:

@@ -50,6 +50,12 @@ _UPSERT_HOST_SQL = (
 )
 
 
+def _after(seconds: float) -> str:
+    from datetime import UTC, datetime, timedelta
+
+    return (datetime.now(UTC) + timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
 def _prefix_upper_bound(prefix: str) -> str:
     # Every string that starts with `prefix` sorts below prefix + U+10FFFF.
     return prefix + "\U0010ffff"
@@ -372,6 +378,60 @@ class SqliteStore(Store):
                 actor=actor,
             )
         return new_state
+
+    # -- scheduler workers and request claims ---------------------------------------------
+
+    def heartbeat(self, worker: str, *, ttl: float) -> None:
+        import os
+        import socket
+
+        now = utc_now()
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO workers (id, hostname, pid, started, heartbeat) VALUES (?,?,?,?,?) "
+                "ON CONFLICT (id) DO UPDATE SET heartbeat = excluded.heartbeat",
+                (worker, socket.gethostname(), os.getpid(), now, now),
+            )
+            conn.execute(
+                "UPDATE requests SET claim_expires = ? WHERE claimed_by = ? AND state = ?",
+                (_after(ttl), worker, str(RequestState.RUNNING)),
+            )
+
+    def claim_request(self, worker: str, *, ttl: float) -> int | None:
+        now = utc_now()
+        with self._write() as conn:
+            row = conn.execute(
+                "SELECT id, state FROM requests WHERE state = ? "
+                "OR (state = ? AND (claimed_by IS NULL OR claim_expires < ?)) "
+                "ORDER BY id LIMIT 1",
+                (str(RequestState.ACCEPTED), str(RequestState.RUNNING), now),
+            ).fetchone()
+            if row is None:
+                return None
+            request_id, state = row
+            conn.execute(
+                "UPDATE requests SET state = ?, claimed_by = ?, claim_expires = ?, updated = ?, "
+                "started = COALESCE(started, ?) WHERE id = ?",
+                (str(RequestState.RUNNING), worker, _after(ttl), now, now, request_id),
+            )
+            conn.execute(
+                "UPDATE host_leases SET holder = ? WHERE request_id = ?", (worker, request_id)
+            )
+            self._event(
+                "request_claimed" if state == RequestState.ACCEPTED else "request_resumed",
+                f"claimed by {worker}",
+                request_id=request_id,
+                actor=worker,
+            )
+        return request_id
+
+    def release_claim(self, request_id: int, worker: str) -> None:
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE requests SET claimed_by = NULL, claim_expires = NULL "
+                "WHERE id = ? AND claimed_by = ?",
+                (request_id, worker),
+            )
 
     # -- leases ---------------------------------------------------------------------------
 

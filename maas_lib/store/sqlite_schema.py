@@ -221,5 +221,19 @@ def _v2(db: sqlite_utils.Database) -> None:
     db["install_reports"].create_index(["host", "id"])
 
 
-MIGRATIONS: list[tuple[int, Callable[[sqlite_utils.Database], None]]] = [(1, _v1), (2, _v2)]
+def _v3(db: sqlite_utils.Database) -> None:
+    """Scheduler workers and their heartbeats (several may share one database)."""
+    db["workers"].create(
+        {"id": str, "hostname": str, "pid": int, "started": str, "heartbeat": str},
+        pk="id",
+        not_null={"hostname", "pid", "started", "heartbeat"},
+    )
+    db["requests"].create_index(["claimed_by"])
+
+
+MIGRATIONS: list[tuple[int, Callable[[sqlite_utils.Database], None]]] = [
+    (1, _v1),
+    (2, _v2),
+    (3, _v3),
+]
 LATEST_VERSION = MIGRATIONS[-1][0]

@@ -182,3 +182,69 @@ def test_many_processes_submit_concurrently_without_loss(db_path):
         rows = fleet.requests()
         assert len(rows) == 100 and all(r.host_count == 50 for r in rows)
         assert all(r.counts == {"pending": 50} for r in rows)
+
+
+def test_claims_go_oldest_first_and_each_request_to_one_worker(db_path):
+    store = open_store(db_path)
+    store.upsert_hosts(hosts("a", "b"), [], actor="t")
+    ids = [store.create_request(new_request(["a"])) for _ in range(3)]
+    assert store.claim_request("w1", ttl=30) == ids[0]
+    assert store.claim_request("w2", ttl=30) == ids[1]
+    assert store.get_request(ids[0]).state == "running"
+    assert store.claim_request("w1", ttl=30) == ids[2]
+    assert store.claim_request("w2", ttl=30) is None
+    kinds = [e.kind for e in store.events(ids[0])]
+    assert kinds == ["request_claimed", "request_accepted"]
+
+
+def test_a_dead_workers_request_is_resumed_with_its_leases(db_path):
+    store = open_store(db_path)
+    store.upsert_hosts(hosts("a", "b"), [], actor="t")
+    rid = store.create_request(new_request(["a", "b"]))
+    assert store.claim_request("dead", ttl=0.2) == rid
+    store.acquire_leases(rid, ["a", "b"], holder="dead")
+    assert store.claim_request("alive", ttl=30) is None  # claim still valid
+    import time
+
+    time.sleep(0.3)  # no heartbeat from "dead": its claim expires
+    assert store.claim_request("alive", ttl=30) == rid
+    assert {x.holder for x in store.inflight()} == {"alive"}
+    assert store.events(rid)[0].kind == "request_resumed"
+
+
+def test_heartbeats_keep_claims(db_path):
+    import time
+
+    store = open_store(db_path)
+    store.upsert_hosts(hosts("a"), [], actor="t")
+    rid = store.create_request(new_request(["a"]))
+    assert store.claim_request("w1", ttl=0.3) == rid
+    for _ in range(3):
+        time.sleep(0.15)
+        store.heartbeat("w1", ttl=0.3)
+        assert store.claim_request("w2", ttl=30) is None
+    store.release_claim(rid, "w1")
+    assert store.claim_request("w2", ttl=30) == rid
+
+
+def _claim_worker(db, name, out):
+    store = open_store(db)
+    got = []
+    while (rid := store.claim_request(name, ttl=60)) is not None:
+        got.append(rid)
+    out.put(got)
+
+
+def test_claims_are_atomic_across_processes(db_path):
+    store = open_store(db_path)
+    store.upsert_hosts(hosts("a"), [], actor="t")
+    ids = [store.create_request(new_request(["a"])) for _ in range(60)]
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    procs = [ctx.Process(target=_claim_worker, args=(str(db_path), f"w{i}", out)) for i in range(4)]
+    for p in procs:
+        p.start()
+    claimed = [rid for _ in procs for rid in out.get(timeout=60)]
+    for p in procs:
+        p.join(timeout=60)
+    assert sorted(claimed) == ids
