@@ -19,6 +19,7 @@ from maas_lib.models import (
     HostRecord,
     HostSpec,
     HostStatus,
+    HostTaskState,
     InstallReport,
     Lease,
     PoolSpec,
@@ -156,6 +157,47 @@ class Store(ABC):
 
     @abstractmethod
     def release_claim(self, request_id: int, worker: str) -> None: ...
+
+    # host tasks and step results (written as they happen: the crash-safety record)
+    @abstractmethod
+    def start_task(self, request_id: int, host: str, action: str, batch: int) -> int:
+        """A host's action begins: a host_tasks row (attempt n+1) and the host `running`."""
+
+    @abstractmethod
+    def start_step(self, task_id: int, step: str) -> int:
+        """Written *before* the BMC is touched; returns the step id."""
+
+    @abstractmethod
+    def end_step(
+        self,
+        step_id: int,
+        outcome: str,
+        duration_s: float,
+        *,
+        error_class: str | None = None,
+        error: str | None = None,
+        via: str | None = None,
+    ) -> None: ...
+
+    @abstractmethod
+    def end_task(
+        self,
+        task_id: int,
+        state: HostTaskState,
+        *,
+        error_class: str | None = None,
+        reason: str | None = None,
+        via: str | None = None,
+    ) -> None:
+        """A host's action ends: the task row and the host's state in its request."""
+
+    @abstractmethod
+    def interrupt_open_steps(self, request_id: int) -> list[tuple[str, str]]:
+        """After a crash: mark steps (and their tasks) still `running` as `interrupted`, so
+        only they may be retried, as a new attempt; return (host, step) of each."""
+
+    @abstractmethod
+    def steps(self, request_id: int, host: str | None = None) -> list[dict[str, Any]]: ...
 
     # leases
     @abstractmethod

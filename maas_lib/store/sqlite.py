@@ -433,6 +433,116 @@ class SqliteStore(Store):
                 (request_id, worker),
             )
 
+    # -- host tasks and step results ------------------------------------------------------
+
+    def start_task(self, request_id: int, host: str, action: str, batch: int) -> int:
+        now = utc_now()
+        with self._write() as conn:
+            (attempts,) = conn.execute(
+                "SELECT COUNT(*) FROM host_tasks WHERE request_id = ? AND host = ?",
+                (request_id, host),
+            ).fetchone()
+            cur = conn.execute(
+                "INSERT INTO host_tasks (request_id, host, action, attempt, state, started) "
+                "VALUES (?,?,?,?,?,?)",
+                (request_id, host, action, attempts + 1, str(HostTaskState.RUNNING), now),
+            )
+            conn.execute(
+                "UPDATE request_hosts SET state = ?, batch = ?, started = COALESCE(started, ?) "
+                "WHERE request_id = ? AND host = ?",
+                (str(HostTaskState.RUNNING), batch, now, request_id, host),
+            )
+        assert cur.lastrowid is not None
+        return cur.lastrowid
+
+    def start_step(self, task_id: int, step: str) -> int:
+        with self._write() as conn:
+            cur = conn.execute(
+                "INSERT INTO step_results (task_id, request_id, host, action, step, outcome, "
+                "started) SELECT id, request_id, host, action, ?, 'running', ? "
+                "FROM host_tasks WHERE id = ?",
+                (step, utc_now(), task_id),
+            )
+        if cur.rowcount != 1:
+            raise NotFound(f"unknown host task {task_id}")
+        assert cur.lastrowid is not None
+        return cur.lastrowid
+
+    def end_step(
+        self,
+        step_id: int,
+        outcome: str,
+        duration_s: float,
+        *,
+        error_class: str | None = None,
+        error: str | None = None,
+        via: str | None = None,
+    ) -> None:
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE step_results SET outcome = ?, duration_s = ?, error_class = ?, "
+                "error = ?, via = ?, finished = ? WHERE id = ?",
+                (outcome, duration_s, error_class, error, via, utc_now(), step_id),
+            )
+
+    def end_task(
+        self,
+        task_id: int,
+        state: HostTaskState,
+        *,
+        error_class: str | None = None,
+        reason: str | None = None,
+        via: str | None = None,
+    ) -> None:
+        now = utc_now()
+        with self._write() as conn:
+            row = conn.execute(
+                "SELECT request_id, host FROM host_tasks WHERE id = ?", (task_id,)
+            ).fetchone()
+            if row is None:
+                raise NotFound(f"unknown host task {task_id}")
+            conn.execute(
+                "UPDATE host_tasks SET state = ?, error_class = ?, error = ?, via = ?, "
+                "finished = ? WHERE id = ?",
+                (str(state), error_class, reason, via, now, task_id),
+            )
+            conn.execute(
+                "UPDATE request_hosts SET state = ?, error_class = ?, reason = ?, finished = ? "
+                "WHERE request_id = ? AND host = ?",
+                (str(state), error_class, reason, now, row[0], row[1]),
+            )
+
+    def interrupt_open_steps(self, request_id: int) -> list[tuple[str, str]]:
+        with self._write() as conn:
+            rows = conn.execute(
+                "SELECT host, step FROM step_results WHERE request_id = ? AND outcome = 'running' "
+                "ORDER BY id",
+                (request_id,),
+            ).fetchall()
+            conn.execute(
+                "UPDATE step_results SET outcome = 'interrupted', finished = ? "
+                "WHERE request_id = ? AND outcome = 'running'",
+                (utc_now(), request_id),
+            )
+            conn.execute(
+                "UPDATE host_tasks SET state = 'interrupted', finished = ? "
+                "WHERE request_id = ? AND state = ?",
+                (utc_now(), request_id, str(HostTaskState.RUNNING)),
+            )
+        return [(h, s) for h, s in rows]
+
+    def steps(self, request_id: int, host: str | None = None) -> list[dict[str, Any]]:
+        sql = (
+            "SELECT s.host, t.attempt, s.step, s.outcome, s.error_class, s.error, s.via, "
+            "s.started, s.finished, s.duration_s FROM step_results s "
+            "JOIN host_tasks t ON t.id = s.task_id WHERE s.request_id = ?"
+        )
+        params: list[Any] = [request_id]
+        if host is not None:
+            sql += " AND s.host = ?"
+            params.append(host)
+        return self._rows(sql + " ORDER BY s.id", params)
+
     # -- leases ---------------------------------------------------------------------------
 
     def acquire_leases(self, request_id: int, hosts: Sequence[str], *, holder: str) -> LeaseResult:

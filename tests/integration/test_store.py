@@ -248,3 +248,40 @@ def test_claims_are_atomic_across_processes(db_path):
     for p in procs:
         p.join(timeout=60)
     assert sorted(claimed) == ids
+
+
+def test_steps_are_recorded_as_they_happen_and_survive_a_crash(db_path):
+    from maas_lib.models import HostTaskState
+
+    store = open_store(db_path)
+    store.upsert_hosts(hosts("a", "b"), [], actor="t")
+    rid = store.create_request(new_request(["a", "b"], Action.POWER_CYCLE))
+    ta = store.start_task(rid, "a", "power-cycle", batch=0)
+    s1 = store.start_step(ta, "power_off")
+    store.end_step(s1, "succeeded", 0.4, via="ipmi://x:623")
+    s2 = store.start_step(ta, "power_on")
+    store.end_step(s2, "failed", 3.0, error_class="unreachable", error="no answer")
+    store.end_task(ta, HostTaskState.FAILED, error_class="unreachable", reason="no answer")
+    tb = store.start_task(rid, "b", "power-cycle", batch=1)
+    store.start_step(tb, "power_off")  # the worker dies here: no end is written
+    st = {h.host: h for h in store.get_request(rid).hosts}
+    assert (st["a"].state, st["a"].error_class, st["a"].batch) == ("failed", "unreachable", 0)
+    assert (st["b"].state, st["b"].batch) == ("running", 1)
+
+    # A fresh process (the restarted scheduler) finds exactly the step in flight.
+    store.close()
+    store = open_store(db_path)
+    assert store.interrupt_open_steps(rid) == [("b", "power_off")]
+    assert store.interrupt_open_steps(rid) == []
+    steps = store.steps(rid)
+    assert [(s["host"], s["step"], s["outcome"]) for s in steps] == [
+        ("a", "power_off", "succeeded"),
+        ("a", "power_on", "failed"),
+        ("b", "power_off", "interrupted"),
+    ]
+    assert steps[0]["via"] == "ipmi://x:623" and steps[1]["duration_s"] == 3.0
+    assert all(s["started"] and s["finished"] for s in steps)
+    # The retry is a second attempt of the same host.
+    tb2 = store.start_task(rid, "b", "power-cycle", batch=1)
+    store.start_step(tb2, "power_off")
+    assert [s["attempt"] for s in store.steps(rid, "b")] == [1, 2]
