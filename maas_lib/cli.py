@@ -104,6 +104,16 @@ def hosts_list(c: _Ctx, pool: str | None, as_json: bool) -> None:
     )
 
 
+@hosts.command("release")
+@click.argument("host")
+@click.option("--as", "as_", metavar="NAME", help="Who releases it (recorded).")
+@pass_ctx
+def hosts_release(c: _Ctx, host: str, as_: str | None) -> None:
+    """Return a quarantined HOST to service after checking it."""
+    c.fleet().release_host(host, actor=as_)
+    click.echo(f"{host} released: active again")
+
+
 # -- requests ---------------------------------------------------------------------------
 
 

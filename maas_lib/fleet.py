@@ -135,6 +135,16 @@ class Fleet:
         hosts, _ = self._resolve(self._patterns(patterns, hosts_file))
         return self.store.get_hosts(hosts)
 
+    def release_host(self, name: str, *, actor: str | None = None) -> HostRecord:
+        """Return a quarantined host to service (an SRE checked it, e.g. it was wiped)."""
+        host = self.store.get_host(name)
+        if host.status is HostStatus.DECOMMISSIONED:
+            raise InputError(f"host {name} is decommissioned and cannot be released")
+        if host.status is not HostStatus.QUARANTINED:
+            raise InputError(f"host {name} is {host.status}, not quarantined")
+        self.store.set_host_status(name, HostStatus.ACTIVE, None, actor=actor or os_user())
+        return self.store.get_host(name)
+
     # -- requests -------------------------------------------------------------------------
 
     def submit(

@@ -269,6 +269,7 @@ class HostRecord(HostSpec):
     model_config = ConfigDict(extra="ignore")
 
     status: HostStatus = HostStatus.ACTIVE
+    status_reason: str | None = None
     created: str
     updated: str
 

@@ -118,6 +118,12 @@ class Store(ABC):
         """The named hosts in the order given (unknown names are left out)."""
 
     @abstractmethod
+    def set_host_status(
+        self, name: str, status: HostStatus, reason: str | None, *, actor: str
+    ) -> HostStatus:
+        """Change a host's standing; return the previous one."""
+
+    @abstractmethod
     def list_pools(self) -> list[PoolSpec]: ...
 
     @abstractmethod

@@ -194,6 +194,25 @@ class SqliteStore(Store):
         }
         return [HostRecord.model_validate(rows[n]) for n in names if n in rows]
 
+    def set_host_status(
+        self, name: str, status: HostStatus, reason: str | None, *, actor: str
+    ) -> HostStatus:
+        with self._write() as conn:
+            row = conn.execute("SELECT status FROM hosts WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                raise NotFound(f"unknown host {name}")
+            conn.execute(
+                "UPDATE hosts SET status = ?, status_reason = ?, updated = ? WHERE name = ?",
+                (str(status), reason, utc_now(), name),
+            )
+            self._event(
+                "host_status",
+                f"{row[0]} -> {status}" + (f": {reason}" if reason else ""),
+                host=name,
+                actor=actor,
+            )
+        return HostStatus(row[0])
+
     def list_pools(self) -> list[PoolSpec]:
         return [
             PoolSpec(name=r["name"], max_unavailable=r["max_unavailable"])

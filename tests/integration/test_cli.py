@@ -318,3 +318,25 @@ def test_top_level_cli_shim_runs(tmp_path):
         cwd=tmp_path,
     )
     assert r.returncode == 0 and "submit" in r.stdout
+
+
+def test_quarantined_host_is_refused_until_released(cli, imported, db_path):
+    with maas_lib.open_fleet(db_path) as fleet:  # as a failed wipe would (the scheduler)
+        fleet.store.set_host_status(
+            "db01", maas_lib.HostStatus.QUARANTINED, "wipe failed", actor="scheduler"
+        )
+    row = next(h for h in cli("hosts", "list", "--json").json() if h["host"] == "db01")
+    assert (row["status"], row["status_reason"]) == ("quarantined", "wipe failed")
+    r = cli("submit", "reboot", "db01")
+    assert r.code == 2 and "host db01 is quarantined" in r.err
+    assert cli("hosts", "release", "db01").code == 0
+    assert cli("submit", "reboot", "db01").code == 0
+    again = cli("hosts", "release", "db01")
+    assert again.code == 2 and "is active, not quarantined" in again.err
+    with maas_lib.open_fleet(db_path) as fleet:
+        fleet.store.set_host_status(
+            "db02", maas_lib.HostStatus.DECOMMISSIONED, None, actor="scheduler"
+        )
+    gone = cli("hosts", "release", "db02")
+    assert gone.code == 2 and "decommissioned and cannot be released" in gone.err
+    assert cli("hosts", "release", "nope").code == 2
