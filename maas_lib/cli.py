@@ -141,6 +141,11 @@ def hosts_release(c: _Ctx, host: str, as_: str | None) -> None:
     help="A host held by an earlier request is dropped, or waits [default: drop].",
 )
 @click.option("--as", "as_", metavar="NAME", help="Submitter to record (automation).")
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Print the plan (batches, overlaps, budget waits as of now) without writing anything.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @pass_ctx
 def submit(
@@ -156,6 +161,7 @@ def submit(
     image: str | None,
     on_overlap: str | None,
     as_: str | None,
+    dry_run: bool,
     as_json: bool,
 ) -> None:
     """Submit ACTION for hosts; it is accepted at once and run later by the scheduler.
@@ -163,7 +169,8 @@ def submit(
     ACTION is one of power-on, power-off, power-cycle, reboot, reimage, wipe,
     decommission. PATTERNs are host names or shell-style globs ('web*', 'n00[0-4]*').
     """
-    result = c.fleet().submit(
+    fleet = c.fleet()
+    result = (fleet.plan if dry_run else fleet.submit)(
         action,
         patterns,
         hosts_file=hosts_file,
@@ -176,12 +183,30 @@ def submit(
         pause=pause,
         on_overlap=on_overlap,
     )
-    if as_json:
+    if dry_run:
+        _print_plan(result, as_json)
+    elif as_json:
         from maas_lib.output import emit_json
 
         emit_json(result)
     else:
         click.echo(f"request {result.id} accepted: {action} of {result.hosts} hosts")
+
+
+def _print_plan(plan: dict[str, Any], as_json: bool) -> None:
+    from maas_lib.output import emit_json
+
+    if as_json:
+        emit_json(plan)
+        return
+    click.echo(f"dry run: {plan['action']} of {plan['hosts']} hosts, nothing written")
+    for host, holder in {**plan["dropped"], **plan["waiting"]}.items():
+        verb = "dropped" if host in plan["dropped"] else "waits"
+        click.echo(f"  {host}: {verb}, held by request {holder}")
+    for b in plan["batches"]:
+        label = "canary" if b["canary"] else f"batch {b['batch']}"
+        waits = f" (budget waits: {', '.join(b['budget_waits'])})" if b["budget_waits"] else ""
+        click.echo(f"  {label}: {', '.join(b['hosts'])}{waits}")
 
 
 @cli.command()

@@ -147,23 +147,17 @@ class Fleet:
 
     # -- requests -------------------------------------------------------------------------
 
-    def submit(
+    def _new_request(
         self,
         action: str | Action,
-        patterns: Iterable[str] = (),
-        *,
-        hosts_file: str | Path | None = None,
-        policy: BatchPolicy | dict[str, Any] | None = None,
-        image: str | None = None,
-        submitted_by: str | None = None,
-        **policy_fields: Any,
-    ) -> SubmitResult:
-        """Accept a request at once: validate, write it in one transaction, return its id.
-
-        Overlaps with in-flight requests are *not* computed here; the scheduler resolves
-        them later in acceptance order, so acceptance costs O(hosts) and takes no locks
-        beyond one short write transaction.
-        """
+        patterns: Iterable[str],
+        hosts_file: str | Path | None,
+        policy: BatchPolicy | dict[str, Any] | None,
+        image: str | None,
+        submitted_by: str | None,
+        policy_fields: dict[str, Any],
+    ) -> NewRequest:
+        """Validate a submission completely, writing nothing."""
         act = parse_action(action)
         pats = self._patterns(patterns, hosts_file)
         pol = parse_policy(policy, **policy_fields)
@@ -188,18 +182,96 @@ class Fleet:
             )
         if pol.canary > len(hosts):
             raise InputError(f"--canary {pol.canary} exceeds the request's {len(hosts)} hosts")
-        request_id = self.store.create_request(
-            NewRequest(
-                action=act,
-                policy=pol,
-                patterns=pats,
-                hosts=hosts,
-                submitted_by=who,
-                os_user=os_user(),
-                image=image,
-            )
+        return NewRequest(
+            action=act,
+            policy=pol,
+            patterns=pats,
+            hosts=hosts,
+            submitted_by=who,
+            os_user=os_user(),
+            image=image,
         )
-        return SubmitResult(id=request_id, state=RequestState.ACCEPTED, hosts=len(hosts))
+
+    def submit(
+        self,
+        action: str | Action,
+        patterns: Iterable[str] = (),
+        *,
+        hosts_file: str | Path | None = None,
+        policy: BatchPolicy | dict[str, Any] | None = None,
+        image: str | None = None,
+        submitted_by: str | None = None,
+        **policy_fields: Any,
+    ) -> SubmitResult:
+        """Accept a request at once: validate, write it in one transaction, return its id.
+
+        Overlaps with in-flight requests are *not* computed here; the scheduler resolves
+        them later in acceptance order, so acceptance costs O(hosts) and takes no locks
+        beyond one short write transaction.
+        """
+        request = self._new_request(
+            action, patterns, hosts_file, policy, image, submitted_by, policy_fields
+        )
+        request_id = self.store.create_request(request)
+        return SubmitResult(id=request_id, state=RequestState.ACCEPTED, hosts=len(request.hosts))
+
+    def plan(
+        self,
+        action: str | Action,
+        patterns: Iterable[str] = (),
+        *,
+        hosts_file: str | Path | None = None,
+        policy: BatchPolicy | dict[str, Any] | None = None,
+        image: str | None = None,
+        submitted_by: str | None = None,
+        **policy_fields: Any,
+    ) -> dict[str, Any]:
+        """What a submission would do if it started now (`submit --dry-run`); writes nothing.
+
+        Overlaps are as of now (every in-flight request is older than this one); budget
+        waits assume each batch starts with the fleet as it is now.
+        """
+        from maas_lib.planner import admit, plan_batches, pool_limits, resolve_overlaps
+
+        request = self._new_request(
+            action, patterns, hosts_file, policy, image, submitted_by, policy_fields
+        )
+        pol = request.policy
+        overlaps = resolve_overlaps(
+            -1, request.hosts, self.store.holders(request.hosts), pol.on_overlap
+        )
+        records = self.store.list_hosts()
+        pool_of = {h.name: h.pool for h in records}
+        sizes: dict[str, int] = {}
+        for h in records:
+            sizes[h.pool] = sizes.get(h.pool, 0) + 1
+        standing = {p.name: p.max_unavailable for p in self.store.list_pools()}
+        limits = pool_limits(sizes, standing, pol.max_unavailable)
+        down: dict[str, int] = {}
+        for lease in self.store.inflight():
+            down[lease.pool] = down.get(lease.pool, 0) + 1
+        batches = []
+        for i, batch in enumerate(plan_batches(overlaps.free, pol)):
+            _, wait = admit(batch, pool_of, down, limits)
+            batches.append(
+                {
+                    "batch": i,
+                    "canary": bool(pol.canary) and i == 0,
+                    "hosts": batch,
+                    "budget_waits": wait,
+                }
+            )
+        return {
+            "dry_run": True,
+            "action": str(request.action),
+            "hosts": len(request.hosts),
+            "policy": pol.model_dump(mode="json"),
+            "dropped": overlaps.dropped,
+            "waiting": overlaps.waiting,
+            "pool_limits": limits.limits,
+            "pool_down_now": down,
+            "batches": batches,
+        }
 
     # -- direct BMC commands (synchronous, no queue) ----------------------------------------
 

@@ -340,3 +340,32 @@ def test_quarantined_host_is_refused_until_released(cli, imported, db_path):
     gone = cli("hosts", "release", "db02")
     assert gone.code == 2 and "decommissioned and cannot be released" in gone.err
     assert cli("hosts", "release", "nope").code == 2
+
+
+def test_dry_run_prints_the_plan_and_writes_nothing(cli, imported, db_path):
+    # web pool: 8 hosts, standing budget 25% = 2 down at once. Request 1 holds web01/web02.
+    cli("submit", "reboot", "web0[1-2]")
+    with maas_lib.open_fleet(db_path) as fleet:
+        fleet.store.acquire_leases(1, ["web01", "web02"], holder="sched")
+    before = {t: count(db_path, t) for t in ("requests", "request_hosts", "events")}
+    r = cli(
+        "submit", "power-cycle", "web*", "--batch-size", "3", "--canary", "1", "--dry-run", "--json"
+    )
+    assert r.code == 0, r
+    plan = r.json()
+    assert plan["dry_run"] is True and plan["hosts"] == 8
+    assert plan["dropped"] == {"web01": 1, "web02": 1}
+    assert plan["pool_limits"]["web"] == 2 and plan["pool_down_now"] == {"web": 2}
+    assert [b["hosts"] for b in plan["batches"]] == [
+        ["web03"],
+        ["web04", "web05", "web06"],
+        ["web07", "web08"],
+    ]
+    assert plan["batches"][0]["canary"] is True
+    # Two web hosts are already down fleet-wide: every batch would wait for the budget now.
+    assert all(b["budget_waits"] == b["hosts"] for b in plan["batches"])
+    assert {t: count(db_path, t) for t in before} == before
+    human = cli("submit", "power-cycle", "web*", "--dry-run", "--on-overlap", "wait")
+    assert human.code == 0 and "web01: waits, held by request 1" in human.out
+    bad = cli("submit", "power-cycle", "web*", "--dry-run", "--batch-size", "0")
+    assert bad.code == 2
