@@ -140,6 +140,18 @@ def hosts_release(c: _Ctx, host: str, as_: str | None) -> None:
     type=click.Choice([m.value for m in OverlapMode]),
     help="A host held by an earlier request is dropped, or waits [default: drop].",
 )
+@click.option(
+    "--pre-hook",
+    type=click.Path(dir_okay=False),
+    metavar="PLAYBOOK",
+    help="Ansible playbook run for each host before its action (e.g. drain).",
+)
+@click.option(
+    "--post-hook",
+    type=click.Path(dir_okay=False),
+    metavar="PLAYBOOK",
+    help="Ansible playbook run for each host after its action (e.g. health check).",
+)
 @click.option("--as", "as_", metavar="NAME", help="Submitter to record (automation).")
 @click.option(
     "--dry-run",
@@ -160,6 +172,8 @@ def submit(
     pause: float | None,
     image: str | None,
     on_overlap: str | None,
+    pre_hook: str | None,
+    post_hook: str | None,
     as_: str | None,
     dry_run: bool,
     as_json: bool,
@@ -182,6 +196,8 @@ def submit(
         canary=canary,
         pause=pause,
         on_overlap=on_overlap,
+        pre_hook=pre_hook,
+        post_hook=post_hook,
     )
     if dry_run:
         _print_plan(result, as_json)
@@ -211,36 +227,72 @@ def _print_plan(plan: dict[str, Any], as_json: bool) -> None:
 
 @cli.command()
 @click.argument("request_id", type=int, metavar="ID")
+@click.option("--steps", "with_steps", is_flag=True, help="Also list every step with its times.")
+@click.option("--host", metavar="HOST", help="Only this host's steps (implies --steps).")
 @click.option("--json", "as_json", is_flag=True, help="Print the request as JSON.")
 @pass_ctx
-def status(c: _Ctx, request_id: int, as_json: bool) -> None:
-    """Show one request and the state of each of its hosts."""
+def status(c: _Ctx, request_id: int, with_steps: bool, host: str | None, as_json: bool) -> None:
+    """Show one request, the state of each of its hosts, and (--steps) every step."""
     from maas_lib.output import emit_json, emit_table, format_counts
 
-    st = c.fleet().status(request_id)
+    fleet = c.fleet()
+    st = fleet.status(request_id)
+    steps = fleet.steps(request_id, host) if (with_steps or host) else None
     if as_json:
-        emit_json(st)
+        data = st.model_dump(mode="json")
+        if steps is not None:
+            data["steps"] = steps
+        emit_json(data)
         return
     p = st.policy
     click.echo(
         f"request {st.id}: {st.action} {st.state}"
         + (" (cancel requested)" if st.cancel_requested and st.state != "cancelled" else "")
+        + (f": {st.reason}" if st.reason else "")
     )
     click.echo(
         f"  submitted by {st.submitted_by} at {st.created}"
         + (f", image {st.image}" if st.image else "")
     )
+    if st.started:
+        click.echo(
+            f"  started {st.started}"
+            + (f", finished {st.finished}" if st.finished else "")
+            + (f", worker {st.claimed_by}" if st.claimed_by else "")
+        )
     click.echo(
         f"  policy: batch {p.batch_size}, max failures {p.max_failures}, "
         f"max unavailable {p.max_unavailable or 'pool default'}, canary {p.canary}, "
         f"pause {p.pause:g}s, on overlap {p.on_overlap}"
     )
+    for which in ("pre_hook", "post_hook"):
+        if getattr(st.options, which):
+            click.echo(f"  {which.replace('_', '-')}: {getattr(st.options, which)}")
     click.echo(f"  hosts: {st.host_count} ({format_counts(st.counts)})")
     emit_table(
         None,
         ["host", "state", "batch", "error class", "reason"],
         [[h.host, h.state, h.batch, h.error_class, h.reason] for h in st.hosts],
     )
+    if steps is not None:
+        click.echo("")
+        emit_table(
+            None,
+            ["host", "try", "step", "outcome", "started", "seconds", "via", "error"],
+            [
+                [
+                    x["host"],
+                    x["attempt"],
+                    x["step"],
+                    x["outcome"],
+                    x["started"],
+                    None if x["duration_s"] is None else f"{x['duration_s']:.2f}",
+                    x["via"],
+                    x["error_class"] and f"{x['error_class']}: {x['error']}",
+                ]
+                for x in steps
+            ],
+        )
 
 
 @cli.command("list")
@@ -333,6 +385,128 @@ def provisioned(c: _Ctx, host: str, image: str, failed: str | None, as_json: boo
             f"{host}: install of {image} {report.outcome}"
             + (f" (request {report.request_id})" if report.request_id else "")
         )
+
+
+# -- the scheduler ----------------------------------------------------------------------
+
+
+@cli.command("run")
+@click.option(
+    "--until-idle", is_flag=True, help="Exit once no request is accepted or running anywhere."
+)
+@click.option(
+    "--concurrency", type=int, default=64, show_default=True, help="BMC calls in flight at once."
+)
+@click.option(
+    "--endpoint-concurrency",
+    type=int,
+    default=4,
+    show_default=True,
+    help="BMC calls in flight at once to one BMC endpoint (address and port).",
+)
+@click.option(
+    "--timeout", type=float, default=10.0, show_default=True, help="Seconds per BMC call."
+)
+@click.option(
+    "--power-timeout",
+    type=float,
+    default=300.0,
+    show_default=True,
+    help="Seconds for a BMC to confirm a power change.",
+)
+@click.option(
+    "--soft-timeout",
+    type=float,
+    default=120.0,
+    show_default=True,
+    help="Seconds a reboot waits for a soft shutdown before a hard one.",
+)
+@click.option(
+    "--install-timeout",
+    type=float,
+    default=1800.0,
+    show_default=True,
+    help="Seconds to wait for an install-completion report.",
+)
+@click.option(
+    "--claim-ttl",
+    type=float,
+    default=30.0,
+    show_default=True,
+    help="Seconds after a worker's last heartbeat before another resumes its requests.",
+)
+@click.option(
+    "--max-requests", type=int, default=8, show_default=True, help="Requests run side by side."
+)
+@click.option(
+    "--image-url",
+    metavar="TEMPLATE",
+    envvar="MAAS_IMAGE_URL",
+    help="Redfish virtual media URL, e.g. https://img.example/{image}.iso [$MAAS_IMAGE_URL]; "
+    "unset: network boot.",
+)
+@click.option("--poll", type=float, default=0.5, show_default=True, help="Seconds between polls.")
+@click.option("--json", "as_json", is_flag=True, help="Print what was done as JSON at the end.")
+@pass_ctx
+def run_scheduler(
+    c: _Ctx,
+    until_idle: bool,
+    concurrency: int,
+    endpoint_concurrency: int,
+    timeout: float,
+    power_timeout: float,
+    soft_timeout: float,
+    install_timeout: float,
+    claim_ttl: float,
+    max_requests: int,
+    image_url: str | None,
+    poll: float,
+    as_json: bool,
+) -> None:
+    """Run the scheduler: claim accepted requests and carry them out, batch by batch.
+
+    Several `maasctl run` processes may share one database. SIGTERM or SIGINT finishes
+    the steps in flight and leaves the rest for the next worker to resume.
+    """
+    import signal
+
+    worker = c.fleet().worker(
+        concurrency=concurrency,
+        endpoint_concurrency=endpoint_concurrency,
+        timeout=timeout,
+        power_timeout=power_timeout,
+        soft_timeout=soft_timeout,
+        install_timeout=install_timeout,
+        claim_ttl=claim_ttl,
+        max_requests=max_requests,
+        image_url=image_url,
+        poll=poll,
+    )
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        click.echo(f"maasctl: {signal.Signals(signum).name}: finishing steps in flight", err=True)
+        worker.stop()
+        # A second signal is not gentle.
+        signal.signal(signum, signal.SIG_DFL)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    report = worker.run(until_idle=until_idle)
+    if as_json:
+        from dataclasses import asdict
+
+        from maas_lib.output import emit_json
+
+        emit_json(asdict(report))
+    else:
+        for rid, state in sorted(report.finished.items()):
+            click.echo(f"request {rid}: {state}")
+        for rid in report.let_go:
+            click.echo(f"request {rid}: left for another worker")
+    for err in report.errors:
+        click.echo(f"maasctl: error: {err}", err=True)
+    if report.errors:
+        raise click.exceptions.Exit(1)
 
 
 # -- direct BMC commands ----------------------------------------------------------------

@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 if TYPE_CHECKING:
     from maas_lib.bmc import BmcResult, BmcSettings
+    from maas_lib.scheduler import RunReport, SchedulerSettings, Worker
 
 from maas_lib.errors import InputError, NotFound
 from maas_lib.models import (
@@ -24,6 +25,7 @@ from maas_lib.models import (
     ImportResult,
     InstallReport,
     Lease,
+    RequestOptions,
     RequestState,
     RequestStatus,
     RequestSummary,
@@ -73,6 +75,42 @@ def read_hosts_file(path: str | Path) -> list[str]:
     except OSError as exc:
         raise InputError(f"--hosts-file {path}: {exc.strerror}") from None
     return [ln.split("#", 1)[0].strip() for ln in text.splitlines() if ln.split("#", 1)[0].strip()]
+
+
+def parse_scheduler_settings(
+    settings: SchedulerSettings | dict[str, Any] | None = None, **fields: Any
+) -> SchedulerSettings:
+    """Validate scheduler settings; BMC ones may be given flat (`timeout=5`)."""
+    from maas_lib.bmc import BmcSettings
+    from maas_lib.scheduler import SchedulerSettings
+
+    if isinstance(settings, SchedulerSettings) and not fields:
+        return settings
+    data = (
+        settings.model_dump() if isinstance(settings, SchedulerSettings) else dict(settings or {})
+    )
+    bmc = dict(data.pop("bmc", None) or {})
+    for key, value in fields.items():
+        if value is None:
+            continue
+        if key in BmcSettings.model_fields:
+            bmc[key] = value
+        else:
+            data[key] = value
+    try:
+        return SchedulerSettings.model_validate({**data, "bmc": BmcSettings.model_validate(bmc)})
+    except ValidationError as exc:
+        raise option_error(exc, {"power_timeout": "power_timeout"}) from None
+
+
+def _hook_path(option: str, path: str | Path | None) -> str | None:
+    """A hook playbook, checked now and kept as an absolute path (workers run elsewhere)."""
+    if path is None:
+        return None
+    p = Path(path).expanduser().resolve()
+    if not p.is_file():
+        raise InputError(f"--{option}: playbook {path} not found")
+    return str(p)
 
 
 def _name_some(names: Sequence[str]) -> str:
@@ -158,6 +196,10 @@ class Fleet:
         policy_fields: dict[str, Any],
     ) -> NewRequest:
         """Validate a submission completely, writing nothing."""
+        options = RequestOptions(
+            pre_hook=_hook_path("pre-hook", policy_fields.pop("pre_hook", None)),
+            post_hook=_hook_path("post-hook", policy_fields.pop("post_hook", None)),
+        )
         act = parse_action(action)
         pats = self._patterns(patterns, hosts_file)
         pol = parse_policy(policy, **policy_fields)
@@ -190,6 +232,7 @@ class Fleet:
             submitted_by=who,
             os_user=os_user(),
             image=image,
+            options=options,
         )
 
     def submit(
@@ -207,7 +250,8 @@ class Fleet:
 
         Overlaps with in-flight requests are *not* computed here; the scheduler resolves
         them later in acceptance order, so acceptance costs O(hosts) and takes no locks
-        beyond one short write transaction.
+        beyond one short write transaction. `pre_hook`/`post_hook` name playbooks run for
+        each host before and after its action.
         """
         request = self._new_request(
             action, patterns, hosts_file, policy, image, submitted_by, policy_fields
@@ -238,7 +282,7 @@ class Fleet:
         )
         pol = request.policy
         overlaps = resolve_overlaps(
-            -1, request.hosts, self.store.holders(request.hosts), pol.on_overlap
+            -1, request.hosts, self.store.blockers(request.hosts), pol.on_overlap
         )
         records = self.store.list_hosts()
         pool_of = {h.name: h.pool for h in records}
@@ -359,6 +403,41 @@ class Fleet:
 
     def status(self, request_id: int) -> RequestStatus:
         return self.store.get_request(request_id)
+
+    def steps(self, request_id: int, host: str | None = None) -> list[dict[str, Any]]:
+        """Every recorded step of a request (or of one of its hosts), oldest first."""
+        self.store.get_request(request_id)  # NotFound for an unknown id
+        return self.store.steps(request_id, host)
+
+    # -- the scheduler --------------------------------------------------------------------
+
+    def worker(
+        self,
+        settings: SchedulerSettings | dict[str, Any] | None = None,
+        *,
+        worker_id: str | None = None,
+        **fields: Any,
+    ) -> Worker:
+        """A scheduler worker on this fleet's store (`maasctl run`); call `.run()`."""
+        from maas_lib.scheduler import Worker
+
+        driver_factory = fields.pop("driver_factory", None)
+        return Worker(
+            self.store,
+            parse_scheduler_settings(settings, **fields),
+            worker=worker_id,
+            driver_factory=driver_factory,
+        )
+
+    def run(
+        self,
+        *,
+        until_idle: bool = True,
+        settings: SchedulerSettings | dict[str, Any] | None = None,
+        **fields: Any,
+    ) -> RunReport:
+        """Run the scheduler in this process; by default until no request is in flight."""
+        return self.worker(settings, **fields).run(until_idle=until_idle)
 
     def requests(
         self,

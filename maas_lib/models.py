@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 import math
 import re
 from enum import StrEnum
@@ -270,11 +271,20 @@ class HostRecord(HostSpec):
 
     status: HostStatus = HostStatus.ACTIVE
     status_reason: str | None = None
+    #: The host's other inventory vars (secret-looking ones never stored): what hooks see.
+    vars: dict[str, Any] = Field(default_factory=dict)
     created: str
     updated: str
 
+    @field_validator("vars", mode="before")
+    @classmethod
+    def _vars(cls, v: Any) -> Any:
+        if v is None:
+            return {}
+        return json.loads(v) if isinstance(v, str) else v
+
     def public(self) -> dict[str, Any]:
-        data = self.model_dump(mode="json", exclude={"name"})
+        data = self.model_dump(mode="json", exclude={"name", "vars"})
         return {"host": self.name, **data}
 
 
@@ -291,12 +301,22 @@ class SubmitResult(BaseModel):
     hosts: int
 
 
+class RequestOptions(BaseModel):
+    """Per-request extras beyond the batch policy: playbooks run around each host's action."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    pre_hook: str | None = None
+    post_hook: str | None = None
+
+
 class RequestHost(BaseModel):
     host: str
     state: HostTaskState
     reason: str | None = None
     error_class: str | None = None
     batch: int | None = None
+    holder: int | None = None  # the request that holds (or held) this host, if it overlapped
 
 
 class RequestSummary(BaseModel):
@@ -315,7 +335,12 @@ class RequestSummary(BaseModel):
 class RequestStatus(RequestSummary):
     os_user: str
     policy: BatchPolicy
+    options: RequestOptions = Field(default_factory=RequestOptions)
     patterns: list[str]
+    reason: str | None = None
+    started: str | None = None
+    finished: str | None = None
+    claimed_by: str | None = None
     hosts: list[RequestHost]
 
 

@@ -56,6 +56,12 @@ class BmcSettings(BaseModel):
     concurrency: int = Field(
         default=64, ge=1, le=4096, description="BMC calls in flight at once, fleet-wide"
     )
+    endpoint_concurrency: int = Field(
+        default=4,
+        ge=1,
+        le=1024,
+        description="BMC calls in flight at once to one endpoint (address and port)",
+    )
 
 
 @dataclass
@@ -114,25 +120,42 @@ class BmcController:
         self,
         settings: BmcSettings | None = None,
         resolve: Callable[[str], Credential] = resolve_credential,
+        driver_factory: Callable[[BmcEndpoint, Credential, BmcSettings], BmcDriver] | None = None,
     ):
         self.settings = settings or BmcSettings()
         self._resolve = resolve
+        # Tests and benchmarks may plug in another transport (e.g. an in-process machine).
+        self._make_driver = driver_factory or make_driver
         # Bounds BMC calls in flight, not hosts: a host waiting for its power to change
         # holds no slot, so a slow power-off does not hold up the rest of the fleet.
         self._slots = threading.BoundedSemaphore(self.settings.concurrency)
+        # BMCs hang under bursts; several hosts may sit behind one endpoint (a chassis
+        # manager, a Redfish aggregator), so each endpoint gets its own, smaller cap.
+        self._endpoint_slots: dict[tuple[str, int | None], threading.BoundedSemaphore] = {}
+        self._endpoint_lock = threading.Lock()
 
     # -- building blocks ------------------------------------------------------------------
 
+    def endpoint_slots(self, endpoint: BmcEndpoint) -> threading.BoundedSemaphore:
+        """The semaphore bounding calls in flight to `endpoint` (shared by its hosts)."""
+        key = (endpoint.address, endpoint.port)
+        with self._endpoint_lock:
+            slots = self._endpoint_slots.get(key)
+            if slots is None:
+                slots = threading.BoundedSemaphore(self.settings.endpoint_concurrency)
+                self._endpoint_slots[key] = slots
+            return slots
+
     def driver(self, target: BmcTarget, credential: Credential | None = None) -> BmcDriver:
         cred = credential or self._resolve(target.credential)
-        primary = make_driver(target.primary, cred, self.settings)
+        primary = self._make_driver(target.primary, cred, self.settings)
         if target.fallback is None:
             return primary
         from maas_lib.bmc.fallback import FallbackDriver
 
         return FallbackDriver(
             primary,
-            make_driver(target.fallback, cred, self.settings),
+            self._make_driver(target.fallback, cred, self.settings),
             timeout=self.settings.timeout,
         )
 
@@ -142,8 +165,12 @@ class BmcController:
         # A fallback driver may spend one timeout per path.
         deadline = s.timeout * (2 if hasattr(driver, "secondary") else 1) + 1.0
 
+        endpoint_slots = self.endpoint_slots(driver.endpoint)
+
         def attempt() -> T:
-            with self._slots:
+            # The endpoint's slot first: a host queued behind a busy endpoint must not
+            # hold one of the fleet-wide slots while it waits.
+            with endpoint_slots, self._slots:
                 return run_with_deadline(
                     lambda: fn(driver),
                     deadline,
@@ -160,23 +187,27 @@ class BmcController:
         )
         return retrying(attempt)
 
-    def wait_power(self, driver: BmcDriver, want: PowerState, started: float) -> None:
-        """Poll until the BMC reports `want`, or fail with `timeout` after power_timeout.
+    def wait_power(
+        self, driver: BmcDriver, want: PowerState, started: float, timeout: float | None = None
+    ) -> None:
+        """Poll until the BMC reports `want`, or fail with `timeout` after `timeout` seconds
+        (default: power_timeout).
 
         Polls start 0.1 s apart and back off to `poll_interval`: most BMCs settle within a
         second or two, and a fast first look saves a full interval per host."""
         s = self.settings
+        limit = s.power_timeout if timeout is None else timeout
         pause = min(0.1, s.poll_interval)
         while True:
             state = self.call(driver, lambda d: d.power_state(), "read power state")
             if state is want:
                 return
             waited = time.monotonic() - started
-            if waited >= s.power_timeout:
+            if waited >= limit:
                 raise BmcTimeout(
                     f"power still {state} {waited:.0f}s after requesting {want}", via=driver.via
                 )
-            time.sleep(min(pause, max(0.0, s.power_timeout - waited)))
+            time.sleep(min(pause, max(0.0, limit - waited)))
             pause = min(pause * 2, s.poll_interval)
 
     def set_power(self, driver: BmcDriver, action: PowerAction, *, wait: bool = True) -> PowerState:

@@ -9,7 +9,7 @@ can share one database.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +23,7 @@ from maas_lib.models import (
     InstallReport,
     Lease,
     PoolSpec,
+    RequestOptions,
     RequestState,
     RequestStatus,
     RequestSummary,
@@ -40,6 +41,7 @@ class NewRequest:
     submitted_by: str
     os_user: str
     image: str | None = None
+    options: RequestOptions = field(default_factory=RequestOptions)
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,23 @@ class LeaseResult:
 
     acquired: list[str]
     held_by: dict[str, int]
+
+
+@dataclass(frozen=True)
+class BeginResult:
+    """Outcome of starting hosts' tasks: which started, and why the others cannot yet."""
+
+    started: dict[str, int]  # host → host task id
+    blocked: dict[str, str]  # host → reason (held by another request, or a pool budget)
+
+
+@dataclass(frozen=True)
+class ClaimState:
+    """What a worker re-reads between batches: has the request been cancelled or taken?"""
+
+    state: RequestState
+    cancel_requested: bool
+    claimed_by: str | None
 
 
 @dataclass(frozen=True)
@@ -159,10 +178,60 @@ class Store(ABC):
 
         Candidates are accepted requests, and running ones whose claim expired (their
         worker died): those are resumed, and their host leases pass to `worker`. An
-        accepted request becomes running. Returns the request id, or None."""
+        accepted request becomes running and, in the same transaction, its overlaps are
+        resolved in acceptance order (see `blockers`): each blocked host is `dropped`
+        naming its holder, or left pending as waiting for it (`on_overlap: wait`).
+        Returns the request id, or None."""
 
     @abstractmethod
     def release_claim(self, request_id: int, worker: str) -> None: ...
+
+    @abstractmethod
+    def claim_state(self, request_id: int) -> ClaimState: ...
+
+    @abstractmethod
+    def blockers(self, hosts: Sequence[str], request_id: int | None = None) -> dict[str, int]:
+        """For each of `hosts` another request stands in the way of: that request's id.
+
+        A host is blocked for request R by a lease of another request, or by an *older*
+        in-flight request that still has it pending or running (acceptance order: the
+        older request gets it first). `request_id=None` means a request newer than all."""
+
+    @abstractmethod
+    def begin_hosts(
+        self,
+        request_id: int,
+        hosts: Sequence[str],
+        *,
+        batch: int,
+        action: str,
+        holder: str,
+        limits: Mapping[str, int],
+    ) -> BeginResult:
+        """Start the tasks of those `hosts` that may go down now, atomically.
+
+        In one transaction, for each host in order: skip it if `blockers` names another
+        request; lease it unless this request already does — unless its pool already has
+        `limits[pool]` hosts leased by *any* request (a disruption budget); then write a
+        new host task (attempt n+1) and mark the host running in `batch`."""
+
+    @abstractmethod
+    def set_waiting(self, request_id: int, waits: Mapping[str, int]) -> None:
+        """Note, on pending hosts, which request each waits for (`on_overlap: wait`)."""
+
+    @abstractmethod
+    def cancel_pending(self, request_id: int, reason: str) -> int:
+        """Every host still pending in the request becomes `cancelled` with `reason`."""
+
+    @abstractmethod
+    def record_batch(self, request_id: int, idx: int, size: int, state: str) -> None:
+        """Write or update one batch's row (state running → done/stopped)."""
+
+    @abstractmethod
+    def finish_request(
+        self, request_id: int, worker: str, state: RequestState, reason: str | None
+    ) -> None:
+        """End a request: its final state, no claim, no leases, no host left pending."""
 
     # host tasks and step results (written as they happen: the crash-safety record)
     @abstractmethod
@@ -194,8 +263,15 @@ class Store(ABC):
         error_class: str | None = None,
         reason: str | None = None,
         via: str | None = None,
+        host_status: HostStatus | None = None,
     ) -> None:
-        """A host's action ends: the task row and the host's state in its request."""
+        """A host's action ends: the task row, the host's state in its request, its lease
+        released, and (decommission, quarantine) its standing — in one transaction."""
+
+    @abstractmethod
+    def interrupt_task(self, task_id: int) -> None:
+        """A worker stopping cleanly leaves a task for the next one: the task is
+        `interrupted`, the host stays running in its request and keeps its lease."""
 
     @abstractmethod
     def interrupt_open_steps(self, request_id: int) -> list[tuple[str, str]]:
@@ -231,6 +307,10 @@ class Store(ABC):
     @abstractmethod
     def add_install_report(self, host: str, image: str, reason: str | None) -> InstallReport:
         """Record an installer's report and clear the host's install target, atomically."""
+
+    @abstractmethod
+    def last_install_report_id(self) -> int:
+        """The newest install report's id (0 if none): later reports have larger ids."""
 
     @abstractmethod
     def install_reports(

@@ -6,12 +6,14 @@ upgrading a read lock, and every write transaction is short. Readers never block
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
-from collections.abc import Iterator, Sequence
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlite_utils
 
@@ -27,12 +29,21 @@ from maas_lib.models import (
     Lease,
     PoolSpec,
     RequestHost,
+    RequestOptions,
     RequestState,
     RequestStatus,
     RequestSummary,
 )
 from maas_lib.patterns import glob_matches, literal_prefix
-from maas_lib.store.base import Event, LeaseResult, NewRequest, PatternMatch, Store
+from maas_lib.store.base import (
+    BeginResult,
+    ClaimState,
+    Event,
+    LeaseResult,
+    NewRequest,
+    PatternMatch,
+    Store,
+)
 from maas_lib.store.sqlite_schema import LATEST_VERSION, MIGRATIONS
 from maas_lib.timeutil import utc_now
 
@@ -56,19 +67,50 @@ def _after(seconds: float) -> str:
     return (datetime.now(UTC) + timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+C = TypeVar("C", bound=type)
+
+
+def _serialized(cls: C) -> C:
+    """Make every public method hold the store's lock: one connection, many threads.
+
+    The scheduler writes step records from many host threads; SQLite serialises writers
+    anyway, and one lock keeps each thread's transaction from interleaving another's."""
+    for name, fn in list(vars(cls).items()):
+        if name.startswith("_") or not callable(fn):
+            continue
+
+        def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
+            @functools.wraps(fn)
+            def locked(self: SqliteStore, *args: Any, **kwargs: Any) -> Any:
+                with self._lock:
+                    return fn(self, *args, **kwargs)
+
+            return locked
+
+        setattr(cls, name, wrap(fn))
+    return cls
+
+
 def _prefix_upper_bound(prefix: str) -> str:
     # Every string that starts with `prefix` sorts below prefix + U+10FFFF.
     return prefix + "\U0010ffff"
 
 
+@_serialized
 class SqliteStore(Store):
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.url = f"sqlite:///{self.path}"
+        self._lock = threading.RLock()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             # isolation_level=None: no implicit transactions; every write is explicit.
-            conn = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_S, isolation_level=None)
+            conn = sqlite3.connect(
+                str(self.path),
+                timeout=BUSY_TIMEOUT_S,
+                isolation_level=None,
+                check_same_thread=False,
+            )
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"cannot open database {self.path}: {exc}") from exc
         self.db = sqlite_utils.Database(conn)
@@ -252,12 +294,14 @@ class SqliteStore(Store):
         now = utc_now()
         with self._write() as conn:
             cur = conn.execute(
-                "INSERT INTO requests (action, state, policy, patterns, image, submitted_by, "
-                "os_user, host_count, created, updated) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                "INSERT INTO requests (action, state, policy, options, patterns, image, "
+                "submitted_by, os_user, host_count, created, updated) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     str(request.action),
                     str(RequestState.ACCEPTED),
                     request.policy.model_dump_json(),
+                    request.options.model_dump_json(exclude_defaults=True),
                     json.dumps(request.patterns),
                     request.image,
                     request.submitted_by,
@@ -317,8 +361,8 @@ class SqliteStore(Store):
         hosts = [
             RequestHost.model_validate(r)
             for r in self._rows(
-                "SELECT host, state, reason, error_class, batch FROM request_hosts "
-                "WHERE request_id = ? ORDER BY rowid",
+                "SELECT host, state, reason, error_class, batch, holder_request AS holder "
+                "FROM request_hosts WHERE request_id = ? ORDER BY rowid",
                 (request_id,),
             )
         ]
@@ -329,7 +373,12 @@ class SqliteStore(Store):
             **self._summary_fields(row, counts),
             os_user=row["os_user"],
             policy=BatchPolicy.model_validate_json(row["policy"]),
+            options=RequestOptions.model_validate_json(row["options"] or "{}"),
             patterns=json.loads(row["patterns"]),
+            reason=row["reason"],
+            started=row["started"],
+            finished=row["finished"],
+            claimed_by=row["claimed_by"],
             hosts=hosts,
         )
 
@@ -420,14 +469,14 @@ class SqliteStore(Store):
         now = utc_now()
         with self._write() as conn:
             row = conn.execute(
-                "SELECT id, state FROM requests WHERE state = ? "
+                "SELECT id, state, policy FROM requests WHERE state = ? "
                 "OR (state = ? AND (claimed_by IS NULL OR claim_expires < ?)) "
                 "ORDER BY id LIMIT 1",
                 (str(RequestState.ACCEPTED), str(RequestState.RUNNING), now),
             ).fetchone()
             if row is None:
                 return None
-            request_id, state = row
+            request_id, state, policy = row
             conn.execute(
                 "UPDATE requests SET state = ?, claimed_by = ?, claim_expires = ?, updated = ?, "
                 "started = COALESCE(started, ?) WHERE id = ?",
@@ -442,7 +491,222 @@ class SqliteStore(Store):
                 request_id=request_id,
                 actor=worker,
             )
+            if state == RequestState.ACCEPTED:
+                self._resolve_overlaps(request_id, BatchPolicy.model_validate_json(policy), now)
         return request_id
+
+    def _resolve_overlaps(self, request_id: int, policy: BatchPolicy, now: str) -> None:
+        """Inside the claim's transaction: drop (or mark waiting) every blocked host."""
+        from maas_lib.planner import resolve_overlaps
+
+        pending = [
+            h
+            for (h,) in self.conn.execute(
+                "SELECT host FROM request_hosts WHERE request_id = ? AND state = ? ORDER BY rowid",
+                (request_id, str(HostTaskState.PENDING)),
+            )
+        ]
+        result = resolve_overlaps(
+            request_id, pending, self._blockers(pending, request_id), policy.on_overlap
+        )
+        if result.dropped:
+            self.conn.executemany(
+                "UPDATE request_hosts SET state = ?, reason = ?, holder_request = ?, "
+                "finished = ? WHERE request_id = ? AND host = ?",
+                [
+                    (
+                        str(HostTaskState.DROPPED),
+                        f"held by request {holder}",
+                        holder,
+                        now,
+                        request_id,
+                        host,
+                    )
+                    for host, holder in result.dropped.items()
+                ],
+            )
+            holders = sorted(set(result.dropped.values()))
+            self._event(
+                "hosts_dropped",
+                f"{len(result.dropped)} hosts dropped: held by request "
+                + ", ".join(map(str, holders)),
+                request_id=request_id,
+                data={"hosts": len(result.dropped), "holders": holders},
+            )
+        if result.waiting:
+            self._set_waiting(request_id, result.waiting)
+            self._event(
+                "hosts_waiting",
+                f"{len(result.waiting)} hosts wait for earlier requests",
+                request_id=request_id,
+                data={"holders": sorted(set(result.waiting.values()))},
+            )
+
+    def _blockers(self, hosts: Sequence[str], request_id: int | None) -> dict[str, int]:
+        rid = request_id if request_id is not None else 2**62
+        rows = self.conn.execute(
+            "SELECT j.value, COALESCE("
+            " (SELECT l.request_id FROM host_leases l WHERE l.host = j.value"
+            "  AND l.request_id != :r),"
+            " (SELECT MIN(o.request_id) FROM request_hosts o JOIN requests q"
+            "  ON q.id = o.request_id WHERE o.host = j.value AND o.request_id < :r"
+            "  AND o.state IN ('pending', 'running') AND q.state IN ('accepted', 'running'))"
+            ") FROM json_each(:hosts) j",
+            {"r": rid, "hosts": json.dumps(list(hosts))},
+        )
+        return {h: holder for h, holder in rows if holder is not None}
+
+    def blockers(self, hosts: Sequence[str], request_id: int | None = None) -> dict[str, int]:
+        return self._blockers(hosts, request_id)
+
+    def _set_waiting(self, request_id: int, waits: Mapping[str, int]) -> None:
+        self.conn.executemany(
+            "UPDATE request_hosts SET reason = ?, holder_request = ? "
+            "WHERE request_id = ? AND host = ? AND state = ?",
+            [
+                (
+                    f"waiting for request {holder}",
+                    holder,
+                    request_id,
+                    host,
+                    str(HostTaskState.PENDING),
+                )
+                for host, holder in waits.items()
+            ],
+        )
+
+    def set_waiting(self, request_id: int, waits: Mapping[str, int]) -> None:
+        with self._write():
+            self._set_waiting(request_id, waits)
+
+    def claim_state(self, request_id: int) -> ClaimState:
+        row = self.conn.execute(
+            "SELECT state, cancel_requested, claimed_by FROM requests WHERE id = ?", (request_id,)
+        ).fetchone()
+        if row is None:
+            raise NotFound(f"unknown request id {request_id}")
+        return ClaimState(RequestState(row[0]), bool(row[1]), row[2])
+
+    def begin_hosts(
+        self,
+        request_id: int,
+        hosts: Sequence[str],
+        *,
+        batch: int,
+        action: str,
+        holder: str,
+        limits: Mapping[str, int],
+    ) -> BeginResult:
+        now = utc_now()
+        started: dict[str, int] = {}
+        blocked: dict[str, str] = {}
+        with self._write() as conn:
+            others = self._blockers(hosts, request_id)
+            pool_of = dict(
+                conn.execute(
+                    "SELECT name, pool FROM hosts WHERE name IN (SELECT value FROM json_each(?))",
+                    (json.dumps(list(hosts)),),
+                ).fetchall()
+            )
+            down = dict(
+                conn.execute(
+                    "SELECT h.pool, COUNT(*) FROM host_leases l JOIN hosts h ON h.name = l.host "
+                    "GROUP BY h.pool"
+                ).fetchall()
+            )
+            own = {
+                h
+                for (h,) in conn.execute(
+                    "SELECT host FROM host_leases WHERE request_id = ?", (request_id,)
+                )
+            }
+            for host in hosts:
+                if host in others:
+                    blocked[host] = f"waiting for request {others[host]}"
+                    continue
+                if host not in own:
+                    pool = pool_of[host]
+                    limit = limits.get(pool)
+                    if limit is not None and down.get(pool, 0) >= limit:
+                        blocked[host] = f"pool {pool} at its budget of {limit} unavailable"
+                        continue
+                    conn.execute(
+                        "INSERT INTO host_leases (host, request_id, holder, acquired) "
+                        "VALUES (?, ?, ?, ?)",
+                        (host, request_id, holder, now),
+                    )
+                    down[pool] = down.get(pool, 0) + 1
+                started[host] = self._start_task(request_id, host, action, batch, now)
+        return BeginResult(started=started, blocked=blocked)
+
+    def cancel_pending(self, request_id: int, reason: str) -> int:
+        with self._write() as conn:
+            cur = conn.execute(
+                "UPDATE request_hosts SET state = ?, reason = ?, finished = ? "
+                "WHERE request_id = ? AND state = ?",
+                (
+                    str(HostTaskState.CANCELLED),
+                    reason,
+                    utc_now(),
+                    request_id,
+                    str(HostTaskState.PENDING),
+                ),
+            )
+            if cur.rowcount:
+                self._event(
+                    "hosts_cancelled",
+                    f"{cur.rowcount} hosts cancelled: {reason}",
+                    request_id=request_id,
+                )
+            return cur.rowcount
+
+    def record_batch(self, request_id: int, idx: int, size: int, state: str) -> None:
+        now = utc_now()
+        done = state != "running"
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO batches (request_id, idx, state, size, started, finished) "
+                "VALUES (?,?,?,?,?,?) ON CONFLICT (request_id, idx) DO UPDATE SET "
+                "state = excluded.state, size = excluded.size, "
+                "finished = excluded.finished",
+                (request_id, idx, state, size, now, now if done else None),
+            )
+            self._event(
+                f"batch_{'started' if not done else state}",
+                f"batch {idx}: {size} hosts {state}",
+                request_id=request_id,
+                data={"batch": idx, "size": size},
+            )
+
+    def finish_request(
+        self, request_id: int, worker: str, state: RequestState, reason: str | None
+    ) -> None:
+        now = utc_now()
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE request_hosts SET state = ?, reason = COALESCE(reason, ?), finished = ? "
+                "WHERE request_id = ? AND state IN (?, ?)",
+                (
+                    str(HostTaskState.CANCELLED),
+                    f"request ended {state}",
+                    now,
+                    request_id,
+                    str(HostTaskState.PENDING),
+                    str(HostTaskState.RUNNING),
+                ),
+            )
+            conn.execute("DELETE FROM host_leases WHERE request_id = ?", (request_id,))
+            conn.execute(
+                "UPDATE requests SET state = ?, reason = ?, claimed_by = NULL, "
+                "claim_expires = NULL, updated = ?, finished = ? WHERE id = ?",
+                (str(state), reason, now, now, request_id),
+            )
+            self._event(
+                f"request_{state}",
+                f"request {state}" + (f": {reason}" if reason else ""),
+                request_id=request_id,
+                actor=worker,
+            )
 
     def release_claim(self, request_id: int, worker: str) -> None:
         with self._write() as conn:
@@ -454,25 +718,27 @@ class SqliteStore(Store):
 
     # -- host tasks and step results ------------------------------------------------------
 
-    def start_task(self, request_id: int, host: str, action: str, batch: int) -> int:
-        now = utc_now()
-        with self._write() as conn:
-            (attempts,) = conn.execute(
-                "SELECT COUNT(*) FROM host_tasks WHERE request_id = ? AND host = ?",
-                (request_id, host),
-            ).fetchone()
-            cur = conn.execute(
-                "INSERT INTO host_tasks (request_id, host, action, attempt, state, started) "
-                "VALUES (?,?,?,?,?,?)",
-                (request_id, host, action, attempts + 1, str(HostTaskState.RUNNING), now),
-            )
-            conn.execute(
-                "UPDATE request_hosts SET state = ?, batch = ?, started = COALESCE(started, ?) "
-                "WHERE request_id = ? AND host = ?",
-                (str(HostTaskState.RUNNING), batch, now, request_id, host),
-            )
+    def _start_task(self, request_id: int, host: str, action: str, batch: int, now: str) -> int:
+        (attempts,) = self.conn.execute(
+            "SELECT COUNT(*) FROM host_tasks WHERE request_id = ? AND host = ?",
+            (request_id, host),
+        ).fetchone()
+        cur = self.conn.execute(
+            "INSERT INTO host_tasks (request_id, host, action, attempt, state, started) "
+            "VALUES (?,?,?,?,?,?)",
+            (request_id, host, action, attempts + 1, str(HostTaskState.RUNNING), now),
+        )
+        self.conn.execute(
+            "UPDATE request_hosts SET state = ?, batch = ?, reason = NULL, "
+            "started = COALESCE(started, ?) WHERE request_id = ? AND host = ?",
+            (str(HostTaskState.RUNNING), batch, now, request_id, host),
+        )
         assert cur.lastrowid is not None
         return cur.lastrowid
+
+    def start_task(self, request_id: int, host: str, action: str, batch: int) -> int:
+        with self._write():
+            return self._start_task(request_id, host, action, batch, utc_now())
 
     def start_step(self, task_id: int, step: str) -> int:
         with self._write() as conn:
@@ -512,6 +778,7 @@ class SqliteStore(Store):
         error_class: str | None = None,
         reason: str | None = None,
         via: str | None = None,
+        host_status: HostStatus | None = None,
     ) -> None:
         now = utc_now()
         with self._write() as conn:
@@ -520,6 +787,7 @@ class SqliteStore(Store):
             ).fetchone()
             if row is None:
                 raise NotFound(f"unknown host task {task_id}")
+            request_id, host = row
             conn.execute(
                 "UPDATE host_tasks SET state = ?, error_class = ?, error = ?, via = ?, "
                 "finished = ? WHERE id = ?",
@@ -528,7 +796,28 @@ class SqliteStore(Store):
             conn.execute(
                 "UPDATE request_hosts SET state = ?, error_class = ?, reason = ?, finished = ? "
                 "WHERE request_id = ? AND host = ?",
-                (str(state), error_class, reason, now, row[0], row[1]),
+                (str(state), error_class, reason, now, request_id, host),
+            )
+            conn.execute(
+                "DELETE FROM host_leases WHERE host = ? AND request_id = ?", (host, request_id)
+            )
+            if host_status is not None:
+                conn.execute(
+                    "UPDATE hosts SET status = ?, status_reason = ?, updated = ? WHERE name = ?",
+                    (str(host_status), f"request {request_id}: {reason or state}", now, host),
+                )
+                self._event(
+                    "host_status",
+                    f"-> {host_status}" + (f": {reason}" if reason else ""),
+                    request_id=request_id,
+                    host=host,
+                )
+
+    def interrupt_task(self, task_id: int) -> None:
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE host_tasks SET state = 'interrupted', finished = ? WHERE id = ?",
+                (utc_now(), task_id),
             )
 
     def interrupt_open_steps(self, request_id: int) -> list[tuple[str, str]]:
@@ -661,6 +950,9 @@ class SqliteStore(Store):
             expected_image=expected,
             reported=now,
         )
+
+    def last_install_report_id(self) -> int:
+        return self.conn.execute("SELECT COALESCE(MAX(id), 0) FROM install_reports").fetchone()[0]
 
     def install_reports(self, host: str | None = None, after_id: int = 0) -> list[InstallReport]:
         sql = "SELECT * FROM install_reports WHERE id > ?"

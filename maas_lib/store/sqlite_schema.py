@@ -231,9 +231,16 @@ def _v3(db: sqlite_utils.Database) -> None:
     db["requests"].create_index(["claimed_by"])
 
 
+def _v4(db: sqlite_utils.Database) -> None:
+    """Request options (pre/post hooks) and hosts' inventory vars (what hooks see)."""
+    db["requests"].add_column("options", str)
+    db["hosts"].add_column("vars", str)
+
+
 MIGRATIONS: list[tuple[int, Callable[[sqlite_utils.Database], None]]] = [
     (1, _v1),
     (2, _v2),
     (3, _v3),
+    (4, _v4),
 ]
 LATEST_VERSION = MIGRATIONS[-1][0]

@@ -1,0 +1,261 @@
+"""One claimed request, run batch by batch until it ends, is cancelled, or the worker stops.
+
+Batches are cut as the request goes (the next N pending hosts that nothing blocks), so a
+resumed request simply goes on: finished hosts are never repeated, hosts whose task was
+in flight at a crash are retried first, and hosts waiting for an older request join a
+later batch once it lets go of them.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+
+from maas_lib.models import HostRecord, HostTaskState, RequestState, RequestStatus
+from maas_lib.planner import failures_exceeded, pool_limits
+from maas_lib.scheduler.host import TaskOutcome, run_task
+from maas_lib.scheduler.installs import InstallWatcher
+from maas_lib.scheduler.settings import SchedulerSettings
+from maas_lib.scheduler.steps import HostContext
+from maas_lib.store import Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Shared:
+    """What every request run of one worker shares."""
+
+    worker: str
+    store: Store
+    settings: SchedulerSettings
+    controller: object  # BmcController (kept loose: tests plug in their own transport)
+    installs: InstallWatcher
+    executor: ThreadPoolExecutor
+    stop: threading.Event
+    hook_slots: threading.Semaphore
+
+
+def final_state(st: RequestStatus) -> tuple[RequestState, str | None]:
+    """The state a request ends in, from its hosts' states."""
+    counts = st.counts
+    succeeded = counts.get(HostTaskState.SUCCEEDED, 0)
+    failed = counts.get(HostTaskState.FAILED, 0)
+    dropped = counts.get(HostTaskState.DROPPED, 0)
+    cancelled = counts.get(HostTaskState.CANCELLED, 0)
+    total = st.host_count
+    summary = f"{succeeded} of {total} hosts succeeded" + "".join(
+        f", {n} {what}"
+        for n, what in ((failed, "failed"), (dropped, "dropped"), (cancelled, "cancelled"))
+        if n
+    )
+    if st.cancel_requested:
+        return RequestState.CANCELLED, summary
+    if succeeded == total:
+        return RequestState.SUCCEEDED, summary
+    if succeeded == 0:
+        return RequestState.FAILED, summary
+    return RequestState.PARTIAL, summary
+
+
+class RequestRun:
+    def __init__(self, shared: Shared, request_id: int):
+        self.s = shared
+        self.store = shared.store
+        self.id = request_id
+        self.cancelled_by: str | None = None
+
+    # -- control --------------------------------------------------------------------------
+
+    def _stopping(self) -> bool:
+        return self.s.stop.is_set()
+
+    def _still_ours(self) -> bool:
+        """False if the request was cancelled, or another worker took it over."""
+        cs = self.store.claim_state(self.id)
+        if cs.claimed_by != self.s.worker:
+            log.warning("request %s: claim lost to %s; letting go", self.id, cs.claimed_by)
+            return False
+        return not cs.cancel_requested
+
+    def _sleep(self, seconds: float) -> None:
+        self.s.stop.wait(seconds)
+
+    # -- the run --------------------------------------------------------------------------
+
+    def run(self) -> RequestState | None:
+        """Run to the end; returns the final state, or None if the worker let go of it."""
+        store = self.store
+        interrupted = store.interrupt_open_steps(self.id)
+        if interrupted:
+            log.info("request %s: resuming; %d steps were in flight", self.id, len(interrupted))
+        st = store.get_request(self.id)
+        self.policy = st.policy
+        self.action = st.action
+        self.image = st.image
+        self.options = st.options
+        self.total = sum(1 for h in st.hosts if h.state != HostTaskState.DROPPED)
+        names = [h.host for h in st.hosts]
+        self.records = {h.name: h for h in store.get_hosts(names)}
+        self.limits = self._limits()
+
+        # Hosts whose task was in flight when the last worker died (or stopped) go first.
+        retry: dict[int, list[str]] = {}
+        for h in st.hosts:
+            if h.state == HostTaskState.RUNNING:
+                retry.setdefault(h.batch or 0, []).append(h.host)
+        for idx, hosts in sorted(retry.items()):
+            if not self._run_batch(idx, hosts):
+                return None
+        batches = [h.batch for h in st.hosts if h.batch is not None]
+        idx = max(batches) + 1 if batches else 0
+
+        while True:
+            if self._stopping():
+                return self._let_go()
+            if not self._still_ours():
+                break
+            st = store.get_request(self.id)
+            failed = st.counts.get(HostTaskState.FAILED, 0)
+            if failures_exceeded(failed, self.total, self.policy):
+                allowed = self.policy.max_failures.floor_of(self.total)
+                store.cancel_pending(
+                    self.id,
+                    f"max failures exceeded: {failed} failed > {allowed} allowed "
+                    f"(--max-failures {self.policy.max_failures})",
+                )
+                break
+            if self.policy.canary and idx > 0 and failed and self._canary_failed(st):
+                store.cancel_pending(self.id, "canary batch failed")
+                break
+            pending = [h.host for h in st.hosts if h.state == HostTaskState.PENDING]
+            if not pending:
+                break
+            blocked = store.blockers(pending, self.id)
+            waits = {h: r for h, r in blocked.items()}
+            if waits:
+                store.set_waiting(self.id, waits)
+            eligible = [h for h in pending if h not in blocked]
+            if not eligible:
+                self._sleep(self.s.settings.poll)
+                continue
+            size = self._batch_size(idx)
+            if not self._run_batch(idx, eligible[:size]):
+                return None
+            idx += 1
+            more = any(h.state == HostTaskState.PENDING for h in store.get_request(self.id).hosts)
+            if self.policy.pause and more:
+                self._sleep(self.policy.pause)
+
+        cs = store.claim_state(self.id)
+        if cs.claimed_by != self.s.worker:
+            return None
+        if cs.cancel_requested:
+            st = store.get_request(self.id)
+            store.cancel_pending(self.id, "request cancelled")
+        st = store.get_request(self.id)
+        state, reason = final_state(st)
+        store.finish_request(self.id, self.s.worker, state, reason)
+        log.info("request %s %s: %s", self.id, state, reason)
+        return state
+
+    def _let_go(self) -> None:
+        """The worker is stopping: leave the request (and its leases) for the next one."""
+        self.store.release_claim(self.id, self.s.worker)
+        log.info("request %s: left for another worker to resume", self.id)
+        return None
+
+    def _canary_failed(self, st: RequestStatus) -> bool:
+        return any(h.batch == 0 and h.state == HostTaskState.FAILED for h in st.hosts)
+
+    def _batch_size(self, idx: int) -> int:
+        if idx == 0 and self.policy.canary:
+            return self.policy.canary
+        return max(1, self.policy.batch_size.ceil_of(self.total))
+
+    def _limits(self) -> dict[str, int]:
+        sizes: dict[str, int] = {}
+        for h in self.store.list_hosts():
+            sizes[h.pool] = sizes.get(h.pool, 0) + 1
+        standing = {p.name: p.max_unavailable for p in self.store.list_pools()}
+        return pool_limits(sizes, standing, self.policy.max_unavailable).limits
+
+    # -- one batch ------------------------------------------------------------------------
+
+    def _run_batch(self, idx: int, hosts: list[str]) -> bool:
+        """Run one batch to its end; False if the worker stopped or lost the request."""
+        store = self.store
+        store.record_batch(self.id, idx, len(hosts), "running")
+        log.info("request %s: batch %d of %d hosts", self.id, idx, len(hosts))
+        remaining = list(hosts)
+        running: dict[Future[TaskOutcome], str] = {}
+        ours = True
+        while remaining or running:
+            if remaining and not self._stopping():
+                ours = self._still_ours()
+                if not ours:
+                    # Cancelled (or taken over): start nothing more; let in-flight steps end.
+                    remaining = []
+                    continue
+                result = store.begin_hosts(
+                    self.id,
+                    remaining,
+                    batch=idx,
+                    action=str(self.action),
+                    holder=self.s.worker,
+                    limits=self.limits,
+                )
+                for host, task_id in result.started.items():
+                    running[self.s.executor.submit(self._host, host, task_id)] = host
+                remaining = [h for h in remaining if h in result.blocked]
+            elif remaining:
+                remaining = []  # stopping: they stay pending for the next worker
+            if not running:
+                if remaining:
+                    self._sleep(self.s.settings.poll)
+                continue
+            done, _ = wait(running, timeout=self.s.settings.poll, return_when=FIRST_COMPLETED)
+            for fut in done:
+                running.pop(fut)
+                fut.result()
+        stopped = self._stopping()
+        store.record_batch(self.id, idx, len(hosts), "stopped" if stopped else "done")
+        if stopped:
+            self._let_go()
+            return False
+        return True
+
+    def _host(self, host: str, task_id: int) -> TaskOutcome:
+        record: HostRecord = self.records[host]
+        ctx = HostContext(
+            host=record,
+            request_id=self.id,
+            action=self.action,
+            image=self.image,
+            options=self.options,
+            controller=self.s.controller,  # type: ignore[arg-type]
+            settings=self.s.settings,
+            installs=self.s.installs,
+            store=self.store,
+            stopping=self._stopping,
+            host_vars=host_vars(record),
+            hook_slots=self.s.hook_slots,
+        )
+        try:
+            return run_task(ctx, task_id)
+        except Exception:
+            log.exception("request %s: host %s: task crashed", self.id, host)
+            self.store.end_task(
+                task_id, HostTaskState.FAILED, error_class="internal", reason="task crashed"
+            )
+            return TaskOutcome(host, HostTaskState.FAILED, "internal", "task crashed")
+
+
+def host_vars(record: HostRecord) -> dict[str, object]:
+    """What a hook's inventory knows of the host: its inventory vars and maas-lib's fields."""
+    data: dict[str, object] = dict(record.vars)
+    fields = record.model_dump(mode="json", exclude={"vars", "created", "updated"})
+    data.update({f"maas_{k}": v for k, v in fields.items() if v is not None})
+    return data

@@ -1,0 +1,59 @@
+"""How a scheduler worker behaves: claims, heartbeats, step timeouts, images."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field, field_validator
+
+from maas_lib.bmc import BmcSettings
+
+
+class SchedulerSettings(BaseModel):
+    """Everything `maasctl run` can tune; the defaults suit a real fleet."""
+
+    bmc: BmcSettings = Field(default_factory=BmcSettings)
+    claim_ttl: float = Field(
+        default=30.0,
+        gt=0,
+        description="seconds a claim outlives its worker's last heartbeat before another "
+        "worker may resume the request",
+    )
+    poll: float = Field(default=0.5, gt=0, description="seconds between queue and state polls")
+    max_requests: int = Field(
+        default=8, ge=1, le=256, description="requests one worker runs side by side"
+    )
+    max_hosts: int = Field(
+        default=1024, ge=1, le=8192, description="host tasks one worker runs side by side"
+    )
+    soft_timeout: float = Field(
+        default=120.0, gt=0, description="seconds a reboot waits for a soft shutdown"
+    )
+    install_timeout: float = Field(
+        default=1800.0, gt=0, description="seconds to wait for an install-completion report"
+    )
+    hook_timeout: float = Field(default=600.0, gt=0, description="seconds for one hook run")
+    hook_concurrency: int = Field(
+        default=4,
+        ge=1,
+        le=256,
+        description="hook playbooks run at once (each ansible-playbook costs ~1.5 s of CPU "
+        "to start)",
+    )
+    wipe_image: str = Field(default="wipe", description="image a wipe boots, unless named")
+    image_url: str | None = Field(
+        default=None,
+        description="URL template for Redfish virtual media, e.g. "
+        "https://images.example/{image}.iso; unset: network boot (PXE) for every host",
+    )
+
+    @field_validator("image_url")
+    @classmethod
+    def _template(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        if "{image}" not in v or not v.startswith(("http://", "https://")):
+            raise ValueError(f"expected an http(s) URL containing {{image}} (got {v!r})")
+        return v
+
+    @property
+    def heartbeat_interval(self) -> float:
+        return self.claim_ttl / 3

@@ -1,0 +1,264 @@
+"""Each lifecycle action as an ordered list of steps, and what every step does.
+
+A step is one thing that can be timed and can fail on its own: a confirmed power change,
+a boot-device change, waiting for an installer's report. The host runner records each
+step's start before it runs and its end right after (see `maas_lib.scheduler.host`).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from maas_lib.bmc import BmcController, BmcTarget, BootDevice, PowerAction, PowerState
+from maas_lib.bmc.base import BmcDriver
+from maas_lib.models import Action, BmcProtocol, HostRecord, InstallReport, RequestOptions
+
+if TYPE_CHECKING:
+    from maas_lib.scheduler.installs import InstallWatcher
+    from maas_lib.scheduler.settings import SchedulerSettings
+    from maas_lib.store import Store
+
+
+class StepError(Exception):
+    """A step failed for a reason that is not a BMC error; `error_class` names the kind."""
+
+    def __init__(self, error_class: str, message: str):
+        super().__init__(message)
+        self.error_class = error_class
+
+
+class StepInterrupted(Exception):
+    """The worker is stopping: the step gave up waiting, to be retried by the next one."""
+
+
+@dataclass
+class HostContext:
+    """What the steps of one host's task work with."""
+
+    host: HostRecord
+    request_id: int
+    action: Action
+    image: str | None
+    options: RequestOptions
+    controller: BmcController
+    settings: SchedulerSettings
+    installs: InstallWatcher
+    store: Store
+    stopping: Callable[[], bool]
+    host_vars: dict[str, Any] = field(default_factory=dict)
+    #: Bounds hook playbooks running at once across the worker.
+    hook_slots: threading.Semaphore = field(default_factory=lambda: threading.Semaphore(4))
+    notes: dict[str, Any] = field(default_factory=dict)
+    _driver: BmcDriver | None = None
+
+    @property
+    def target(self) -> BmcTarget:
+        return BmcTarget.from_host(self.host)
+
+    @property
+    def driver(self) -> BmcDriver:
+        if self._driver is None:
+            self._driver = self.controller.driver(self.target)
+        return self._driver
+
+    @property
+    def via(self) -> str | None:
+        return self._driver.via if self._driver is not None else None
+
+    @property
+    def uses_virtual_media(self) -> bool:
+        """Redfish hosts boot images from virtual media when an image URL is configured."""
+        return self.settings.image_url is not None and self.host.bmc_protocol is BmcProtocol.REDFISH
+
+    @property
+    def install_image(self) -> str:
+        """The image this task boots: the request's, or the configured wipe image."""
+        if self.action is Action.REIMAGE:
+            assert self.image is not None
+            return self.image
+        return self.image or self.settings.wipe_image
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    run: Callable[[HostContext], None]
+    timeout: Callable[[HostContext], float]
+    #: A failure is recorded but the task goes on (e.g. a soft shutdown that timed out).
+    optional: bool = False
+    #: Run only when this says so (e.g. a hard power-off only after a failed soft one).
+    when: Callable[[HostContext], bool] | None = None
+
+
+# -- timeouts ---------------------------------------------------------------------------
+
+
+def _call_budget(ctx: HostContext) -> float:
+    """Seconds a few BMC calls may take with their retries (fallback doubles each)."""
+    s = ctx.settings.bmc
+    return 4 * s.timeout * (s.retries + 1) + 5.0
+
+
+def _power_budget(ctx: HostContext) -> float:
+    return ctx.settings.bmc.power_timeout + _call_budget(ctx)
+
+
+# -- what steps do ----------------------------------------------------------------------
+
+
+def _power(action: PowerAction) -> Callable[[HostContext], None]:
+    def run(ctx: HostContext) -> None:
+        ctx.controller.set_power(ctx.driver, action, wait=True)
+
+    return run
+
+
+def _soft_off(ctx: HostContext) -> None:
+    started = time.monotonic()
+    c = ctx.controller
+    if c.call(ctx.driver, lambda d: d.power_state(), "read power state") is PowerState.OFF:
+        ctx.notes["off"] = True
+        return
+    c.call(ctx.driver, lambda d: d.power(PowerAction.SOFT), "soft power off")
+    c.wait_power(ctx.driver, PowerState.OFF, started, timeout=ctx.settings.soft_timeout)
+    ctx.notes["off"] = True
+
+
+def _set_install_target(ctx: HostContext) -> None:
+    # Watch for the report *before* the target exists: an installer may be quick.
+    ctx.notes["install_mark"] = ctx.installs.mark()
+    ctx.store.set_install_target(ctx.host.name, ctx.install_image, ctx.request_id)
+
+
+def _boot_image(ctx: HostContext) -> None:
+    c = ctx.controller
+    if ctx.uses_virtual_media:
+        assert ctx.settings.image_url is not None
+        url = ctx.settings.image_url.format(image=ctx.install_image)
+        c.call(ctx.driver, lambda d: d.insert_media(url), "insert virtual media")
+        c.call(ctx.driver, lambda d: d.set_boot(BootDevice.CD), "boot once from virtual media")
+    else:
+        c.call(ctx.driver, lambda d: d.set_boot(BootDevice.PXE), "boot once from network")
+
+
+def _wait_install(ctx: HostContext) -> None:
+    report = ctx.installs.wait(
+        ctx.host.name,
+        ctx.request_id,
+        after=ctx.notes["install_mark"],
+        timeout=ctx.settings.install_timeout,
+        stopping=ctx.stopping,
+    )
+    if report is None:
+        raise StepError(
+            "install_timeout",
+            f"no install report for {ctx.install_image} within {ctx.settings.install_timeout:g}s",
+        )
+    ctx.notes["report"] = report
+    if report.outcome != "succeeded":
+        raise StepError("install_failed", f"installer reported: {report.reason or 'failed'}")
+
+
+def _verify_image(ctx: HostContext) -> None:
+    report: InstallReport = ctx.notes["report"]
+    if report.image != ctx.install_image:
+        raise StepError(
+            "image_mismatch",
+            f"host reports image {report.image}, requested {ctx.install_image}",
+        )
+
+
+def _eject(ctx: HostContext) -> None:
+    ctx.controller.call(ctx.driver, lambda d: d.eject_media(), "eject virtual media")
+
+
+def _hook(which: str) -> Callable[[HostContext], None]:
+    def run(ctx: HostContext) -> None:
+        from maas_lib.scheduler.hooks import run_hook
+
+        playbook = getattr(ctx.options, which)
+        with ctx.hook_slots:
+            result = run_hook(
+                playbook,
+                ctx.host.name,
+                ctx.host_vars,
+                timeout=ctx.settings.hook_timeout,
+                extravars={
+                    "maas_request_id": ctx.request_id,
+                    "maas_action": str(ctx.action),
+                    "maas_image": ctx.image,
+                    "maas_hook": which.removesuffix("_hook"),
+                },
+                label=which.replace("_", "-"),
+                cancel=ctx.stopping,
+            )
+        if result.status == "canceled":
+            raise StepInterrupted(f"{which} canceled: the worker is stopping")
+        if not result.ok:
+            error_class = "hook_timeout" if result.status == "timeout" else "hook_failed"
+            raise StepError(error_class, result.summary)
+
+    return run
+
+
+# -- the steps of each action -----------------------------------------------------------
+
+POWER_ON = Step("power-on", _power(PowerAction.ON), _power_budget)
+POWER_OFF = Step("power-off", _power(PowerAction.OFF), _power_budget)
+SOFT_OFF = Step(
+    "soft-off",
+    _soft_off,
+    lambda ctx: ctx.settings.soft_timeout + _call_budget(ctx),
+    optional=True,
+)
+HARD_OFF_AFTER_SOFT = Step(
+    "power-off", _power(PowerAction.OFF), _power_budget, when=lambda ctx: not ctx.notes.get("off")
+)
+INSTALL_TARGET = Step("set-install-target", _set_install_target, lambda ctx: 30.0)
+BOOT_IMAGE = Step("boot-image", _boot_image, _call_budget)
+WAIT_INSTALL = Step("wait-install", _wait_install, lambda ctx: ctx.settings.install_timeout + 30.0)
+VERIFY_IMAGE = Step("verify-image", _verify_image, lambda ctx: 5.0)
+EJECT_MEDIA = Step("eject-media", _eject, _call_budget, when=lambda ctx: ctx.uses_virtual_media)
+PRE_HOOK = Step(
+    "pre-hook",
+    _hook("pre_hook"),
+    lambda ctx: ctx.settings.hook_timeout + 30.0,
+    when=lambda ctx: ctx.options.pre_hook is not None,
+)
+POST_HOOK = Step(
+    "post-hook",
+    _hook("post_hook"),
+    lambda ctx: ctx.settings.hook_timeout + 30.0,
+    when=lambda ctx: ctx.options.post_hook is not None,
+)
+
+# Boot the image: the boot device is set after the host is confirmed off and right before
+# power-on, because IPMI BMCs forget a one-time boot flag after 60 seconds.
+_INSTALL = [
+    INSTALL_TARGET,
+    POWER_OFF,
+    BOOT_IMAGE,
+    POWER_ON,
+    WAIT_INSTALL,
+    VERIFY_IMAGE,
+    EJECT_MEDIA,
+]
+
+ACTION_STEPS: dict[Action, list[Step]] = {
+    Action.POWER_ON: [POWER_ON],
+    Action.POWER_OFF: [POWER_OFF],
+    Action.POWER_CYCLE: [POWER_OFF, POWER_ON],
+    Action.REBOOT: [SOFT_OFF, HARD_OFF_AFTER_SOFT, POWER_ON],
+    Action.REIMAGE: _INSTALL,
+    Action.WIPE: _INSTALL,
+    Action.DECOMMISSION: [*_INSTALL, POWER_OFF],
+}
+
+
+def steps_for(action: Action) -> list[Step]:
+    """The steps of `action`, between the request's optional pre- and post-hooks."""
+    return [PRE_HOOK, *ACTION_STEPS[action], POST_HOOK]

@@ -1,0 +1,159 @@
+"""The scheduler worker behind `maasctl run`: claims requests and runs them side by side.
+
+Several workers (processes, machines) may share one store: claims are atomic, each
+request is run by one worker at a time, and a worker that stops heartbeating loses its
+claims after `claim_ttl`, so another resumes its requests.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from maas_lib.bmc import BmcController
+from maas_lib.bmc.base import BmcDriver, BmcEndpoint
+from maas_lib.bmc.control import BmcSettings
+from maas_lib.credentials import Credential, resolve_credential
+from maas_lib.models import IN_FLIGHT_REQUEST_STATES, RequestState
+from maas_lib.scheduler.installs import InstallWatcher
+from maas_lib.scheduler.request import RequestRun, Shared
+from maas_lib.scheduler.settings import SchedulerSettings
+from maas_lib.store import Store
+
+log = logging.getLogger(__name__)
+
+DriverFactory = Callable[[BmcEndpoint, Credential, BmcSettings], BmcDriver]
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+@dataclass
+class RunReport:
+    """What one `run` did: requests it finished and the state each ended in."""
+
+    worker: str
+    finished: dict[int, str] = field(default_factory=dict)
+    let_go: list[int] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+class _Credentials:
+    """Credentials resolved once per name (env or file), shared by every host task."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._cache: dict[str, Credential] = {}
+
+    def __call__(self, name: str) -> Credential:
+        with self._lock:
+            if name not in self._cache:
+                self._cache[name] = resolve_credential(name)
+            return self._cache[name]
+
+
+class Worker:
+    def __init__(
+        self,
+        store: Store,
+        settings: SchedulerSettings | None = None,
+        *,
+        worker: str | None = None,
+        driver_factory: DriverFactory | None = None,
+    ):
+        self.store = store
+        self.settings = settings or SchedulerSettings()
+        self.id = worker or worker_id()
+        self.stop_event = threading.Event()
+        self.controller = BmcController(
+            self.settings.bmc, resolve=_Credentials(), driver_factory=driver_factory
+        )
+
+    def stop(self) -> None:
+        """Finish the steps in flight, then let go of every request (SIGTERM, SIGINT)."""
+        self.stop_event.set()
+
+    def _idle(self) -> bool:
+        return not self.store.list_requests(sorted(IN_FLIGHT_REQUEST_STATES), limit=1)
+
+    def run(self, *, until_idle: bool = False) -> RunReport:
+        """Claim and run requests until stopped (or, with `until_idle`, until none is left
+        accepted or running anywhere — including requests other workers hold)."""
+        s = self.settings
+        report = RunReport(self.id)
+        installs = InstallWatcher(self.store, poll=min(s.poll, 0.5))
+        executor = ThreadPoolExecutor(max_workers=s.max_hosts, thread_name_prefix="host")
+        shared = Shared(
+            worker=self.id,
+            store=self.store,
+            settings=s,
+            controller=self.controller,
+            installs=installs,
+            executor=executor,
+            stop=self.stop_event,
+            hook_slots=threading.Semaphore(s.hook_concurrency),
+        )
+        active: dict[int, threading.Thread] = {}
+        results: dict[int, RequestState | None] = {}
+        beat = threading.Thread(target=self._heartbeat, name="heartbeat", daemon=True)
+        self.store.heartbeat(self.id, ttl=s.claim_ttl)
+        beat.start()
+        log.info("worker %s started", self.id)
+
+        def run_one(request_id: int) -> None:
+            try:
+                results[request_id] = RequestRun(shared, request_id).run()
+            except Exception as exc:
+                log.exception("request %s: scheduler error", request_id)
+                report.errors.append(f"request {request_id}: {type(exc).__name__}: {exc}")
+                results[request_id] = None
+                # Our heartbeats would keep the claim alive forever: let another worker try.
+                self.store.release_claim(request_id, self.id)
+
+        try:
+            while not self.stop_event.is_set():
+                for rid in [r for r, t in active.items() if not t.is_alive()]:
+                    active.pop(rid).join()
+                    state = results.pop(rid, None)
+                    if state is None:
+                        report.let_go.append(rid)
+                    else:
+                        report.finished[rid] = str(state)
+                if len(active) < s.max_requests:
+                    rid = self.store.claim_request(self.id, ttl=s.claim_ttl)
+                    if rid is not None:
+                        log.info("request %s claimed", rid)
+                        t = threading.Thread(target=run_one, args=(rid,), name=f"request-{rid}")
+                        active[rid] = t
+                        t.start()
+                        continue
+                if until_idle and not active and self._idle():
+                    break
+                self.stop_event.wait(s.poll)
+        finally:
+            self.stop_event.set()
+            for rid, t in active.items():
+                t.join()
+                state = results.pop(rid, None)
+                if state is None:
+                    report.let_go.append(rid)
+                else:
+                    report.finished[rid] = str(state)
+            executor.shutdown(wait=True)
+            installs.close()
+        log.info("worker %s stopped", self.id)
+        return report
+
+    def _heartbeat(self) -> None:
+        while not self.stop_event.wait(self.settings.heartbeat_interval):
+            try:
+                self.store.heartbeat(self.id, ttl=self.settings.claim_ttl)
+            except Exception:
+                log.exception("heartbeat failed")
