@@ -716,6 +716,7 @@ _SIM_DIR_OPTION = click.option(
 @click.option("--slow", type=int, help="Hosts (per protocol) with slow BMCs.")
 @click.option("--flaky", type=int, help="Hosts (per protocol) whose BMC fails some calls.")
 @click.option("--flaky-rate", type=float, help="Share of calls a flaky BMC fails [0.3].")
+@click.option("--bad-install", type=int, help="Hosts (per protocol) whose installer always fails.")
 @click.option("--seed", type=int, help="Random seed for failures [1].")
 @_SIM_DIR_OPTION
 @click.option("--json", "as_json", is_flag=True, help="Print what was started as JSON.")

@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field, model_validator
 
 #: select() in pyghmi's IO loop caps one process at ~1,000 sockets.
 MAX_IPMI_PER_PROCESS = 900
-FAULT_KINDS = ("dead", "wrong_creds", "slow", "flaky")
+FAULT_KINDS = ("dead", "wrong_creds", "slow", "flaky", "bad_install")
 
 
 class SimConfig(BaseModel):
@@ -38,6 +38,7 @@ class SimConfig(BaseModel):
     slow_latency: float = Field(default=2.0, ge=0)
     flaky: int = Field(default=0, ge=0)
     flaky_rate: float = Field(default=0.3, ge=0, le=1)
+    bad_install: int = Field(default=0, ge=0, description="hosts whose installer always fails")
     seed: int = 1
 
     @model_validator(mode="after")
@@ -46,7 +47,7 @@ class SimConfig(BaseModel):
             raise ValueError("simulate at least one host (--ipmi, --redfish or --dual)")
         if self.ipmi + self.dual > MAX_IPMI_PER_PROCESS:
             raise ValueError(f"at most {MAX_IPMI_PER_PROCESS} IPMI BMCs per simulator")
-        faults = self.dead + self.wrong_creds + self.slow + self.flaky
+        faults = self.dead + self.wrong_creds + self.slow + self.flaky + self.bad_install
         for kind, count in (("ipmi", self.ipmi), ("redfish", self.redfish)):
             if count and faults > count:
                 raise ValueError(f"{faults} faulty hosts asked for, but only {count} {kind} hosts")

@@ -63,6 +63,9 @@ class Machine:
     installs: int = 0
     power_ons: int = 0
     power_offs: int = 0
+    #: (wall-clock time, "on"/"off") of every power change: the simulator's own record,
+    #: against which tests check that budgets and batch sizes held.
+    history: list[tuple[float, str]] = field(default_factory=list)
     _pending: tuple[float, str] | None = None
     _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
     _rng: random.Random = field(default_factory=random.Random, repr=False)
@@ -108,6 +111,8 @@ class Machine:
         if state == self.power:
             return
         self.power = state
+        self.history.append((time.time(), state))
+        del self.history[:-500]
         if state == "off":
             self.power_offs += 1
             self.os_state = OsState.OFF
@@ -190,5 +195,6 @@ class Machine:
                 "installs": self.installs,
                 "power_ons": self.power_ons,
                 "power_offs": self.power_offs,
+                "power_history": list(self.history),
                 "identify": self.identify,
             }

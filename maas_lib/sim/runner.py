@@ -128,7 +128,9 @@ def run(config: SimConfig, stop: threading.Event | None = None) -> None:
             MachineConfig(
                 power_delay=delay,
                 install_time=config.install_time,
-                install_failure_rate=config.install_failure_rate,
+                install_failure_rate=1.0
+                if h.fault == "bad_install"
+                else config.install_failure_rate,
                 seed=config.seed,
             ),
             reporter=bridge.report,
