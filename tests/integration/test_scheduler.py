@@ -327,7 +327,7 @@ def test_sigkilled_scheduler_resumes_without_repeating_completed_hosts(sched, fl
     assert len(done_before) < len(hosts)
 
     resumed = _maasctl(env, "run", "--until-idle", "--claim-ttl", "2", *RUN_ARGS)
-    out, err = resumed.communicate(timeout=90)
+    _, err = resumed.communicate(timeout=90)
     assert resumed.returncode == 0, err
     st = fleet.status(rid)
     assert st.state == "succeeded", st.reason

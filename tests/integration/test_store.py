@@ -285,3 +285,72 @@ def test_steps_are_recorded_as_they_happen_and_survive_a_crash(db_path):
     tb2 = store.start_task(rid, "b", "power-cycle", batch=1)
     store.start_step(tb2, "power_off")
     assert [s["attempt"] for s in store.steps(rid, "b")] == [1, 2]
+
+
+def test_overlaps_are_resolved_in_acceptance_order_when_claimed(db_path):
+    store = open_store(db_path)
+    store.upsert_hosts(hosts("a", "b", "c", "d"), [], actor="t")
+    r1 = store.create_request(new_request(["a", "b"]))
+    r2 = store.create_request(new_request(["b", "c"]))
+    wait = NewRequest(
+        **{**new_request(["c", "d"]).__dict__, "policy": BatchPolicy(on_overlap="wait")}
+    )
+    r3 = store.create_request(wait)
+    # Nothing is resolved at acceptance; an older request blocks a newer one, never back.
+    assert store.blockers(["a", "b", "c"], r2) == {"a": r1, "b": r1}
+    assert store.blockers(["a", "b"], r1) == {}
+    assert store.blockers(["b", "c", "d"]) == {"b": r1, "c": r2, "d": r3}
+    for worker in ("w1", "w2", "w3"):
+        store.claim_request(worker, ttl=30)
+    h2 = {h.host: h for h in store.get_request(r2).hosts}
+    assert (h2["b"].state, h2["b"].holder, h2["b"].reason) == (
+        "dropped",
+        r1,
+        f"held by request {r1}",
+    )
+    assert h2["c"].state == "pending"
+    h3 = {h.host: h for h in store.get_request(r3).hosts}
+    assert (h3["c"].state, h3["c"].reason) == ("pending", f"waiting for request {r2}")
+    assert h3["d"].state == "pending" and h3["d"].reason is None
+
+
+def _begin_worker(db, request_id, names, out):
+    store = open_store(db)
+    result = store.begin_hosts(
+        request_id, names, batch=0, action="reboot", holder=f"w{request_id}", limits={"p": 10}
+    )
+    out.put((request_id, list(result.started), result.blocked))
+
+
+def test_starting_hosts_is_atomic_and_keeps_the_pool_budget_across_processes(db_path):
+    from maas_lib.models import HostTaskState
+
+    store = open_store(db_path)
+    names = [f"n{i:03d}" for i in range(200)]
+    store.upsert_hosts(hosts(*names), [], actor="t")
+    slices = [names[i : i + 50] for i in range(0, 200, 50)]
+    ids = [store.create_request(new_request(s)) for s in slices]
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    procs = [
+        ctx.Process(target=_begin_worker, args=(str(db_path), rid, s, out))
+        for rid, s in zip(ids, slices, strict=True)
+    ]
+    for p in procs:
+        p.start()
+    results = [out.get(timeout=60) for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+    started = [h for _, s, _ in results for h in s]
+    # Four schedulers at once, one pool with a budget of 10: exactly 10 hosts go down.
+    assert len(started) == len(set(started)) == 10
+    assert len(store.inflight()) == 10
+    blocked = [why for _, _, b in results for why in b.values()]
+    assert blocked and all(why == "pool p at its budget of 10 unavailable" for why in blocked)
+    # A host's task ending frees its budget slot (and its lease) for the next one.
+    rid, first, _ = next(r for r in results if r[1])
+    task = store.begin_hosts(rid, first, batch=0, action="reboot", holder="w", limits={"p": 10})
+    assert sorted(task.started) == sorted(first)  # own leases: no budget check again
+    for task_id in task.started.values():
+        store.end_task(task_id, HostTaskState.SUCCEEDED)
+    assert len(store.inflight()) == 10 - len(first)
