@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import io
+import json
 import logging
 import os
 import re
@@ -25,7 +26,29 @@ from maas_lib.validation import first_error
 log = logging.getLogger(__name__)
 
 #: Inventory variables that map one-to-one onto HostSpec fields.
-HOST_VARS = tuple(f for f in HostSpec.model_fields if f not in ("name", "pool"))
+HOST_VARS = tuple(f for f in HostSpec.model_fields if f not in ("name", "pool", "vars"))
+#: Variables ansible-core adds to every host; not the inventory's own, so not kept.
+_MAGIC_VARS = frozenset(
+    {
+        "ansible_config_file",
+        "ansible_facts",
+        "ansible_playbook_python",
+        "ansible_version",
+        "group_names",
+        "groups",
+        "hostvars",
+        "inventory_dir",
+        "inventory_file",
+        "inventory_hostname",
+        "inventory_hostname_short",
+        "omit",
+        "playbook_dir",
+    }
+)
+#: Other vars kept for hooks must not look like secrets: those never reach the database.
+_SECRETISH_VAR_RE = re.compile(
+    r"(?i)(pass(word|wd|phrase)?$|_pass$|secret|token|private_key|api_?key)"
+)
 #: Variables that look like secrets: never read, and the user is told so.
 _SECRET_VAR_RE = re.compile(r"^bmc_(user(name)?|pass(word)?|secret|token)$")
 _FAILED_PLUGIN_RE = re.compile(r"\[WARNING\]: Failed to parse inventory with '(\w+)' plugin: (.*)")
@@ -91,10 +114,13 @@ def _default_pool(host: Any) -> str:
     return max(groups, key=lambda g: g.depth).name
 
 
-def load_inventory(sources: Sequence[str]) -> tuple[list[HostSpec], list[PoolSpec]]:
+def load_inventory(
+    sources: Sequence[str | os.PathLike[str]],
+) -> tuple[list[HostSpec], list[PoolSpec]]:
     """Parse inventory sources into validated hosts and pools, or raise `InputError`."""
     if not sources:
         raise InputError("no inventory given")
+    sources = [os.fspath(s) for s in sources]
     for source in sources:
         if not os.path.exists(source):
             raise InputError(f"inventory {source}: no such file or directory")
@@ -118,6 +144,7 @@ def load_inventory(sources: Sequence[str]) -> tuple[list[HostSpec], list[PoolSpe
                 raise InputError(f"host {host.name}: {var}: {exc.message}") from None
             fields[var] = _plain(value)
         secret_vars.update(v for v in hostvars if _SECRET_VAR_RE.match(v))
+        fields["vars"] = _extra_vars(host.name, hostvars, templar)
         fields.setdefault("pool", _default_pool(host))
         budget = fields.pop("pool_max_unavailable", None)
         spec = _validate_host(fields)
@@ -145,6 +172,33 @@ def load_inventory(sources: Sequence[str]) -> tuple[list[HostSpec], list[PoolSpe
         except ValidationError as exc:
             raise InputError(f"pool {name}: pool_max_unavailable: {first_error(exc)[1]}") from None
     return hosts, pools
+
+
+def _extra_vars(host: str, hostvars: Any, templar: Any) -> dict[str, Any]:
+    """The host's other vars, templated, minus magic and secret-looking ones."""
+    from ansible.errors import AnsibleError
+
+    kept: dict[str, Any] = {}
+    for name, value in hostvars.items():
+        if (
+            name in _MAGIC_VARS
+            or name in HOST_VARS
+            or name in ("pool", "pool_max_unavailable")
+            or _SECRET_VAR_RE.match(name)
+            or _SECRETISH_VAR_RE.search(name)
+            or hasattr(value, "vault")  # vault-encrypted: a secret by definition
+        ):
+            continue
+        # A var that does not template is not ours to validate (it may only make sense
+        # inside a play): keep it as written.
+        with contextlib.suppress(AnsibleError):
+            value = templar.template(value)
+        try:
+            # Plain JSON types only (ansible-core tags its strings; some values are not JSON).
+            kept[name] = json.loads(json.dumps(value, default=str))
+        except (TypeError, ValueError):
+            log.debug("host %s: var %s not kept: not JSON", host, name)
+    return kept
 
 
 def _plain(value: Any) -> Any:

@@ -217,6 +217,15 @@ class HostSpec(BaseModel):
     bmc_fallback_port: int | None = Field(default=None, ge=1, le=65535)
     hw_model: str | None = None
     bmc_vendor: str | None = None
+    #: The host's other inventory vars (secret-looking ones are never kept): what hooks see.
+    vars: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("vars", mode="before")
+    @classmethod
+    def _vars(cls, v: Any) -> Any:
+        if v is None:
+            return {}
+        return json.loads(v) if isinstance(v, str) else v
 
     @field_validator("name", "pool")
     @classmethod
@@ -271,17 +280,8 @@ class HostRecord(HostSpec):
 
     status: HostStatus = HostStatus.ACTIVE
     status_reason: str | None = None
-    #: The host's other inventory vars (secret-looking ones never stored): what hooks see.
-    vars: dict[str, Any] = Field(default_factory=dict)
     created: str
     updated: str
-
-    @field_validator("vars", mode="before")
-    @classmethod
-    def _vars(cls, v: Any) -> Any:
-        if v is None:
-            return {}
-        return json.loads(v) if isinstance(v, str) else v
 
     def public(self) -> dict[str, Any]:
         data = self.model_dump(mode="json", exclude={"name", "vars"})

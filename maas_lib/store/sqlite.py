@@ -186,7 +186,11 @@ class SqliteStore(Store):
             new = [h for h in hosts if h.name not in existing]
             old = [h for h in hosts if h.name in existing]
             conn.executemany(
-                _UPSERT_HOST_SQL, [{**h.model_dump(mode="json"), "now": now} for h in hosts]
+                _UPSERT_HOST_SQL,
+                [
+                    {**h.model_dump(mode="json"), "vars": json.dumps(h.vars), "now": now}
+                    for h in hosts
+                ],
             )
             self.db["pools"].upsert_all(
                 [

@@ -203,3 +203,32 @@ def test_unknown_inventory_plugin_is_named(write_file):
     path = write_file("np.yml", "plugin: nosuch.plugin.x\n")
     with pytest.raises(InputError, match=r"specifies unknown plugin 'nosuch\.plugin\.x'"):
         load_inventory([str(path)])
+
+
+def test_other_vars_are_kept_for_hooks_templated_without_secrets(write_file, tmp_path):
+    path = write_file(
+        "inv.yml",
+        "all:\n"
+        "  vars: {site: ams1, ansible_password: hunter2-secret}\n"
+        "  children:\n"
+        "    web:\n"
+        "      vars: {drain_url: 'https://lb.{{ site }}.example/drain', api_token: tok-secret}\n"
+        "      hosts:\n"
+        "        w1: {bmc_address: 10.0.0.1, ansible_host: 192.0.2.7, tags: [a, b]}\n",
+    )
+    hosts, _ = load_inventory([path])
+    assert hosts[0].vars == {
+        "site": "ams1",
+        "drain_url": "https://lb.ams1.example/drain",
+        "ansible_host": "192.0.2.7",
+        "tags": ["a", "b"],
+    }
+    # Kept in the database as written, and no secret-looking var ever is.
+    import maas_lib
+
+    db = tmp_path / "f.db"
+    with maas_lib.open_fleet(db) as fleet:
+        fleet.import_hosts([path])
+        assert fleet.store.get_host("w1").vars == hosts[0].vars
+    data = b"".join(p.read_bytes() for p in tmp_path.glob("f.db*"))
+    assert b"hunter2-secret" not in data and b"tok-secret" not in data

@@ -48,6 +48,7 @@ def sched(tmp_path_factory):
         extra = directory / "budgets.yml"
         extra.write_text(
             "all:\n  children:\n    sim_ipmi:\n      vars:\n        pool_max_unavailable: 2\n"
+            "      hosts:\n        sim-ipmi-0001: {drain_note: drained-by-hook}\n"
         )
         with s.fleet() as fleet:
             fleet.import_hosts([s.info["inventory"], str(extra)])
@@ -177,6 +178,52 @@ def test_waiting_overlap_runs_after_the_holder_lets_go(sched, fleet):
 
 
 # -- actions ----------------------------------------------------------------------------
+
+PLAYBOOK = """
+- hosts: all
+  gather_facts: false
+  connection: local
+  vars: {{ansible_python_interpreter: "{{{{ ansible_playbook_python }}}}"}}
+  tasks:
+{tasks}
+"""
+
+
+def test_hooks_run_around_each_host_with_its_inventory_vars(sched, fleet, tmp_path):
+    host = good(sched, "ipmi")[0]
+    powered_on(fleet, [host])
+    out = tmp_path / "out"
+    out.mkdir()
+    pre, post = tmp_path / "pre.yml", tmp_path / "post.yml"
+    line = "{{ maas_hook }} {{ drain_note }} {{ maas_action }} {{ maas_request_id }}"
+    for path in (pre, post):
+        path.write_text(
+            PLAYBOOK.format(
+                tasks=f"    - copy: {{content: '{line}', dest: '{out}/{{{{ maas_hook }}}}'}}"
+            )
+        )
+    rid = fleet.submit("power-cycle", [host], pre_hook=str(pre), post_hook=str(post)).id
+    fleet.run(**RUN)
+    assert fleet.status(rid).state == "succeeded"
+    steps = [s["step"] for s in fleet.steps(rid, host)]
+    assert steps == ["pre-hook", "power-off", "power-on", "post-hook"]
+    assert (out / "pre").read_text() == f"pre drained-by-hook power-cycle {rid}"
+    assert (out / "post").read_text() == f"post drained-by-hook power-cycle {rid}"
+
+
+def test_a_failing_pre_hook_fails_the_host_before_its_bmc_is_touched(sched, fleet, tmp_path):
+    host = good(sched, "ipmi")[1]
+    since = powered_on(fleet, [host])
+    pre = tmp_path / "drain.yml"
+    pre.write_text(PLAYBOOK.format(tasks="    - name: drain\n      fail: {msg: node not drained}"))
+    rid = fleet.submit("reboot", [host], pre_hook=str(pre)).id
+    fleet.run(**RUN)
+    h = by_host(fleet.status(rid))[host]
+    assert (h.state, h.error_class) == ("failed", "hook_failed")
+    assert "drain" in h.reason and "node not drained" in h.reason
+    assert offs_since(sched.state(), host, since) == 0
+    with pytest.raises(InputError, match=r"--pre-hook: playbook .*nope\.yml not found"):
+        fleet.submit("reboot", [host], pre_hook=str(tmp_path / "nope.yml"))
 
 
 def test_power_off_and_power_on(sched, fleet):
