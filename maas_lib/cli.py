@@ -278,14 +278,14 @@ def status(c: _Ctx, request_id: int, with_steps: bool, host: str | None, as_json
         click.echo("")
         emit_table(
             None,
-            ["host", "try", "step", "outcome", "started", "seconds", "via", "error"],
+            ["host", "try", "step", "outcome", "started (UTC)", "seconds", "via", "error"],
             [
                 [
                     x["host"],
                     x["attempt"],
                     x["step"],
                     x["outcome"],
-                    x["started"],
+                    x["started"][11:23],  # time of day (UTC); the date is the request's
                     None if x["duration_s"] is None else f"{x['duration_s']:.2f}",
                     x["via"],
                     x["error_class"] and f"{x['error_class']}: {x['error']}",
@@ -337,7 +337,8 @@ def list_requests(c: _Ctx, state: tuple[str, ...], limit: int | None, as_json: b
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @pass_ctx
 def cancel(c: _Ctx, request_id: int, as_: str | None, as_json: bool) -> None:
-    """Cancel a request: at once if not started, else after its current batch."""
+    """Cancel a request: at once if not started; if running, no new host starts and the
+    steps in flight finish."""
     state = c.fleet().cancel(request_id, actor=as_)
     if as_json:
         from maas_lib.output import emit_json
@@ -346,7 +347,7 @@ def cancel(c: _Ctx, request_id: int, as_: str | None, as_json: bool) -> None:
     elif state == RequestState.CANCELLED:
         click.echo(f"request {request_id} cancelled")
     else:
-        click.echo(f"request {request_id} is {state}; it stops after its current batch")
+        click.echo(f"request {request_id} is {state}: no new host starts; steps in flight finish")
 
 
 @cli.command()

@@ -458,7 +458,7 @@ class Fleet:
         return self.store.list_requests(states, limit)
 
     def cancel(self, request_id: int, *, actor: str | None = None) -> RequestState:
-        """Cancel an accepted request now; a running one stops after its current batch."""
+        """Cancel an accepted request now; a running one starts no new host."""
         return self.store.cancel_request(request_id, actor=actor or os_user())
 
     def inflight(self) -> list[Lease]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -33,7 +34,9 @@ def emit_table(title: str | None, columns: Sequence[str], rows: Sequence[Sequenc
         table.add_column(col)
     for row in rows:
         table.add_row(*("" if v is None else str(v) for v in row))
-    Console().print(table)
+    # Piped output (logs, CI, `| less`) gets room for whole host names and reasons.
+    width = None if sys.stdout.isatty() else int(os.environ.get("COLUMNS") or 200)
+    Console(width=width).print(table)
 
 
 def format_counts(counts: dict[str, int]) -> str:

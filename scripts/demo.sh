@@ -15,18 +15,21 @@ maasctl sim up --dir "$SIM" --ipmi 8 --redfish 4 --dead 1 --wrong-creds 1 --inst
 set +x; source "$SIM/credentials.env"; set -x
 maasctl hosts import "$SIM/inventory.yml" inventory/example.yml
 maasctl hosts list --pool sim_redfish
-# Direct BMC work, synchronous: status, a confirmed power cycle, a one-time PXE boot.
+# Direct BMC work, synchronous: status and a confirmed power cycle.
 # (Exit 1 means some host failed: the dead and wrong-password BMCs, each with its class.)
 maasctl bmc status 'sim-*' || true
 maasctl bmc power cycle 'sim-ipmi-000[1-4]' sim-rf-0001
-maasctl bmc boot pxe sim-ipmi-0001
-# The install-completion path: what a real installer's last step calls (the scheduler,
-# coming next, waits for it after a PXE boot; the simulator's installer calls it itself).
-maasctl provisioned sim-ipmi-0001 --image ubuntu-24.04
-# Two overlapping submissions: both are accepted at once; the scheduler resolves
-# the overlap later, in acceptance order.
-maasctl submit reimage 'web*' --image ubuntu-24.04 --batch-size 25% --canary 1 --max-failures 1
-maasctl submit reboot 'web0[1-4]' db01 --as deploy-bot --json
+# A rolling reimage, submitted and accepted at once: a canary host first, then batches of
+# 25%, at most 3 hosts of the pool down at once, stopping if more than 2 hosts fail (the
+# dead and wrong-password BMCs will, each with its error class).
+maasctl submit reimage 'sim-ipmi-*' --image ubuntu-24.04 \
+    --batch-size 25% --canary 1 --max-failures 2 --max-unavailable 3
+# An overlapping request: its two shared hosts are dropped, naming request 1.
+maasctl submit reboot 'sim-ipmi-000[1-2]' sim-rf-0001 sim-rf-0002 --as deploy-bot --json
+maasctl list
+# The scheduler: claims both, resolves the overlap, and runs every batch to the end.
+maasctl run --until-idle --timeout 2 --install-timeout 60
 maasctl list
 maasctl status 1
+maasctl status 2 --steps
 maasctl sim status --dir "$SIM"

@@ -58,6 +58,7 @@ def run_task(ctx: HostContext, task_id: int) -> TaskOutcome:
             return TaskOutcome(host, None, reason="worker stopping")
         step_id = store.start_step(task_id, step.name)
         started = time.monotonic()
+        via = (lambda: ctx.via) if step.bmc else (lambda: None)
         timeout = step.timeout(ctx)
         try:
             run_with_deadline(
@@ -68,19 +69,19 @@ def run_task(ctx: HostContext, task_id: int) -> TaskOutcome:
                 ),
             )
         except (StepInterrupted, Interrupted):
-            store.end_step(step_id, "interrupted", time.monotonic() - started, via=ctx.via)
+            store.end_step(step_id, "interrupted", time.monotonic() - started, via=via())
             store.interrupt_task(task_id)
             return TaskOutcome(host, None, reason="worker stopping")
         except Exception as exc:
             outcome, error_class, message = _error(exc)
-            via = getattr(exc, "via", None) or ctx.via
+            where = getattr(exc, "via", None) or via()
             store.end_step(
                 step_id,
                 outcome,
                 time.monotonic() - started,
                 error_class=error_class,
                 error=message,
-                via=via,
+                via=where,
             )
             if step.optional:
                 log.info("%s: optional step %s %s: %s", host, step.name, outcome, message)
@@ -92,12 +93,12 @@ def run_task(ctx: HostContext, task_id: int) -> TaskOutcome:
                 HostTaskState.FAILED,
                 error_class=error_class,
                 reason=reason,
-                via=via,
+                via=where,
                 host_status=status,
             )
             log.info("%s: %s failed at %s (%s)", host, ctx.action, step.name, error_class)
             return TaskOutcome(host, HostTaskState.FAILED, error_class, reason)
-        store.end_step(step_id, "succeeded", time.monotonic() - started, via=ctx.via)
+        store.end_step(step_id, "succeeded", time.monotonic() - started, via=via())
     status = HostStatus.DECOMMISSIONED if ctx.action is Action.DECOMMISSION else None
     store.end_task(task_id, HostTaskState.SUCCEEDED, via=ctx.via, host_status=status)
     return TaskOutcome(host, HostTaskState.SUCCEEDED)

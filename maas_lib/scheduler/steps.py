@@ -92,6 +92,8 @@ class Step:
     optional: bool = False
     #: Run only when this says so (e.g. a hard power-off only after a failed soft one).
     when: Callable[[HostContext], bool] | None = None
+    #: Talks to the BMC (its record names the path that acted: `via`).
+    bmc: bool = True
 
 
 # -- timeouts ---------------------------------------------------------------------------
@@ -218,22 +220,24 @@ SOFT_OFF = Step(
 HARD_OFF_AFTER_SOFT = Step(
     "power-off", _power(PowerAction.OFF), _power_budget, when=lambda ctx: not ctx.notes.get("off")
 )
-INSTALL_TARGET = Step("set-install-target", _set_install_target, lambda ctx: 30.0)
+INSTALL_TARGET = Step("set-install-target", _set_install_target, lambda ctx: 30.0, bmc=False)
 BOOT_IMAGE = Step("boot-image", _boot_image, _call_budget)
 WAIT_INSTALL = Step("wait-install", _wait_install, lambda ctx: ctx.settings.install_timeout + 30.0)
-VERIFY_IMAGE = Step("verify-image", _verify_image, lambda ctx: 5.0)
+VERIFY_IMAGE = Step("verify-image", _verify_image, lambda ctx: 5.0, bmc=False)
 EJECT_MEDIA = Step("eject-media", _eject, _call_budget, when=lambda ctx: ctx.uses_virtual_media)
 PRE_HOOK = Step(
     "pre-hook",
     _hook("pre_hook"),
     lambda ctx: ctx.settings.hook_timeout + 30.0,
     when=lambda ctx: ctx.options.pre_hook is not None,
+    bmc=False,
 )
 POST_HOOK = Step(
     "post-hook",
     _hook("post_hook"),
     lambda ctx: ctx.settings.hook_timeout + 30.0,
     when=lambda ctx: ctx.options.post_hook is not None,
+    bmc=False,
 )
 
 # Boot the image: the boot device is set after the host is confirmed off and right before

@@ -147,7 +147,7 @@ def test_cancel_running_request_is_flagged_for_the_scheduler(cli, imported, db_p
     with sqlite3.connect(db_path) as conn:  # as the scheduler (a later issue) would
         conn.execute("UPDATE requests SET state = 'running' WHERE id = 1")
     r = cli("cancel", "1")
-    assert r.code == 0 and "after its current batch" in r.out
+    assert r.code == 0 and "no new host starts" in r.out
     st = cli("status", "1", "--json").json()
     assert st["state"] == "running" and st["cancel_requested"] is True
     assert {h["state"] for h in st["hosts"]} == {"pending"}
@@ -369,3 +369,26 @@ def test_dry_run_prints_the_plan_and_writes_nothing(cli, imported, db_path):
     assert human.code == 0 and "web01: waits, held by request 1" in human.out
     bad = cli("submit", "power-cycle", "web*", "--dry-run", "--batch-size", "0")
     assert bad.code == 2
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--image-url", "ftp://img/{image}.iso"], "--image-url: expected an http(s) URL"),
+        (["--image-url", "https://img/x.iso"], "containing {image}"),
+        (["--concurrency", "0"], "--concurrency: Input should be greater than or equal to 1"),
+        (["--claim-ttl", "-1"], "--claim-ttl: Input should be greater than 0"),
+        (["--endpoint-concurrency", "0"], "--endpoint-concurrency:"),
+    ],
+)
+def test_run_rejects_bad_settings_before_claiming_anything(cli, imported, args, message):
+    cli("submit", "reboot", "web*")
+    r = cli("run", "--until-idle", *args)
+    assert r.code == 2 and message in r.err and "Traceback" not in r.err
+    assert cli("status", "1", "--json").json()["state"] == "accepted"
+
+
+def test_run_until_idle_with_nothing_to_do_exits_at_once(cli, imported):
+    r = cli("run", "--until-idle", "--json")
+    assert r.code == 0
+    assert r.json()["finished"] == {} and r.json()["errors"] == []

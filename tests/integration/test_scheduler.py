@@ -282,6 +282,22 @@ def test_reimage_succeeds_for_good_hosts_and_names_failed_installs(sched, fleet)
     ]
 
 
+def test_reimage_boots_redfish_hosts_from_virtual_media_when_an_image_url_is_set(sched, fleet):
+    rf = good(sched, "redfish")[1]
+    ipmi = good(sched, "ipmi")[3]
+    powered_on(fleet, [rf, ipmi])
+    rid = fleet.submit("reimage", [rf, ipmi], image="debian-13", batch_size="100%").id
+    fleet.run(**RUN, image_url="https://images.example/{image}.iso")
+    assert fleet.status(rid).state == "succeeded"
+    state = sched.state()
+    # The simulated Redfish BMC booted the ISO it was given; IPMI has no virtual media.
+    assert state[rf]["installed_image"] == "debian-13"
+    assert state[rf]["media_url"] is None  # ejected afterwards
+    assert state[ipmi]["installed_image"] == "debian-13"
+    assert [s["step"] for s in fleet.steps(rid, rf)][-1] == "eject-media"
+    assert "eject-media" not in [s["step"] for s in fleet.steps(rid, ipmi)]
+
+
 def test_reimage_without_an_install_report_times_out(sched, fleet):
     host = good(sched, "ipmi")[1]
     powered_on(fleet, [host])
