@@ -8,6 +8,7 @@ power changes are confirmed by polling the BMC — never assumed.
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -82,12 +83,50 @@ class BmcResult:
         return data
 
 
+class _Reusable:
+    """Daemon threads for `run_with_deadline`, reused: starting a thread per BMC call cost
+    more CPU than the call. A hung call keeps only its own thread; idle ones exit."""
+
+    IDLE_S = 60.0
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._idle: list[queue.SimpleQueue[Callable[[], None] | None]] = []
+
+    def submit(self, job: Callable[[], None]) -> None:
+        with self._lock:
+            inbox = self._idle.pop() if self._idle else None
+        if inbox is None:
+            inbox = queue.SimpleQueue()
+            threading.Thread(target=self._work, args=(inbox,), daemon=True, name="bmc-call").start()
+        inbox.put(job)
+
+    def _work(self, inbox: queue.SimpleQueue[Callable[[], None] | None]) -> None:
+        while True:
+            try:
+                job = inbox.get(timeout=self.IDLE_S)
+            except queue.Empty:
+                with self._lock:
+                    if inbox in self._idle:  # nobody handed us a job meanwhile: retire
+                        self._idle.remove(inbox)
+                        return
+                continue
+            if job is None:
+                return
+            job()
+            with self._lock:
+                self._idle.append(inbox)
+
+
+_THREADS = _Reusable()
+
+
 def run_with_deadline(fn: Callable[[], T], timeout: float, on_timeout: Callable[[], BmcError]) -> T:
     """Run `fn` in a daemon thread; give up (not wait) after `timeout` seconds."""
     box: dict[str, Any] = {}
     done = threading.Event()
 
-    def target() -> None:
+    def job() -> None:
         try:
             box["value"] = fn()
         except BaseException as exc:
@@ -95,7 +134,7 @@ def run_with_deadline(fn: Callable[[], T], timeout: float, on_timeout: Callable[
         finally:
             done.set()
 
-    threading.Thread(target=target, daemon=True, name="bmc-call").start()
+    _THREADS.submit(job)
     if not done.wait(timeout):
         raise on_timeout()
     if "error" in box:
@@ -179,10 +218,21 @@ class BmcController:
                     ),
                 )
 
+        started = time.monotonic()
+        try:
+            # Most calls succeed first time: no retry machinery for them.
+            return attempt()
+        except BmcError as exc:
+            if not exc.transient or s.retries == 0:
+                raise
+        budget = s.timeout * (s.retries + 1) - (time.monotonic() - started)
+        if budget <= 0:
+            return attempt()
+        time.sleep(min(0.2, budget))
         retrying = Retrying(
             retry=retry_if_exception(lambda e: isinstance(e, BmcError) and e.transient),
-            stop=stop_after_attempt(s.retries + 1) | stop_after_delay(s.timeout * (s.retries + 1)),
-            wait=wait_exponential(multiplier=0.2, max=2.0),
+            stop=stop_after_attempt(s.retries) | stop_after_delay(budget),
+            wait=wait_exponential(multiplier=0.2, min=0.4, max=2.0),
             reraise=True,
         )
         return retrying(attempt)

@@ -9,8 +9,9 @@ later batch once it lets go of them.
 from __future__ import annotations
 
 import logging
+import queue
 import threading
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from maas_lib.models import HostRecord, HostTaskState, RequestState, RequestStatus
@@ -117,8 +118,7 @@ class RequestRun:
                 return self._let_go()
             if not self._still_ours():
                 break
-            st = store.get_request(self.id)
-            failed = st.counts.get(HostTaskState.FAILED, 0)
+            failed = store.host_counts(self.id).get(HostTaskState.FAILED, 0)
             if failures_exceeded(failed, self.total, self.policy):
                 allowed = self.policy.max_failures.floor_of(self.total)
                 store.cancel_pending(
@@ -127,10 +127,10 @@ class RequestRun:
                     f"(--max-failures {self.policy.max_failures})",
                 )
                 break
-            if self.policy.canary and idx > 0 and failed and self._canary_failed(st):
+            if self.policy.canary and idx > 0 and failed and self._canary_failed():
                 store.cancel_pending(self.id, "canary batch failed")
                 break
-            pending = [h.host for h in st.hosts if h.state == HostTaskState.PENDING]
+            pending = store.pending_hosts(self.id)
             if not pending:
                 break
             blocked = store.blockers(pending, self.id)
@@ -145,15 +145,13 @@ class RequestRun:
             if not self._run_batch(idx, eligible[:size]):
                 return None
             idx += 1
-            more = any(h.state == HostTaskState.PENDING for h in store.get_request(self.id).hosts)
-            if self.policy.pause and more:
+            if self.policy.pause and store.host_counts(self.id).get(HostTaskState.PENDING):
                 self._sleep(self.policy.pause)
 
         cs = store.claim_state(self.id)
         if cs.claimed_by != self.s.worker:
             return None
         if cs.cancel_requested:
-            st = store.get_request(self.id)
             store.cancel_pending(self.id, "request cancelled")
         st = store.get_request(self.id)
         state, reason = final_state(st)
@@ -167,8 +165,8 @@ class RequestRun:
         log.info("request %s: left for another worker to resume", self.id)
         return None
 
-    def _canary_failed(self, st: RequestStatus) -> bool:
-        return any(h.batch == 0 and h.state == HostTaskState.FAILED for h in st.hosts)
+    def _canary_failed(self) -> bool:
+        return bool(self.store.host_counts(self.id, batch=0).get(HostTaskState.FAILED))
 
     def _batch_size(self, idx: int) -> int:
         if idx == 0 and self.policy.canary:
@@ -191,6 +189,9 @@ class RequestRun:
         log.info("request %s: batch %d of %d hosts", self.id, idx, len(hosts))
         remaining = list(hosts)
         running: dict[Future[TaskOutcome], str] = {}
+        # Completed tasks arrive here; one queue.get per completion (not futures.wait,
+        # whose cost grows with every pending future on every call).
+        finished: queue.SimpleQueue[Future[TaskOutcome]] = queue.SimpleQueue()
         ours = True
         while remaining or running:
             if remaining and not self._stopping():
@@ -208,7 +209,9 @@ class RequestRun:
                     limits=self.limits,
                 )
                 for host, task_id in result.started.items():
-                    running[self.s.executor.submit(self._host, host, task_id)] = host
+                    fut = self.s.executor.submit(self._host, host, task_id)
+                    running[fut] = host
+                    fut.add_done_callback(finished.put)
                 remaining = [h for h in remaining if h in result.blocked]
             elif remaining:
                 remaining = []  # stopping: they stay pending for the next worker
@@ -216,10 +219,17 @@ class RequestRun:
                 if remaining:
                     self._sleep(self.s.settings.poll)
                 continue
-            done, _ = wait(running, timeout=self.s.settings.poll, return_when=FIRST_COMPLETED)
-            for fut in done:
+            try:
+                fut = finished.get(timeout=self.s.settings.poll)
+            except queue.Empty:
+                continue
+            while True:
                 running.pop(fut)
                 fut.result()
+                try:
+                    fut = finished.get_nowait()
+                except queue.Empty:
+                    break
         stopped = self._stopping()
         store.record_batch(self.id, idx, len(hosts), "stopped" if stopped else "done")
         if stopped:

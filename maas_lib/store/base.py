@@ -216,6 +216,14 @@ class Store(ABC):
         new host task (attempt n+1) and mark the host running in `batch`."""
 
     @abstractmethod
+    def host_counts(self, request_id: int, batch: int | None = None) -> dict[str, int]:
+        """Hosts of the request (or of one batch) by state; cheap, for the scheduler loop."""
+
+    @abstractmethod
+    def pending_hosts(self, request_id: int) -> list[str]:
+        """The request's pending hosts in request order."""
+
+    @abstractmethod
     def set_waiting(self, request_id: int, waits: Mapping[str, int]) -> None:
         """Note, on pending hosts, which request each waits for (`on_overlap: wait`)."""
 

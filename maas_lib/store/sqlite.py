@@ -583,6 +583,23 @@ class SqliteStore(Store):
             ],
         )
 
+    def host_counts(self, request_id: int, batch: int | None = None) -> dict[str, int]:
+        sql = "SELECT state, COUNT(*) FROM request_hosts WHERE request_id = ?"
+        params: list[Any] = [request_id]
+        if batch is not None:
+            sql += " AND batch = ?"
+            params.append(batch)
+        return dict(self.conn.execute(sql + " GROUP BY state", params).fetchall())
+
+    def pending_hosts(self, request_id: int) -> list[str]:
+        return [
+            h
+            for (h,) in self.conn.execute(
+                "SELECT host FROM request_hosts WHERE request_id = ? AND state = ? ORDER BY rowid",
+                (request_id, str(HostTaskState.PENDING)),
+            )
+        ]
+
     def set_waiting(self, request_id: int, waits: Mapping[str, int]) -> None:
         with self._write():
             self._set_waiting(request_id, waits)
