@@ -388,6 +388,85 @@ def provisioned(c: _Ctx, host: str, image: str, failed: str | None, as_json: boo
         )
 
 
+# -- telemetry --------------------------------------------------------------------------
+
+
+def _secs(value: float | None) -> str:
+    if value is None:
+        return ""
+    return f"{value:.2f}s" if value < 100 else f"{value:.0f}s"
+
+
+def _rate(rate: float | None) -> str:
+    return "" if rate is None else f"{100 * rate:.1f}%"
+
+
+def _classes(classes: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted(classes.items(), key=lambda kv: -kv[1]))
+
+
+@cli.command()
+@click.option(
+    "--since", metavar="DURATION", help="Only the last 30m, 24h, 7d… (or since an ISO time)."
+)
+@click.option("--action", type=click.Choice(ACTIONS), help="Only this action.")
+@click.option("--pool", metavar="POOL", help="Only hosts of this pool.")
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+@pass_ctx
+def stats(c: _Ctx, since: str | None, action: str | None, pool: str | None, as_json: bool) -> None:
+    """Success rates, failure classes, step runtimes and queue waits, per action."""
+    from maas_lib.output import emit_json, emit_table
+
+    st = c.fleet().stats(since, action=action, pool=pool)
+    if as_json:
+        emit_json(st)
+        return
+    f = st.fleet
+    by_status = ", ".join(f"{n} {k}" for k, n in sorted(f.hosts_by_status.items()))
+    by_state = ", ".join(f"{n} {k}" for k, n in sorted(f.requests_by_state.items()))
+    click.echo(
+        f"fleet: {f.hosts} hosts ({by_status}), {f.hosts_in_flight} in flight; "
+        f"requests: {by_state or 'none'}"
+    )
+    for w in f.workers[:5]:
+        click.echo(f"  worker {w.id}: last heartbeat {w.heartbeat_age_s:.0f}s ago")
+    scope = ", ".join(x for x in (since and f"since {since}", pool and f"pool {pool}") if x)
+    for a in st.actions:
+        click.echo("")
+        click.echo(
+            f"{a.action}{f' ({scope})' if scope else ''}: {a.requests} requests, {a.hosts} hosts "
+            f"ended, {_rate(a.success_rate) or 'n/a'} succeeded"
+            + (f"; failures: {_classes(a.failures_by_class)}" if a.failures_by_class else "")
+        )
+        q = a.queue_wait
+        if q.count:
+            click.echo(
+                f"  queue wait (accepted → first step): p50 {_secs(q.p50_s)}, "
+                f"p95 {_secs(q.p95_s)}, max {_secs(q.max_s)} over {q.count} requests"
+            )
+        emit_table(
+            None,
+            ["step", "count", "not ok", "p50", "p95", "max"],
+            [
+                [x.step, x.count, x.failed, _secs(x.p50_s), _secs(x.p95_s), _secs(x.max_s)]
+                for x in a.steps
+            ],
+        )
+        rows = [
+            [
+                dim.removeprefix("by_"),
+                b.value,
+                b.hosts,
+                _rate(b.success_rate),
+                _classes(b.failures_by_class),
+            ]
+            for dim in ("by_pool", "by_hw_model", "by_bmc_vendor")
+            for b in getattr(a, dim)
+        ]
+        if rows:
+            emit_table(None, ["by", "value", "hosts", "succeeded", "failures"], rows)
+
+
 # -- the scheduler ----------------------------------------------------------------------
 
 

@@ -14,6 +14,7 @@ from pydantic import ValidationError
 if TYPE_CHECKING:
     from maas_lib.bmc import BmcResult, BmcSettings
     from maas_lib.scheduler import RunReport, SchedulerSettings, Worker
+    from maas_lib.telemetry.models import Stats
 
 from maas_lib.errors import InputError, NotFound
 from maas_lib.models import (
@@ -408,6 +409,31 @@ class Fleet:
         """Every recorded step of a request (or of one of its hosts), oldest first."""
         self.store.get_request(request_id)  # NotFound for an unknown id
         return self.store.steps(request_id, host)
+
+    # -- telemetry ------------------------------------------------------------------------
+
+    def stats(
+        self,
+        since: str | None = None,
+        *,
+        action: str | Action | None = None,
+        pool: str | None = None,
+    ) -> Stats:
+        """Success rates, failure classes, step runtimes and queue waits per action (since
+        a duration ago like `24h`, or an ISO time), and the fleet now."""
+        from maas_lib.scheduler.steps import steps_for
+        from maas_lib.timeutil import parse_since
+
+        act = None if action is None else parse_action(action)
+        try:
+            start = None if since is None else parse_since(since)
+        except ValueError as exc:
+            raise InputError(f"--since: {exc}") from None
+        result = self.store.stats(start, None if act is None else str(act), pool)
+        for a in result.actions:
+            order = {s.name: i for i, s in enumerate(steps_for(Action(a.action)))}
+            a.steps.sort(key=lambda s: (order.get(s.step, len(order)), s.step))
+        return result
 
     # -- the scheduler --------------------------------------------------------------------
 

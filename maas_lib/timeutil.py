@@ -7,3 +7,29 @@ from datetime import UTC, datetime
 
 def utc_now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_since(value: str) -> str:
+    """`30m`, `24h`, `7d`, `2w` ago, or an ISO date/time (UTC if no zone) → ISO UTC string.
+
+    Raises ValueError with a message fit for `--since: …`."""
+    import re
+    from datetime import timedelta
+
+    text = value.strip()
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([smhdw])", text)
+    if m:
+        delta = timedelta(seconds=float(m.group(1)) * _DURATION_UNITS[m.group(2)])
+        return (datetime.now(UTC) - delta).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(
+            f"expected a duration like 30m, 24h, 7d or an ISO date/time (got {value!r})"
+        ) from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

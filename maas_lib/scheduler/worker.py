@@ -148,6 +148,8 @@ class Worker:
                     report.finished[rid] = str(state)
             executor.shutdown(wait=True)
             installs.close()
+            beat.join(timeout=5)
+            self.store.retire_worker(self.id)
         log.info("worker %s stopped", self.id)
         return report
 

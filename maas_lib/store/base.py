@@ -28,6 +28,7 @@ from maas_lib.models import (
     RequestStatus,
     RequestSummary,
 )
+from maas_lib.telemetry.models import Stats
 
 
 @dataclass(frozen=True)
@@ -171,6 +172,10 @@ class Store(ABC):
     @abstractmethod
     def heartbeat(self, worker: str, *, ttl: float) -> None:
         """Record that `worker` is alive, and extend its claims by `ttl` seconds."""
+
+    @abstractmethod
+    def retire_worker(self, worker: str) -> None:
+        """A worker stopped cleanly: it no longer counts as alive (or as a dead one)."""
 
     @abstractmethod
     def claim_request(self, worker: str, *, ttl: float) -> int | None:
@@ -324,6 +329,13 @@ class Store(ABC):
     def install_reports(
         self, host: str | None = None, after_id: int = 0
     ) -> list[InstallReport]: ...
+
+    # telemetry
+    @abstractmethod
+    def stats(self, since: str | None, action: str | None, pool: str | None) -> Stats:
+        """Per action: requests, host outcomes and failure classes (also by pool, hardware
+        model, BMC vendor), step runtimes and queue waits; and the fleet now. Computed in
+        the database. `since` is an ISO UTC timestamp."""
 
     # events
     @abstractmethod

@@ -45,6 +45,7 @@ from maas_lib.store.base import (
     Store,
 )
 from maas_lib.store.sqlite_schema import LATEST_VERSION, MIGRATIONS
+from maas_lib.telemetry.models import Stats
 from maas_lib.timeutil import utc_now
 
 #: How long a writer waits for another process's write lock before giving up.
@@ -469,6 +470,10 @@ class SqliteStore(Store):
                 (_after(ttl), worker, str(RequestState.RUNNING)),
             )
 
+    def retire_worker(self, worker: str) -> None:
+        with self._write() as conn:
+            conn.execute("DELETE FROM workers WHERE id = ?", (worker,))
+
     def claim_request(self, worker: str, *, ttl: float) -> int | None:
         now = utc_now()
         with self._write() as conn:
@@ -749,9 +754,10 @@ class SqliteStore(Store):
             (request_id, host),
         ).fetchone()
         cur = self.conn.execute(
-            "INSERT INTO host_tasks (request_id, host, action, attempt, state, started) "
-            "VALUES (?,?,?,?,?,?)",
-            (request_id, host, action, attempts + 1, str(HostTaskState.RUNNING), now),
+            "INSERT INTO host_tasks (request_id, host, action, attempt, state, started, "
+            "pool, hw_model, bmc_vendor) "
+            "SELECT ?, ?, ?, ?, ?, ?, pool, hw_model, bmc_vendor FROM hosts WHERE name = ?",
+            (request_id, host, action, attempts + 1, str(HostTaskState.RUNNING), now, host),
         )
         self.conn.execute(
             "UPDATE request_hosts SET state = ?, batch = ?, reason = NULL, "
@@ -769,7 +775,7 @@ class SqliteStore(Store):
         with self._write() as conn:
             cur = conn.execute(
                 "INSERT INTO step_results (task_id, request_id, host, action, step, outcome, "
-                "started) SELECT id, request_id, host, action, ?, 'running', ? "
+                "started, pool) SELECT id, request_id, host, action, ?, 'running', ?, pool "
                 "FROM host_tasks WHERE id = ?",
                 (step, utc_now(), task_id),
             )
@@ -986,6 +992,13 @@ class SqliteStore(Store):
             sql += " AND host = ?"
             params.append(host)
         return [InstallReport.model_validate(r) for r in self._rows(sql + " ORDER BY id", params)]
+
+    # -- telemetry ------------------------------------------------------------------------
+
+    def stats(self, since: str | None, action: str | None, pool: str | None) -> Stats:
+        from maas_lib.store.sqlite_stats import stats
+
+        return stats(self.conn, since, action, pool)
 
     # -- events ---------------------------------------------------------------------------
 

@@ -237,10 +237,38 @@ def _v4(db: sqlite_utils.Database) -> None:
     db["hosts"].add_column("vars", str)
 
 
+def _v5(db: sqlite_utils.Database) -> None:
+    """Telemetry: each task and step carries its host's pool (and the task its hardware
+    model and BMC vendor) as they were when it ran, and covering indexes let `stats`
+    answer from indexes alone over millions of step records."""
+    for column in ("pool", "hw_model", "bmc_vendor"):
+        db["host_tasks"].add_column(column, str)
+    db["step_results"].add_column("pool", str)
+    db.execute(
+        "UPDATE host_tasks SET pool = h.pool, hw_model = h.hw_model, bmc_vendor = h.bmc_vendor "
+        "FROM hosts h WHERE h.name = host_tasks.host"
+    )
+    db.execute(
+        "UPDATE step_results SET pool = t.pool FROM host_tasks t WHERE t.id = step_results.task_id"
+    )
+    db.execute("DROP INDEX IF EXISTS idx_step_results_action_step")
+    db.execute("DROP INDEX IF EXISTS idx_step_results_request_id")
+    db["step_results"].create_index(
+        ["action", "step", "duration_s", "started", "outcome", "pool"],
+        index_name="idx_step_results_stats",
+    )
+    db["step_results"].create_index(["request_id", "started"])
+    db["host_tasks"].create_index(
+        ["action", "state", "error_class", "pool", "hw_model", "bmc_vendor", "started"],
+        index_name="idx_host_tasks_stats",
+    )
+
+
 MIGRATIONS: list[tuple[int, Callable[[sqlite_utils.Database], None]]] = [
     (1, _v1),
     (2, _v2),
     (3, _v3),
     (4, _v4),
+    (5, _v5),
 ]
 LATEST_VERSION = MIGRATIONS[-1][0]

@@ -1,0 +1,1 @@
+"""Telemetry: stats over the step records, Prometheus metrics, the HTML report, alerts."""

@@ -1,0 +1,79 @@
+"""The figures telemetry reports, as typed objects: what `maasctl stats` prints, what the
+Python API returns, and what the metrics and the HTML report are built from."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field, computed_field
+
+
+class Runtime(BaseModel):
+    """A distribution of durations in seconds (nearest-rank percentiles)."""
+
+    count: int = 0
+    p50_s: float | None = None
+    p95_s: float | None = None
+    max_s: float | None = None
+
+
+class StepStats(Runtime):
+    step: str
+    failed: int = 0  # outcomes other than succeeded (failed, timeout, interrupted)
+
+
+class Outcomes(BaseModel):
+    """Hosts whose task ended, and how: the success rate's numerator and denominator."""
+
+    succeeded: int = 0
+    failed: int = 0
+    failures_by_class: dict[str, int] = Field(default_factory=dict)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def hosts(self) -> int:
+        return self.succeeded + self.failed
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def success_rate(self) -> float | None:
+        return None if not self.hosts else round(self.succeeded / self.hosts, 4)
+
+
+class Breakdown(Outcomes):
+    value: str
+
+
+class ActionStats(Outcomes):
+    action: str
+    requests: int = 0
+    requests_by_state: dict[str, int] = Field(default_factory=dict)
+    queue_wait: Runtime = Field(default_factory=Runtime)
+    steps: list[StepStats] = Field(default_factory=list)
+    by_pool: list[Breakdown] = Field(default_factory=list)
+    by_hw_model: list[Breakdown] = Field(default_factory=list)
+    by_bmc_vendor: list[Breakdown] = Field(default_factory=list)
+
+
+class WorkerState(BaseModel):
+    id: str
+    hostname: str
+    pid: int
+    heartbeat: str
+    heartbeat_age_s: float
+
+
+class FleetNow(BaseModel):
+    """The fleet at this moment (not limited to the stats window)."""
+
+    hosts: int
+    hosts_by_status: dict[str, int]
+    hosts_in_flight: int
+    requests_by_state: dict[str, int]
+    workers: list[WorkerState]
+
+
+class Stats(BaseModel):
+    since: str | None = None
+    action: str | None = None
+    pool: str | None = None
+    actions: list[ActionStats]
+    fleet: FleetNow
