@@ -206,17 +206,25 @@ class BmcController:
 
         endpoint_slots = self.endpoint_slots(driver.endpoint)
 
+        def guarded() -> T:
+            # The slots are released by the thread that made the call, when the call has
+            # really ended: a call we stopped waiting for still counts against the caps.
+            try:
+                return fn(driver)
+            finally:
+                self._slots.release()
+                endpoint_slots.release()
+
         def attempt() -> T:
             # The endpoint's slot first: a host queued behind a busy endpoint must not
             # hold one of the fleet-wide slots while it waits.
-            with endpoint_slots, self._slots:
-                return run_with_deadline(
-                    lambda: fn(driver),
-                    deadline,
-                    lambda: BmcUnreachable(
-                        f"{what}: no answer within {deadline:g}s", via=driver.via
-                    ),
-                )
+            endpoint_slots.acquire()
+            self._slots.acquire()
+            return run_with_deadline(
+                guarded,
+                deadline,
+                lambda: BmcUnreachable(f"{what}: no answer within {deadline:g}s", via=driver.via),
+            )
 
         started = time.monotonic()
         try:

@@ -11,6 +11,10 @@ session. Each fix is a behaviour pyghmi intends; neither changes what goes on th
    the IO thread switches it to non-blocking and reads: interleaved, the IO thread blocks
    in recvfrom() and every BMC of the process stalls. Fix: never block; wait for the
    socket to be writable instead.
+3. A login that fails (e.g. a wrong password) is marked broken by `_mark_broken()`, which
+   calls `logout()` — setting `broken` — *before* it records `errormsg`; a thread waiting
+   on the same session sees `broken` and reads the missing `errormsg`: AttributeError
+   instead of "Incorrect password provided". Fix: record the error first.
 """
 
 from __future__ import annotations
@@ -43,4 +47,13 @@ def apply() -> None:
 
     session.KEEPALIVE_SESSIONS = session.WAITING_SESSIONS
     session._io_sendto = _io_sendto
+    mark_broken = session.Session._mark_broken
+
+    def _mark_broken(self: Any, error: Any = None) -> None:
+        self.errormsg = error
+        mark_broken(self, error)
+
+    session.Session._mark_broken = _mark_broken
+    # A session closed by a plain logout has no error of its own.
+    session.Session.errormsg = "IPMI session closed"
     _applied = True

@@ -31,6 +31,11 @@ class TaskOutcome:
     reason: str | None = None
 
 
+def _abandon(ctx: HostContext, name: str, timeout: float) -> StepError:
+    ctx.abort.set()  # the step's thread may end its call in flight, but start no other
+    return StepError("timeout", f"no result within {timeout:g}s")
+
+
 def _error(exc: BaseException) -> tuple[str, str, str | None]:
     """(outcome, error_class, message) for a failed step; outcome is failed or timeout."""
     if isinstance(exc, BmcError):
@@ -46,12 +51,37 @@ def _error(exc: BaseException) -> tuple[str, str, str | None]:
     return "failed", "internal", f"{type(exc).__name__}: {exc}"
 
 
-def run_task(ctx: HostContext, task_id: int) -> TaskOutcome:
-    """Run every step of `ctx.action` for one host and end its task in the store."""
+def _completed_steps(ctx: HostContext) -> dict[str, list[str]]:
+    """Steps earlier attempts of this host's task finished, by name, in order, with their
+    outcome: a resumed task skips them (only steps in flight at a crash are retried)."""
+    done: dict[str, list[str]] = {}
+    optional = {s.name for s in steps_for(ctx.action) if s.optional}
+    for rec in ctx.store.steps(ctx.request_id, ctx.host.name):
+        ok = rec["outcome"] == "succeeded"
+        finished_optional = rec["step"] in optional and rec["outcome"] in ("failed", "timeout")
+        if ok or finished_optional:
+            done.setdefault(rec["step"], []).append(rec["outcome"])
+    return done
+
+
+def run_task(ctx: HostContext, task_id: int, *, resume: bool = False) -> TaskOutcome:
+    """Run every step of `ctx.action` for one host and end its task in the store.
+
+    `resume`: earlier attempts exist (a crash or a stop); steps they completed are skipped.
+    """
     store = ctx.store
     host = ctx.host.name
+    completed = _completed_steps(ctx) if resume else {}
+    seen: dict[str, int] = {}
     for step in steps_for(ctx.action):
         if step.when is not None and not step.when(ctx):
+            continue
+        nth = seen[step.name] = seen.get(step.name, 0) + 1
+        earlier = completed.get(step.name, [])
+        if nth <= len(earlier):
+            log.info("%s: %s already done before the restart; skipped", host, step.name)
+            if step.on_skip is not None:
+                step.on_skip(ctx, earlier[nth - 1])
             continue
         if ctx.stopping():
             store.interrupt_task(task_id)
@@ -60,13 +90,12 @@ def run_task(ctx: HostContext, task_id: int) -> TaskOutcome:
         started = time.monotonic()
         via = (lambda: ctx.via) if step.bmc else (lambda: None)
         timeout = step.timeout(ctx)
+        step_ctx = ctx.for_step()
         try:
             run_with_deadline(
-                lambda s=step: s.run(ctx),
+                lambda s=step, c=step_ctx: s.run(c),
                 timeout,
-                lambda s=step, t=timeout: StepError(
-                    "timeout", f"{s.name}: no result within {t:g}s"
-                ),
+                lambda s=step, t=timeout, c=step_ctx: _abandon(c, s.name, t),
             )
         except (StepInterrupted, Interrupted):
             store.end_step(step_id, "interrupted", time.monotonic() - started, via=via())
@@ -95,10 +124,13 @@ def run_task(ctx: HostContext, task_id: int) -> TaskOutcome:
                 reason=reason,
                 via=where,
                 host_status=status,
+                holder=ctx.worker,
             )
             log.info("%s: %s failed at %s (%s)", host, ctx.action, step.name, error_class)
             return TaskOutcome(host, HostTaskState.FAILED, error_class, reason)
         store.end_step(step_id, "succeeded", time.monotonic() - started, via=via())
     status = HostStatus.DECOMMISSIONED if ctx.action is Action.DECOMMISSION else None
-    store.end_task(task_id, HostTaskState.SUCCEEDED, via=ctx.via, host_status=status)
+    store.end_task(
+        task_id, HostTaskState.SUCCEEDED, via=ctx.via, host_status=status, holder=ctx.worker
+    )
     return TaskOutcome(host, HostTaskState.SUCCEEDED)

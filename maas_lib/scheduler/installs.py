@@ -7,6 +7,7 @@ waiting for that (host, request) pair.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -14,6 +15,8 @@ from dataclasses import dataclass, field
 
 from maas_lib.models import InstallReport
 from maas_lib.store import Store
+
+log = logging.getLogger(__name__)
 
 
 class Interrupted(Exception):
@@ -36,6 +39,9 @@ class InstallWatcher:
         self._lock = threading.Lock()
         self._waiters: dict[tuple[str, int], _Waiter] = {}
         self._cursor: int | None = None
+        #: Bumped whenever a waiter moves the cursor back, so a poll in progress does not
+        #: move it past reports that waiter still needs.
+        self._generation = 0
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="install-watcher", daemon=True)
@@ -60,6 +66,7 @@ class InstallWatcher:
             self._waiters[(host, request_id)] = waiter
             if self._cursor is None or after < self._cursor:
                 self._cursor = after
+                self._generation += 1
         self._wake.set()
         deadline = time.monotonic() + timeout
         try:
@@ -82,13 +89,22 @@ class InstallWatcher:
         while not self._stop.is_set():
             with self._lock:
                 cursor = self._cursor if self._waiters else None
+                generation = self._generation
             if cursor is None:
                 self._wake.wait(self.poll)
                 self._wake.clear()
                 continue
-            for report in self.store.install_reports(after_id=cursor):
+            try:
+                reports = self.store.install_reports(after_id=cursor)
+            except Exception:
+                # A busy or briefly unavailable database must not end the watching.
+                log.exception("reading install reports failed; retrying")
+                self._stop.wait(self.poll)
+                continue
+            for report in reports:
                 with self._lock:
-                    self._cursor = max(self._cursor or 0, report.id)
+                    if self._generation == generation:
+                        self._cursor = max(self._cursor or 0, report.id)
                     if report.request_id is None:
                         continue
                     waiter = self._waiters.get((report.host, report.request_id))

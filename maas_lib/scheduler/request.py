@@ -13,14 +13,18 @@ import queue
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from maas_lib.models import HostRecord, HostTaskState, RequestState, RequestStatus
 from maas_lib.planner import failures_exceeded, pool_limits
-from maas_lib.scheduler.host import TaskOutcome, run_task
+from maas_lib.scheduler.host import QUARANTINE_ON_FAILURE, TaskOutcome, run_task
 from maas_lib.scheduler.installs import InstallWatcher
 from maas_lib.scheduler.settings import SchedulerSettings
 from maas_lib.scheduler.steps import HostContext
 from maas_lib.store import Store
+
+if TYPE_CHECKING:
+    from maas_lib.telemetry.alerts import AlertSender
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +41,7 @@ class Shared:
     executor: ThreadPoolExecutor
     stop: threading.Event
     hook_slots: threading.Semaphore
+    alerts: AlertSender | None = None
 
 
 def final_state(st: RequestStatus) -> tuple[RequestState, str | None]:
@@ -67,6 +72,8 @@ class RequestRun:
         self.store = shared.store
         self.id = request_id
         self.cancelled_by: str | None = None
+        self.threshold_exceeded = False
+        self.resumed: set[str] = set()
 
     # -- control --------------------------------------------------------------------------
 
@@ -107,6 +114,7 @@ class RequestRun:
         for h in st.hosts:
             if h.state == HostTaskState.RUNNING:
                 retry.setdefault(h.batch or 0, []).append(h.host)
+        self.resumed = {h for hosts in retry.values() for h in hosts}
         for idx, hosts in sorted(retry.items()):
             if not self._run_batch(idx, hosts):
                 return None
@@ -120,6 +128,7 @@ class RequestRun:
                 break
             failed = store.host_counts(self.id).get(HostTaskState.FAILED, 0)
             if failures_exceeded(failed, self.total, self.policy):
+                self.threshold_exceeded = True
                 allowed = self.policy.max_failures.floor_of(self.total)
                 store.cancel_pending(
                     self.id,
@@ -155,9 +164,24 @@ class RequestRun:
             store.cancel_pending(self.id, "request cancelled")
         st = store.get_request(self.id)
         state, reason = final_state(st)
-        store.finish_request(self.id, self.s.worker, state, reason)
+        # A wipe cut short (a cancel after a crash mid-wipe) may have left data behind.
+        unfinished_wipe = self.action in QUARANTINE_ON_FAILURE
+        store.finish_request(
+            self.id, self.s.worker, state, reason, quarantine_running=unfinished_wipe
+        )
         log.info("request %s %s: %s", self.id, state, reason)
+        if self.s.alerts is not None:
+            self._alert(store.get_request(self.id))
         return state
+
+    def _alert(self, st: RequestStatus) -> None:
+        from maas_lib.telemetry.alerts import request_event
+
+        assert self.s.alerts is not None
+        if self.threshold_exceeded:
+            self.s.alerts.send(request_event("failure_threshold_exceeded", st))
+        if st.state in (RequestState.FAILED, RequestState.PARTIAL):
+            self.s.alerts.send(request_event(f"request_{st.state}", st))
 
     def _let_go(self) -> None:
         """The worker is stopping: leave the request (and its leases) for the next one."""
@@ -192,7 +216,28 @@ class RequestRun:
         # Completed tasks arrive here; one queue.get per completion (not futures.wait,
         # whose cost grows with every pending future on every call).
         finished: queue.SimpleQueue[Future[TaskOutcome]] = queue.SimpleQueue()
-        ours = True
+        try:
+            self._drive(idx, remaining, running, finished)
+        except BaseException:
+            # Never leave host tasks running unowned: the caller may give up the claim.
+            for fut in list(running):
+                fut.exception()
+            raise
+        stopped = self._stopping()
+        store.record_batch(self.id, idx, len(hosts), "stopped" if stopped else "done")
+        if stopped:
+            self._let_go()
+            return False
+        return True
+
+    def _drive(
+        self,
+        idx: int,
+        remaining: list[str],
+        running: dict[Future[TaskOutcome], str],
+        finished: queue.SimpleQueue[Future[TaskOutcome]],
+    ) -> None:
+        store = self.store
         while remaining or running:
             if remaining and not self._stopping():
                 ours = self._still_ours()
@@ -230,12 +275,6 @@ class RequestRun:
                     fut = finished.get_nowait()
                 except queue.Empty:
                     break
-        stopped = self._stopping()
-        store.record_batch(self.id, idx, len(hosts), "stopped" if stopped else "done")
-        if stopped:
-            self._let_go()
-            return False
-        return True
 
     def _host(self, host: str, task_id: int) -> TaskOutcome:
         record: HostRecord = self.records[host]
@@ -250,15 +289,20 @@ class RequestRun:
             installs=self.s.installs,
             store=self.store,
             stopping=self._stopping,
+            worker=self.s.worker,
             host_vars=host_vars(record),
             hook_slots=self.s.hook_slots,
         )
         try:
-            return run_task(ctx, task_id)
+            return run_task(ctx, task_id, resume=host in self.resumed)
         except Exception:
             log.exception("request %s: host %s: task crashed", self.id, host)
             self.store.end_task(
-                task_id, HostTaskState.FAILED, error_class="internal", reason="task crashed"
+                task_id,
+                HostTaskState.FAILED,
+                error_class="internal",
+                reason="task crashed",
+                holder=self.s.worker,
             )
             return TaskOutcome(host, HostTaskState.FAILED, "internal", "task crashed")
 

@@ -7,6 +7,7 @@ step's start before it runs and its end right after (see `maas_lib.scheduler.hos
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Callable
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from maas_lib.bmc import BmcController, BmcTarget, BootDevice, PowerAction, PowerState
 from maas_lib.bmc.base import BmcDriver
+from maas_lib.errors import BmcTimeout
 from maas_lib.models import Action, BmcProtocol, HostRecord, InstallReport, RequestOptions
 
 if TYPE_CHECKING:
@@ -35,6 +37,52 @@ class StepInterrupted(Exception):
     """The worker is stopping: the step gave up waiting, to be retried by the next one."""
 
 
+class _Guarded(BmcDriver):
+    """A host's driver as one step sees it: once that step is abandoned (its timeout
+    passed), its thread may finish the call in flight but can start no other, so a late
+    command never reaches a host whose task has ended and whose lease is gone."""
+
+    def __init__(self, inner: BmcDriver, abort: threading.Event):
+        self.inner = inner
+        self.abort = abort
+        self.endpoint = inner.endpoint
+
+    def __getattr__(self, name: str) -> Any:  # e.g. a fallback driver's `secondary`
+        return getattr(self.inner, name)
+
+    @property
+    def via(self) -> str:
+        return self.inner.via
+
+    def _check(self) -> None:
+        if self.abort.is_set():
+            raise BmcTimeout("step abandoned after its timeout", via=self.inner.via)
+
+    def power_state(self) -> PowerState:
+        self._check()
+        return self.inner.power_state()
+
+    def power(self, action: PowerAction) -> None:
+        self._check()
+        self.inner.power(action)
+
+    def set_boot(self, device: BootDevice, *, persistent: bool = False) -> None:
+        self._check()
+        self.inner.set_boot(device, persistent=persistent)
+
+    def insert_media(self, image_url: str) -> None:
+        self._check()
+        self.inner.insert_media(image_url)
+
+    def eject_media(self) -> None:
+        self._check()
+        self.inner.eject_media()
+
+    def identify(self, on: bool = True) -> None:
+        self._check()
+        self.inner.identify(on)
+
+
 @dataclass
 class HostContext:
     """What the steps of one host's task work with."""
@@ -49,11 +97,19 @@ class HostContext:
     installs: InstallWatcher
     store: Store
     stopping: Callable[[], bool]
+    worker: str | None = None
     host_vars: dict[str, Any] = field(default_factory=dict)
     #: Bounds hook playbooks running at once across the worker.
     hook_slots: threading.Semaphore = field(default_factory=lambda: threading.Semaphore(4))
     notes: dict[str, Any] = field(default_factory=dict)
-    _driver: BmcDriver | None = None
+    #: Set when the current step is abandoned; each step gets its own (`for_step`).
+    abort: threading.Event = field(default_factory=threading.Event)
+    #: Shared by every step of the task: the driver, built once.
+    cache: dict[str, BmcDriver] = field(default_factory=dict)
+
+    def for_step(self) -> HostContext:
+        """This context with a fresh abort flag (notes and driver shared)."""
+        return dataclasses.replace(self, abort=threading.Event())
 
     @property
     def target(self) -> BmcTarget:
@@ -61,13 +117,20 @@ class HostContext:
 
     @property
     def driver(self) -> BmcDriver:
-        if self._driver is None:
-            self._driver = self.controller.driver(self.target)
-        return self._driver
+        if "driver" not in self.cache:
+            self.cache["driver"] = self.controller.driver(self.target)
+        return _Guarded(self.cache["driver"], self.abort)
 
     @property
     def via(self) -> str | None:
-        return self._driver.via if self._driver is not None else None
+        return self.cache["driver"].via if "driver" in self.cache else None
+
+    def earlier_report(self) -> InstallReport | None:
+        """This request's install report for the host, if one came in already."""
+        reports = [
+            r for r in self.store.install_reports(self.host.name) if r.request_id == self.request_id
+        ]
+        return reports[-1] if reports else None
 
     @property
     def uses_virtual_media(self) -> bool:
@@ -94,6 +157,9 @@ class Step:
     when: Callable[[HostContext], bool] | None = None
     #: Talks to the BMC (its record names the path that acted: `via`).
     bmc: bool = True
+    #: When a resumed task skips this step (it completed before the crash): restore
+    #: what later steps need from it. Gets the outcome it had.
+    on_skip: Callable[[HostContext, str], None] | None = None
 
 
 # -- timeouts ---------------------------------------------------------------------------
@@ -130,6 +196,18 @@ def _soft_off(ctx: HostContext) -> None:
     ctx.notes["off"] = True
 
 
+def _soft_off_skipped(ctx: HostContext, outcome: str) -> None:
+    ctx.notes["off"] = outcome == "succeeded"
+
+
+def _install_target_skipped(ctx: HostContext, outcome: str) -> None:
+    ctx.notes["install_mark"] = None  # the report may have come in while no one watched
+
+
+def _wait_install_skipped(ctx: HostContext, outcome: str) -> None:
+    ctx.notes["report"] = ctx.earlier_report()
+
+
 def _set_install_target(ctx: HostContext) -> None:
     # Watch for the report *before* the target exists: an installer may be quick.
     ctx.notes["install_mark"] = ctx.installs.mark()
@@ -148,13 +226,16 @@ def _boot_image(ctx: HostContext) -> None:
 
 
 def _wait_install(ctx: HostContext) -> None:
-    report = ctx.installs.wait(
-        ctx.host.name,
-        ctx.request_id,
-        after=ctx.notes["install_mark"],
-        timeout=ctx.settings.install_timeout,
-        stopping=ctx.stopping,
-    )
+    mark = ctx.notes.get("install_mark")
+    report = ctx.earlier_report() if mark is None else None
+    if report is None:
+        report = ctx.installs.wait(
+            ctx.host.name,
+            ctx.request_id,
+            after=ctx.installs.mark() if mark is None else mark,
+            timeout=ctx.settings.install_timeout,
+            stopping=ctx.stopping,
+        )
     if report is None:
         raise StepError(
             "install_timeout",
@@ -166,7 +247,9 @@ def _wait_install(ctx: HostContext) -> None:
 
 
 def _verify_image(ctx: HostContext) -> None:
-    report: InstallReport = ctx.notes["report"]
+    report: InstallReport | None = ctx.notes.get("report")
+    if report is None:
+        raise StepError("install_failed", "no install report to verify")
     if report.image != ctx.install_image:
         raise StepError(
             "image_mismatch",
@@ -216,13 +299,26 @@ SOFT_OFF = Step(
     _soft_off,
     lambda ctx: ctx.settings.soft_timeout + _call_budget(ctx),
     optional=True,
+    on_skip=_soft_off_skipped,
 )
 HARD_OFF_AFTER_SOFT = Step(
     "power-off", _power(PowerAction.OFF), _power_budget, when=lambda ctx: not ctx.notes.get("off")
 )
-INSTALL_TARGET = Step("set-install-target", _set_install_target, lambda ctx: 30.0, bmc=False)
+INSTALL_TARGET = Step(
+    "set-install-target",
+    _set_install_target,
+    lambda ctx: 30.0,
+    bmc=False,
+    on_skip=_install_target_skipped,
+)
 BOOT_IMAGE = Step("boot-image", _boot_image, _call_budget)
-WAIT_INSTALL = Step("wait-install", _wait_install, lambda ctx: ctx.settings.install_timeout + 30.0)
+WAIT_INSTALL = Step(
+    "wait-install",
+    _wait_install,
+    lambda ctx: ctx.settings.install_timeout + 30.0,
+    bmc=False,
+    on_skip=_wait_install_skipped,
+)
 VERIFY_IMAGE = Step("verify-image", _verify_image, lambda ctx: 5.0, bmc=False)
 EJECT_MEDIA = Step("eject-media", _eject, _call_budget, when=lambda ctx: ctx.uses_virtual_media)
 PRE_HOOK = Step(

@@ -88,6 +88,10 @@ class Worker:
         accepted or running anywhere — including requests other workers hold)."""
         s = self.settings
         report = RunReport(self.id)
+        from maas_lib.telemetry.alerts import AlertSender, settings_from_env
+
+        alert_settings = settings_from_env()  # bad input (exit 2) before anything runs
+        alerts = AlertSender(alert_settings) if alert_settings else None
         installs = InstallWatcher(self.store, poll=min(s.poll, 0.5))
         executor = ThreadPoolExecutor(max_workers=s.max_hosts, thread_name_prefix="host")
         shared = Shared(
@@ -99,10 +103,16 @@ class Worker:
             executor=executor,
             stop=self.stop_event,
             hook_slots=threading.Semaphore(s.hook_concurrency),
+            alerts=alerts,
         )
         active: dict[int, threading.Thread] = {}
         results: dict[int, RequestState | None] = {}
-        beat = threading.Thread(target=self._heartbeat, name="heartbeat", daemon=True)
+        # Heartbeats go on until every request thread (and so every step) has ended: a
+        # stopping worker must not lose its claims while its steps still touch BMCs.
+        beating = threading.Event()
+        beat = threading.Thread(
+            target=self._heartbeat, args=(beating,), name="heartbeat", daemon=True
+        )
         self.store.heartbeat(self.id, ttl=s.claim_ttl)
         beat.start()
         log.info("worker %s started", self.id)
@@ -126,14 +136,16 @@ class Worker:
                         report.let_go.append(rid)
                     else:
                         report.finished[rid] = str(state)
-                if len(active) < s.max_requests:
-                    rid = self.store.claim_request(self.id, ttl=s.claim_ttl)
-                    if rid is not None:
-                        log.info("request %s claimed", rid)
-                        t = threading.Thread(target=run_one, args=(rid,), name=f"request-{rid}")
-                        active[rid] = t
-                        t.start()
-                        continue
+                # At capacity, still resume requests whose worker died: the requests we
+                # run may be waiting for exactly those (their leases, their hosts).
+                full = len(active) >= s.max_requests
+                rid = self.store.claim_request(self.id, ttl=s.claim_ttl, resume_only=full)
+                if rid is not None and rid not in active:
+                    log.info("request %s claimed", rid)
+                    t = threading.Thread(target=run_one, args=(rid,), name=f"request-{rid}")
+                    active[rid] = t
+                    t.start()
+                    continue
                 if until_idle and not active and self._idle():
                     break
                 self.stop_event.wait(s.poll)
@@ -148,13 +160,16 @@ class Worker:
                     report.finished[rid] = str(state)
             executor.shutdown(wait=True)
             installs.close()
+            beating.set()
             beat.join(timeout=5)
+            if alerts is not None:
+                alerts.close(timeout=10)
             self.store.retire_worker(self.id)
         log.info("worker %s stopped", self.id)
         return report
 
-    def _heartbeat(self) -> None:
-        while not self.stop_event.wait(self.settings.heartbeat_interval):
+    def _heartbeat(self, done: threading.Event) -> None:
+        while not done.wait(self.settings.heartbeat_interval):
             try:
                 self.store.heartbeat(self.id, ttl=self.settings.claim_ttl)
             except Exception:

@@ -178,7 +178,7 @@ class Store(ABC):
         """A worker stopped cleanly: it no longer counts as alive (or as a dead one)."""
 
     @abstractmethod
-    def claim_request(self, worker: str, *, ttl: float) -> int | None:
+    def claim_request(self, worker: str, *, ttl: float, resume_only: bool = False) -> int | None:
         """Atomically claim the oldest request no live worker holds, for `ttl` seconds.
 
         Candidates are accepted requests, and running ones whose claim expired (their
@@ -186,7 +186,7 @@ class Store(ABC):
         accepted request becomes running and, in the same transaction, its overlaps are
         resolved in acceptance order (see `blockers`): each blocked host is `dropped`
         naming its holder, or left pending as waiting for it (`on_overlap: wait`).
-        Returns the request id, or None."""
+        `resume_only`: only running requests whose worker died. Returns the id, or None."""
 
     @abstractmethod
     def release_claim(self, request_id: int, worker: str) -> None: ...
@@ -242,9 +242,18 @@ class Store(ABC):
 
     @abstractmethod
     def finish_request(
-        self, request_id: int, worker: str, state: RequestState, reason: str | None
+        self,
+        request_id: int,
+        worker: str,
+        state: RequestState,
+        reason: str | None,
+        *,
+        quarantine_running: bool = False,
     ) -> None:
-        """End a request: its final state, no claim, no leases, no host left pending."""
+        """End a request: its final state, no claim, no leases, no host left pending.
+
+        `quarantine_running`: hosts whose task was cut short (still `running`) are
+        quarantined — a wipe interrupted and then cancelled may have left data behind."""
 
     # host tasks and step results (written as they happen: the crash-safety record)
     @abstractmethod
@@ -277,9 +286,13 @@ class Store(ABC):
         reason: str | None = None,
         via: str | None = None,
         host_status: HostStatus | None = None,
+        holder: str | None = None,
     ) -> None:
         """A host's action ends: the task row, the host's state in its request, its lease
-        released, and (decommission, quarantine) its standing — in one transaction."""
+        released, and (decommission, quarantine) its standing — in one transaction.
+
+        With `holder` (the worker), only the task row is written if that worker no longer
+        holds the request's claim: the host and its lease belong to the new holder."""
 
     @abstractmethod
     def interrupt_task(self, task_id: int) -> None:

@@ -474,14 +474,14 @@ class SqliteStore(Store):
         with self._write() as conn:
             conn.execute("DELETE FROM workers WHERE id = ?", (worker,))
 
-    def claim_request(self, worker: str, *, ttl: float) -> int | None:
+    def claim_request(self, worker: str, *, ttl: float, resume_only: bool = False) -> int | None:
         now = utc_now()
         with self._write() as conn:
             row = conn.execute(
-                "SELECT id, state, policy FROM requests WHERE state = ? "
+                "SELECT id, state, policy FROM requests WHERE (state = ? AND NOT ?) "
                 "OR (state = ? AND (claimed_by IS NULL OR claim_expires < ?)) "
                 "ORDER BY id LIMIT 1",
-                (str(RequestState.ACCEPTED), str(RequestState.RUNNING), now),
+                (str(RequestState.ACCEPTED), resume_only, str(RequestState.RUNNING), now),
             ).fetchone()
             if row is None:
                 return None
@@ -631,6 +631,11 @@ class SqliteStore(Store):
         started: dict[str, int] = {}
         blocked: dict[str, str] = {}
         with self._write() as conn:
+            (claimed_by,) = conn.execute(
+                "SELECT claimed_by FROM requests WHERE id = ?", (request_id,)
+            ).fetchone()
+            if claimed_by != holder:
+                return BeginResult({}, dict.fromkeys(hosts, f"request claimed by {claimed_by}"))
             others = self._blockers(hosts, request_id)
             pool_of = dict(
                 conn.execute(
@@ -709,10 +714,36 @@ class SqliteStore(Store):
             )
 
     def finish_request(
-        self, request_id: int, worker: str, state: RequestState, reason: str | None
+        self,
+        request_id: int,
+        worker: str,
+        state: RequestState,
+        reason: str | None,
+        *,
+        quarantine_running: bool = False,
     ) -> None:
         now = utc_now()
         with self._write() as conn:
+            if quarantine_running:
+                cur = conn.execute(
+                    "UPDATE hosts SET status = ?, status_reason = ?, updated = ? WHERE name IN "
+                    "(SELECT host FROM request_hosts WHERE request_id = ? AND state = ?) "
+                    "AND status = ?",
+                    (
+                        str(HostStatus.QUARANTINED),
+                        f"request {request_id}: ended {state} with its wipe unfinished",
+                        now,
+                        request_id,
+                        str(HostTaskState.RUNNING),
+                        str(HostStatus.ACTIVE),
+                    ),
+                )
+                if cur.rowcount:
+                    self._event(
+                        "hosts_quarantined",
+                        f"{cur.rowcount} hosts quarantined: wipe unfinished",
+                        request_id=request_id,
+                    )
             conn.execute(
                 "UPDATE request_hosts SET state = ?, reason = COALESCE(reason, ?), finished = ? "
                 "WHERE request_id = ? AND state IN (?, ?)",
@@ -810,20 +841,25 @@ class SqliteStore(Store):
         reason: str | None = None,
         via: str | None = None,
         host_status: HostStatus | None = None,
+        holder: str | None = None,
     ) -> None:
         now = utc_now()
         with self._write() as conn:
             row = conn.execute(
-                "SELECT request_id, host FROM host_tasks WHERE id = ?", (task_id,)
+                "SELECT t.request_id, t.host, r.claimed_by FROM host_tasks t "
+                "JOIN requests r ON r.id = t.request_id WHERE t.id = ?",
+                (task_id,),
             ).fetchone()
             if row is None:
                 raise NotFound(f"unknown host task {task_id}")
-            request_id, host = row
+            request_id, host, claimed_by = row
             conn.execute(
                 "UPDATE host_tasks SET state = ?, error_class = ?, error = ?, via = ?, "
                 "finished = ? WHERE id = ?",
                 (str(state), error_class, reason, via, now, task_id),
             )
+            if holder is not None and claimed_by != holder:
+                return  # taken over: the host's state and lease are the new holder's
             conn.execute(
                 "UPDATE request_hosts SET state = ?, error_class = ?, reason = ?, finished = ? "
                 "WHERE request_id = ? AND host = ?",

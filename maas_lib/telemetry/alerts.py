@@ -101,7 +101,8 @@ def _url_problem(url: str) -> str | None:
 class AlertSettings(BaseModel):
     """Where alerts go and how hard to try. Delays are ``backoff * 2**n`` seconds."""
 
-    model_config = ConfigDict(extra="forbid")
+    # hide_input_in_errors: a ValidationError must not echo a URL's token either.
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
     # repr=False: a URL may carry a token, and settings objects end up in logs.
     urls: list[str] = Field(min_length=1, repr=False, description="http(s) webhook URLs")

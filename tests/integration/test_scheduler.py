@@ -401,9 +401,13 @@ def test_sigkilled_scheduler_resumes_without_repeating_completed_hosts(sched, fl
             assert offs == 1, f"{h} completed before the crash but was cycled again"
         else:
             assert offs >= 1
-    # Only steps in flight at the crash were retried, and they are marked so.
-    interrupted = {s["host"] for s in fleet.steps(rid) if s["outcome"] == "interrupted"}
+    # Only steps in flight at the crash were retried, and they are marked so: no step
+    # of any host succeeded twice.
+    records = fleet.steps(rid)
+    interrupted = {s["host"] for s in records if s["outcome"] == "interrupted"}
     assert not interrupted & done_before
+    ok = [(s["host"], s["step"]) for s in records if s["outcome"] == "succeeded"]
+    assert len(ok) == len(set(ok)) == 2 * len(hosts)
     assert any(e.kind == "request_resumed" for e in fleet.events(rid))
     assert fleet.inflight() == []
 

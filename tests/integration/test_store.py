@@ -330,6 +330,15 @@ def test_starting_hosts_is_atomic_and_keeps_the_pool_budget_across_processes(db_
     store.upsert_hosts(hosts(*names), [], actor="t")
     slices = [names[i : i + 50] for i in range(0, 200, 50)]
     ids = [store.create_request(new_request(s)) for s in slices]
+    for rid in ids:
+        assert store.claim_request(f"w{rid}", ttl=60) == rid
+    # A worker that does not hold the claim starts nothing.
+    assert (
+        store.begin_hosts(
+            ids[0], slices[0], batch=0, action="reboot", holder="x", limits={}
+        ).started
+        == {}
+    )
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
     procs = [
@@ -349,7 +358,9 @@ def test_starting_hosts_is_atomic_and_keeps_the_pool_budget_across_processes(db_
     assert blocked and all(why == "pool p at its budget of 10 unavailable" for why in blocked)
     # A host's task ending frees its budget slot (and its lease) for the next one.
     rid, first, _ = next(r for r in results if r[1])
-    task = store.begin_hosts(rid, first, batch=0, action="reboot", holder="w", limits={"p": 10})
+    task = store.begin_hosts(
+        rid, first, batch=0, action="reboot", holder=f"w{rid}", limits={"p": 10}
+    )
     assert sorted(task.started) == sorted(first)  # own leases: no budget check again
     for task_id in task.started.values():
         store.end_task(task_id, HostTaskState.SUCCEEDED)
