@@ -28,7 +28,7 @@ from maas_lib.models import (
     RequestStatus,
     RequestSummary,
 )
-from maas_lib.telemetry.models import Stats
+from maas_lib.telemetry.models import OutcomePoint, Stats, StepHistogram
 
 
 @dataclass(frozen=True)
@@ -349,6 +349,16 @@ class Store(ABC):
         """Per action: requests, host outcomes and failure classes (also by pool, hardware
         model, BMC vendor), step runtimes and queue waits; and the fleet now. Computed in
         the database. `since` is an ISO UTC timestamp."""
+
+    @abstractmethod
+    def step_histograms(self, since: str | None, buckets: Sequence[float]) -> list[StepHistogram]:
+        """Step durations per (action, step) in cumulative buckets (Prometheus style)."""
+
+    @abstractmethod
+    def outcome_series(
+        self, since: str | None, bucket_s: int, action: str | None = None
+    ) -> list[OutcomePoint]:
+        """Hosts' task outcomes per action per `bucket_s`-second bucket, oldest first."""
 
     # events
     @abstractmethod

@@ -45,7 +45,7 @@ from maas_lib.store.base import (
     Store,
 )
 from maas_lib.store.sqlite_schema import LATEST_VERSION, MIGRATIONS
-from maas_lib.telemetry.models import Stats
+from maas_lib.telemetry.models import OutcomePoint, Stats, StepHistogram
 from maas_lib.timeutil import utc_now
 
 #: How long a writer waits for another process's write lock before giving up.
@@ -1035,6 +1035,18 @@ class SqliteStore(Store):
         from maas_lib.store.sqlite_stats import stats
 
         return stats(self.conn, since, action, pool)
+
+    def step_histograms(self, since: str | None, buckets: Sequence[float]) -> list[StepHistogram]:
+        from maas_lib.store.sqlite_stats import step_histograms
+
+        return step_histograms(self.conn, since, list(buckets))
+
+    def outcome_series(
+        self, since: str | None, bucket_s: int, action: str | None = None
+    ) -> list[OutcomePoint]:
+        from maas_lib.store.sqlite_stats import outcome_series
+
+        return outcome_series(self.conn, since, bucket_s, action)
 
     # -- events ---------------------------------------------------------------------------
 

@@ -15,8 +15,10 @@ from maas_lib.telemetry.models import (
     ActionStats,
     Breakdown,
     FleetNow,
+    OutcomePoint,
     Runtime,
     Stats,
+    StepHistogram,
     StepStats,
     WorkerState,
 )
@@ -198,3 +200,53 @@ def stats(
         actions=sorted(actions.values(), key=lambda a: a.action),
         fleet=_fleet(conn),
     )
+
+
+def step_histograms(
+    conn: sqlite3.Connection, since: str | None, buckets: list[float]
+) -> list[StepHistogram]:
+    """Cumulative bucket counts per (action, step), one indexed scan (no rows to Python)."""
+    where, params = _where(since, None, None, "started")
+    cols = ", ".join(f"SUM(duration_s <= :b{i})" for i in range(len(buckets)))
+    params.update({f"b{i}": b for i, b in enumerate(buckets)})
+    rows = conn.execute(
+        f"SELECT action, step, COUNT(duration_s), TOTAL(duration_s){', ' + cols if cols else ''} "
+        f"FROM step_results INDEXED BY idx_step_results_stats "
+        f"WHERE duration_s IS NOT NULL AND {where} GROUP BY action, step",
+        params,
+    ).fetchall()
+    return [
+        StepHistogram(
+            action=r[0],
+            step=r[1],
+            buckets=list(buckets),
+            counts=[int(c or 0) for c in r[4:]],
+            count=r[2],
+            sum_s=r[3],
+        )
+        for r in rows
+    ]
+
+
+def outcome_series(
+    conn: sqlite3.Connection, since: str | None, bucket_s: int, action: str | None
+) -> list[OutcomePoint]:
+    """Hosts' task outcomes per action per time bucket (by when the task started)."""
+    where, params = _where(since, action, None, "started")
+    params["w"] = bucket_s
+    rows = conn.execute(
+        "SELECT action, CAST(unixepoch(started) / :w AS INTEGER) * :w AS b, "
+        "SUM(state = 'succeeded'), SUM(state = 'failed') "
+        f"FROM host_tasks INDEXED BY idx_host_tasks_stats "
+        f"WHERE state IN ('succeeded', 'failed') AND {where} GROUP BY action, b ORDER BY b",
+        params,
+    ).fetchall()
+    return [
+        OutcomePoint(
+            action=a,
+            bucket=datetime.fromtimestamp(b, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            succeeded=ok,
+            failed=bad,
+        )
+        for a, b, ok, bad in rows
+    ]

@@ -77,3 +77,24 @@ class Stats(BaseModel):
     pool: str | None = None
     actions: list[ActionStats]
     fleet: FleetNow
+
+
+class StepHistogram(BaseModel):
+    """Step durations of one (action, step) as Prometheus buckets: `counts[i]` steps took
+    at most `buckets[i]` seconds (cumulative); `count` and `sum_s` over all of them."""
+
+    action: str
+    step: str
+    buckets: list[float]
+    counts: list[int]
+    count: int
+    sum_s: float
+
+
+class OutcomePoint(BaseModel):
+    """Hosts of one action whose task ended in one time bucket, by outcome."""
+
+    action: str
+    bucket: str  # ISO UTC start of the bucket
+    succeeded: int
+    failed: int
