@@ -158,6 +158,12 @@ def hosts_release(c: _Ctx, host: str, as_: str | None) -> None:
     is_flag=True,
     help="Print the plan (batches, overlaps, budget waits as of now) without writing anything.",
 )
+@click.option(
+    "--wait",
+    is_flag=True,
+    help="Then show live progress until the request ends (a scheduler must be running); "
+    "exit 0 only if every host succeeded.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @pass_ctx
 def submit(
@@ -176,6 +182,7 @@ def submit(
     post_hook: str | None,
     as_: str | None,
     dry_run: bool,
+    wait: bool,
     as_json: bool,
 ) -> None:
     """Submit ACTION for hosts; it is accepted at once and run later by the scheduler.
@@ -207,6 +214,9 @@ def submit(
         emit_json(result)
     else:
         click.echo(f"request {result.id} accepted: {action} of {result.hosts} hosts")
+    if wait and not dry_run:
+        _watch(fleet, result.id, quiet=as_json)
+        _watch_exit(True, fleet.status(result.id))
 
 
 def _print_plan(plan: dict[str, Any], as_json: bool) -> None:
@@ -229,20 +239,32 @@ def _print_plan(plan: dict[str, Any], as_json: bool) -> None:
 @click.argument("request_id", type=int, metavar="ID")
 @click.option("--steps", "with_steps", is_flag=True, help="Also list every step with its times.")
 @click.option("--host", metavar="HOST", help="Only this host's steps (implies --steps).")
+@click.option(
+    "--watch",
+    is_flag=True,
+    help="Show live progress until the request ends; exit 0 only if every host succeeded.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the request as JSON.")
 @pass_ctx
-def status(c: _Ctx, request_id: int, with_steps: bool, host: str | None, as_json: bool) -> None:
-    """Show one request, the state of each of its hosts, and (--steps) every step."""
+def status(
+    c: _Ctx, request_id: int, with_steps: bool, host: str | None, watch: bool, as_json: bool
+) -> None:
+    """Show one request: progress per batch, slowest hosts, failures by class, the state
+    of each host, and (--steps) every step with its times."""
     from maas_lib.output import emit_json, emit_table, format_counts
 
     fleet = c.fleet()
+    if watch:
+        _watch(fleet, request_id, quiet=as_json)
     st = fleet.status(request_id)
     steps = fleet.steps(request_id, host) if (with_steps or host) else None
     if as_json:
         data = st.model_dump(mode="json")
         if steps is not None:
             data["steps"] = steps
+        data["summary"] = fleet.summary(request_id).model_dump(mode="json")
         emit_json(data)
+        _watch_exit(watch, st)
         return
     p = st.policy
     click.echo(
@@ -269,6 +291,11 @@ def status(c: _Ctx, request_id: int, with_steps: bool, host: str | None, as_json
         if getattr(st.options, which):
             click.echo(f"  {which.replace('_', '-')}: {getattr(st.options, which)}")
     click.echo(f"  hosts: {st.host_count} ({format_counts(st.counts)})")
+    if not watch:  # --watch has just drawn it
+        from maas_lib.output import emit_renderable
+        from maas_lib.telemetry.progress import render
+
+        emit_renderable(render(fleet.summary(request_id)))
     emit_table(
         None,
         ["host", "state", "batch", "error class", "reason"],
@@ -293,6 +320,22 @@ def status(c: _Ctx, request_id: int, with_steps: bool, host: str | None, as_json
                 for x in steps
             ],
         )
+    _watch_exit(watch, st)
+
+
+def _watch(fleet: Any, request_id: int, *, quiet: bool = False) -> None:
+    """Live progress on stderr until the request ends (stdout stays for the result)."""
+    from rich.console import Console
+
+    from maas_lib.telemetry.progress import watch
+
+    fleet.status(request_id)  # NotFound before drawing anything
+    watch(fleet, request_id, console=Console(stderr=True, quiet=quiet))
+
+
+def _watch_exit(watch: bool, st: Any) -> None:
+    if watch and st.counts.get("succeeded", 0) != st.host_count:
+        raise click.exceptions.Exit(1)
 
 
 @cli.command("list")

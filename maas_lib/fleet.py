@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from maas_lib.bmc import BmcResult, BmcSettings
     from maas_lib.scheduler import RunReport, SchedulerSettings, Worker
     from maas_lib.telemetry.models import Stats
+    from maas_lib.telemetry.progress import RequestView
 
 from maas_lib.errors import InputError, NotFound
 from maas_lib.models import (
@@ -434,6 +435,25 @@ class Fleet:
             order = {s.name: i for i, s in enumerate(steps_for(Action(a.action)))}
             a.steps.sort(key=lambda s: (order.get(s.step, len(order)), s.step))
         return result
+
+    def summary(self, request_id: int) -> RequestView:
+        """One request at a glance: progress per batch, slowest hosts, failures by class."""
+        from maas_lib.telemetry.progress import request_view
+
+        return request_view(self, request_id)
+
+    def wait(
+        self, request_id: int, *, timeout: float | None = None, interval: float = 1.0
+    ) -> RequestView:
+        """Block until the request ends (a scheduler must be running) or `timeout`."""
+        import time
+
+        deadline = None if timeout is None else time.monotonic() + timeout
+        view = self.summary(request_id)
+        while not view.ended and (deadline is None or time.monotonic() < deadline):
+            time.sleep(interval)
+            view = self.summary(request_id)
+        return view
 
     # -- the scheduler --------------------------------------------------------------------
 

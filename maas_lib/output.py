@@ -39,5 +39,13 @@ def emit_table(title: str | None, columns: Sequence[str], rows: Sequence[Sequenc
     Console(width=width).print(table)
 
 
+def emit_renderable(renderable: Any) -> None:
+    """Print any rich renderable (progress bars, grouped tables) to stdout."""
+    from rich.console import Console
+
+    width = None if sys.stdout.isatty() else int(os.environ.get("COLUMNS") or 200)
+    Console(width=width).print(renderable)
+
+
 def format_counts(counts: dict[str, int]) -> str:
     return ", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "no hosts"

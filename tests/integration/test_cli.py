@@ -392,3 +392,22 @@ def test_run_until_idle_with_nothing_to_do_exits_at_once(cli, imported):
     r = cli("run", "--until-idle", "--json")
     assert r.code == 0
     assert r.json()["finished"] == {} and r.json()["errors"] == []
+
+
+def test_status_watch_returns_when_the_request_has_ended_with_its_verdict(cli, imported):
+    cli("submit", "reboot", "web*")
+    cli("cancel", "1")
+    r = cli("status", "1", "--watch", "--json")
+    assert r.code == 1  # ended, but not every host succeeded
+    summary = r.json()["summary"]
+    assert summary["state"] == "cancelled" and summary["counts"] == {"cancelled": 8}
+    assert cli("status", "99", "--watch").code == 2
+
+
+def test_stats_on_a_quiet_fleet_and_bad_windows(cli, imported):
+    r = cli("stats", "--json")
+    assert r.code == 0
+    assert r.json()["actions"] == [] and r.json()["fleet"]["hosts"] == 11
+    assert cli("stats", "--since", "24h").code == 0
+    bad = cli("stats", "--since", "yesterday")
+    assert bad.code == 2 and "--since: expected a duration" in bad.err

@@ -6,6 +6,8 @@ history (written by the simulator process), not the scheduler's view of itself.
 
 from __future__ import annotations
 
+import http.server
+import json
 import os
 import signal
 import subprocess
@@ -347,6 +349,77 @@ def test_cancel_stops_a_running_request_after_its_current_batch(sched, fleet):
     state = sched.state()
     for h in st.hosts:
         assert offs_since(state, h.host, since) == (1 if h.state == "succeeded" else 0)
+
+
+# -- telemetry --------------------------------------------------------------------------
+
+
+def _nearest_rank(values, p):
+    ordered = sorted(values)
+    return ordered[max(1, -(-p * len(ordered) // 100)) - 1]
+
+
+class _Hook(http.server.BaseHTTPRequestHandler):
+    received: list = []
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        type(self).received.append(json.loads(body))
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_rollout_with_failures_is_reported_as_the_simulator_saw_it(sched, fleet, monkeypatch):
+    ok = good(sched, "ipmi")[:3] + good(sched, "redfish")[:1]
+    broken = [bad_install(sched, "ipmi"), bad_install(sched, "redfish")]
+    down = [dead(sched, "ipmi")]
+    powered_on(fleet, ok + broken)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    _Hook.received = []
+    monkeypatch.setenv("MAAS_ALERT_WEBHOOK", f"http://127.0.0.1:{server.server_port}/hook")
+    since = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(time.time() - 1))
+    rid = fleet.submit(
+        "reimage", ok + broken + down, image="ubuntu-24.04", batch_size="3", max_failures="100%"
+    ).id
+    fleet.run(**{**RUN, "timeout": 1.0, "retries": 0})
+    server.shutdown()
+    state = sched.state()
+    # What the simulator recorded: which machines now run the image.
+    installed = {h for h in ok + broken + down if state[h]["installed_image"] == "ubuntu-24.04"}
+    assert installed == set(ok)
+
+    (a,) = fleet.stats(since, action="reimage").actions
+    assert (a.succeeded, a.failed) == (len(installed), len(broken) + len(down))
+    assert a.success_rate == round(len(ok) / 7, 4)
+    assert a.failures_by_class == {"install_failed": 2, "unreachable": 1}
+    assert a.requests == 1 and a.requests_by_state == {"partial": 1}
+    assert a.queue_wait.count == 1 and a.queue_wait.p50_s >= 0
+    records = fleet.steps(rid)
+    for s in a.steps:
+        durations = [r["duration_s"] for r in records if r["step"] == s.step]
+        assert s.count == len(durations)
+        assert s.p50_s == pytest.approx(_nearest_rank(durations, 50))
+        assert s.p95_s == pytest.approx(_nearest_rank(durations, 95))
+        assert s.max_s == pytest.approx(max(durations))
+    # wait-install took about the simulator's install time (0.8 s) for good hosts.
+    wait = next(s for s in a.steps if s.step == "wait-install")
+    assert 0.5 < wait.p50_s < 5
+    pools = {b.value: (b.succeeded, b.failed) for b in a.by_pool}
+    assert pools == {"sim_ipmi": (3, 2), "sim_redfish": (1, 1)}
+    # And the alert went out: the request ended partial.
+    deadline = time.monotonic() + 5
+    while not _Hook.received and time.monotonic() < deadline:
+        time.sleep(0.05)
+    (event,) = [e for e in _Hook.received if e["request_id"] == rid]
+    assert event["event"] == "request_partial"
+    assert event["failures_by_class"] == {"install_failed": 2, "unreachable": 1}
+    view = fleet.summary(rid)
+    assert {g.error_class: len(g.hosts) for g in view.failures} == event["failures_by_class"]
+    assert [b.hosts for b in view.batches] == [3, 3, 1]
 
 
 # -- crash safety -----------------------------------------------------------------------
