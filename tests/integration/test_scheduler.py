@@ -508,6 +508,29 @@ def test_sigterm_finishes_steps_in_flight_and_hands_over_at_once(sched, fleet, e
     assert fleet.status(rid).state == "succeeded"
 
 
+def test_two_schedulers_share_one_queue_each_request_run_by_one(sched, fleet, env):
+    ipmi = good(sched, "ipmi")
+    rf = good(sched, "redfish")
+    since = powered_on(fleet, ipmi + rf)
+    groups = [ipmi[:2], ipmi[2:4], ipmi[4:6], rf]
+    ids = [fleet.submit("power-cycle", g, batch_size="1").id for g in groups]
+    # Two requests at a time each, so both workers get some of the four.
+    args = ["run", "--until-idle", "--claim-ttl", "5", "--max-requests", "2", *RUN_ARGS]
+    procs = [_maasctl(env, *args) for _ in "ab"]
+    for p in procs:
+        _, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+    workers = set()
+    for rid in ids:
+        assert fleet.status(rid).state == "succeeded"
+        claims = [e for e in fleet.events(rid) if e.kind in ("request_claimed", "request_resumed")]
+        assert len(claims) == 1, claims
+        workers.add(claims[0].actor)
+    state = sched.state()
+    assert all(offs_since(state, h, since) == 1 for g in groups for h in g)
+    assert len(workers) == 2
+
+
 # -- wipe and decommission (last: they change hosts' standing) --------------------------
 
 
