@@ -510,6 +510,35 @@ def stats(c: _Ctx, since: str | None, action: str | None, pool: str | None, as_j
             emit_table(None, ["by", "value", "hosts", "succeeded", "failures"], rows)
 
 
+@cli.command()
+@click.option(
+    "--serve",
+    metavar="HOST:PORT",
+    help="Serve /metrics over HTTP (e.g. 0.0.0.0:9100) until SIGTERM, instead of printing.",
+)
+@pass_ctx
+def metrics(c: _Ctx, serve: str | None) -> None:
+    """Prometheus metrics of the fleet: host outcomes, step durations, in flight, workers."""
+    from maas_lib.store import open_store
+    from maas_lib.telemetry.metrics import parse_listen, render
+    from maas_lib.telemetry.metrics import serve as serve_metrics
+
+    def opener() -> Any:
+        return open_store(c.db)
+
+    if serve is None:
+        sys.stdout.buffer.write(render(opener))
+        return
+    host, port = parse_listen(serve)
+    opener().close()  # an unusable database is an error now, not on the first scrape
+    serve_metrics(
+        opener,
+        host,
+        port,
+        on_ready=lambda h, p: click.echo(f"serving http://{h}:{p}/metrics", err=True),
+    )
+
+
 # -- the scheduler ----------------------------------------------------------------------
 
 
