@@ -411,3 +411,15 @@ def test_stats_on_a_quiet_fleet_and_bad_windows(cli, imported):
     assert cli("stats", "--since", "24h").code == 0
     bad = cli("stats", "--since", "yesterday")
     assert bad.code == 2 and "--since: expected a duration" in bad.err
+
+
+def test_metrics_prints_the_prometheus_text_format(cli, imported):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    cli("submit", "reboot", "web*")
+    r = cli("metrics")
+    assert r.code == 0
+    families = {f.name: f for f in text_string_to_metric_families(r.out)}
+    requests = {s.labels["state"]: s.value for s in families["maas_requests"].samples}
+    assert requests["accepted"] == 1 and requests["running"] == 0
+    assert cli("metrics", "--serve", "nohost").code == 2
