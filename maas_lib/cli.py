@@ -539,6 +539,26 @@ def metrics(c: _Ctx, serve: str | None) -> None:
     )
 
 
+@cli.command()
+@click.option(
+    "--html",
+    "html_path",
+    required=True,
+    type=click.Path(dir_okay=False),
+    metavar="FILE",
+    help="Write the report here (one self-contained HTML file).",
+)
+@click.option("--request", "request_id", type=int, metavar="ID", help="Only this request.")
+@click.option("--since", metavar="DURATION", help="Only the last 24h, 7d… (or since an ISO time).")
+@pass_ctx
+def report(c: _Ctx, html_path: str, request_id: int | None, since: str | None) -> None:
+    """An HTML report with plots: success rates over time, step durations, timelines."""
+    from maas_lib.telemetry.report import write_report
+
+    path = write_report(c.fleet(), html_path, request_id=request_id, since=since)
+    click.echo(f"report written to {path}")
+
+
 # -- the scheduler ----------------------------------------------------------------------
 
 

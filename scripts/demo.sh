@@ -33,3 +33,7 @@ maasctl list
 maasctl status 1
 maasctl status 2 --steps
 maasctl sim status --dir "$SIM"
+# Telemetry: rates, failure classes and step runtimes; Prometheus text; an HTML report.
+maasctl stats --action reimage
+maasctl metrics | grep '^maas_host_outcomes_total'
+maasctl report --html demo/report.html --request 1
