@@ -1,0 +1,99 @@
+# Copyright: maas-lib maintainers
+# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+"""Documentation shared by the maas_lib.fleet modules."""
+
+from __future__ import annotations
+
+
+class ModuleDocFragment:
+    # Every module: the database, where it runs, the action group.
+    DOCUMENTATION = r"""
+options:
+  db:
+    description:
+      - The maas-lib database, a path or V(sqlite:///PATH).
+      - Defaults to the E(MAAS_DB) environment variable, then
+        C(~/.local/share/maas-lib/maas.db) (E(XDG_DATA_HOME) honoured).
+      - A database that does not exist is an error; the modules never create one.
+    type: str
+requirements:
+  - "The C(maas-lib) Python package, importable by the Python that runs the module
+    (usually the controller's, with C(delegate_to: localhost))."
+notes:
+  - maas-lib errors end the task with a one-line C(msg); bad input (an unknown host or
+    request, an invalid option, a credential that does not resolve) changes nothing.
+  - All modules of this collection are in the action group C(maas_lib.fleet.maas), so
+    C(module_defaults) can set O(db) once for all of them.
+"""
+
+    # Direct BMC control of one host (power, boot_device, bmc_info).
+    BMC = r"""
+options:
+  name:
+    description:
+      - A host registered in the maas-lib database (see O(db)); its BMC address,
+        protocol, port, TLS settings, fallback path and credential name come from there.
+      - With O(bmc_address), only a label for the results; no database is used.
+      - A shell-style glob is accepted if it matches exactly one host.
+      - One of O(name) and O(bmc_address) is required.
+    type: str
+  bmc_address:
+    description:
+      - Reach a BMC given by parameters instead of a registered host.
+      - An IP address or DNS name (IPMI), or an V(https://) URL (Redfish).
+    type: str
+  bmc_protocol:
+    description:
+      - The BMC protocol for O(bmc_address); default V(redfish) for a URL, else V(ipmi).
+    type: str
+    choices: [ipmi, redfish]
+  bmc_port:
+    description: The BMC port for O(bmc_address) (IPMI default 623).
+    type: int
+  bmc_system:
+    description:
+      - Redfish system path for O(bmc_address), for example V(/redfish/v1/Systems/1).
+      - Needed when the BMC manages more than one system.
+    type: str
+  bmc_tls_ca:
+    description: CA bundle that verifies a Redfish O(bmc_address)'s certificate.
+    type: path
+  bmc_tls_verify:
+    description:
+      - Verify a Redfish O(bmc_address)'s TLS certificate (default V(true)).
+      - V(false) turns verification off, with a warning.
+    type: bool
+  credential:
+    description:
+      - The name of a maas-lib credential, resolved like the CLI does from
+        E(MAAS_CRED_<NAME>_USERNAME) and E(MAAS_CRED_<NAME>_PASSWORD), or from the TOML
+        file named by E(MAAS_CREDENTIALS_FILE).
+      - Defaults to the registered host's credential name (V(default) for O(bmc_address)).
+      - Mutually exclusive with O(username) and O(password).
+    type: str
+  username:
+    description: BMC user name, given directly (requires O(password)).
+    type: str
+  password:
+    description:
+      - BMC password, given directly (requires O(username)); never logged or returned.
+      - Prefer a vaulted variable to a literal.
+    type: str
+  timeout:
+    description: Seconds for one BMC call; a BMC that does not answer in time is V(unreachable).
+    type: float
+    default: 10
+  power_timeout:
+    description: Seconds for a BMC to confirm a requested power state.
+    type: float
+    default: 300
+  retries:
+    description: Extra attempts for transient BMC errors (busy, HTTP 5xx), with backoff.
+    type: int
+    default: 2
+notes:
+  - 'Runs where the module executes; with the P(maas_lib.fleet.hosts#inventory) inventory,
+    use C(delegate_to: localhost) and C(name: "{{ inventory_hostname }}").'
+  - A failed BMC call fails the task with C(error_class) (V(unreachable), V(auth),
+    V(timeout), V(unsupported), V(tls), V(bmc_error)), C(error) and C(via).
+"""

@@ -1,0 +1,202 @@
+# Copyright: maas-lib maintainers
+# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: power
+short_description: Set one host's power state through its BMC (IPMI or Redfish)
+version_added: 0.1.0
+description:
+  - Powers a host on, off (hard), off through the OS (soft), or cycles it, through its BMC,
+    with maas-lib's deadlines, retries and confirmation by polling.
+  - Reads the power state first, so V(on), V(off) and V(soft) are idempotent - a host
+    already in the wanted state reports C(changed=false) and is not touched.
+  - V(cycle) and V(reset) always act (and report C(changed=true)).
+  - The host is a registered maas-lib host (O(name)) or a BMC given by parameters
+    (O(bmc_address)); see M(maas_lib.fleet.bmc_info) to only read the state.
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+  - maas_lib.fleet.common
+  - maas_lib.fleet.common.bmc
+options:
+  state:
+    description:
+      - V(on) powers on; V(off) powers off at once (hard); V(soft) asks the OS to shut down
+        (ACPI) and waits until the host is off.
+      - V(cycle) powers off, waits until the BMC confirms off, then powers on; a host that is
+        off is just powered on.
+      - V(reset) is a hard reset; maas-lib has no single reset request yet, so it is done as
+        V(cycle).
+    type: str
+    required: true
+    choices: ["on", "off", soft, cycle, reset]
+  wait:
+    description:
+      - Wait until the BMC confirms the new state (up to O(power_timeout)).
+      - V(false) returns once the BMC accepted the request; RV(power) is then the state
+        read right after.
+    type: bool
+    default: true
+attributes:
+  check_mode:
+    support: full
+    details: Reads the power state and reports whether the host would change; never acts.
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
+author:
+  - maas-lib maintainers
+seealso:
+  - module: maas_lib.fleet.bmc_info
+  - module: maas_lib.fleet.boot_device
+  - module: maas_lib.fleet.submit
+    description: Power actions over many hosts in batches within disruption budgets.
+"""
+
+EXAMPLES = r"""
+- name: Power on every host of the inventory, 20 at a time
+  hosts: all
+  gather_facts: false
+  serial: 20
+  tasks:
+    - name: Power on (a host already on is left alone)
+      maas_lib.fleet.power:
+        name: "{{ inventory_hostname }}"
+        state: "on"
+      delegate_to: localhost
+
+- name: Power-cycle a BMC that is not registered, credentials from a vaulted variable
+  maas_lib.fleet.power:
+    bmc_address: 10.20.1.7
+    username: admin
+    password: "{{ vault_bmc_password }}"
+    state: cycle
+  delegate_to: localhost
+
+- name: Would this host be powered off?
+  maas_lib.fleet.power:
+    name: web01
+    state: "off"
+  check_mode: true
+  register: would
+"""
+
+RETURN = r"""
+host:
+  description: The registered host name, or O(name) / O(bmc_address) for an inline BMC.
+  returned: success and BMC failures
+  type: str
+  sample: web01
+power:
+  description:
+    - The power state after the task (V(on) or V(off)); in check mode, the current state.
+  returned: success
+  type: str
+  sample: "on"
+previous_power:
+  description: The power state read before acting.
+  returned: success
+  type: str
+  sample: "off"
+action:
+  description: The power request made (or, in check mode, that would be made), if any.
+  returned: success
+  type: str
+  sample: "on"
+via:
+  description: The BMC path that answered last, for example V(ipmi://10.20.1.7:623).
+  returned: success and BMC failures
+  type: str
+  sample: ipmi://10.20.1.7:623
+protocol:
+  description: The primary BMC protocol, V(ipmi) or V(redfish).
+  returned: success
+  type: str
+  sample: ipmi
+credential:
+  description: The credential name used (V(module-params) for O(username)/O(password)).
+  returned: success
+  type: str
+  sample: lab
+credential_source:
+  description: Where the credential came from (V(environment), a file, module parameters).
+  returned: success
+  type: str
+  sample: environment
+registered:
+  description: The host as registered in maas-lib (pool, rack, standing, BMC settings).
+  returned: success, when O(name) names a registered host
+  type: dict
+elapsed_s:
+  description: Seconds the task spent on the BMC.
+  returned: success and BMC failures
+  type: float
+  sample: 1.52
+error_class:
+  description: How the BMC failed.
+  returned: failure
+  type: str
+  sample: auth
+error:
+  description: What the BMC failure was.
+  returned: failure
+  type: str
+"""
+
+from ansible_collections.maas_lib.fleet.plugins.module_utils.maas import (
+    BMC_ARGS,
+    BMC_RULES,
+    Bmc,
+    new_module,
+    run,
+)
+
+#: The state each `state` leaves the host in, when the request is idempotent.
+WANT = {"on": "on", "off": "off", "soft": "off", "cycle": None, "reset": None}
+#: The maas-lib power action for each `state`.
+ACTION = {"on": "on", "off": "off", "soft": "soft", "cycle": "cycle", "reset": "cycle"}
+
+
+def main() -> None:
+    module = new_module(
+        {
+            **BMC_ARGS,
+            "state": {"type": "str", "required": True, "choices": list(WANT)},
+            "wait": {"type": "bool", "default": True},
+        },
+        supports_check_mode=True,
+        **BMC_RULES,
+    )
+
+    def power() -> dict:
+        bmc = Bmc(module.params)
+        state = module.params["state"]
+        before = bmc.status()
+        if WANT[state] is not None and before.power == WANT[state]:
+            return bmc.result(
+                changed=False, power=before.power, previous_power=before.power, via=before.via
+            )
+        if module.check_mode:
+            return bmc.result(
+                changed=True,
+                power=before.power,
+                previous_power=before.power,
+                action=ACTION[state],
+                via=before.via,
+            )
+        after = bmc.power(ACTION[state], wait=module.params["wait"])
+        return bmc.result(
+            changed=True,
+            power=after.power,
+            previous_power=before.power,
+            action=ACTION[state],
+            via=after.via,
+        )
+
+    run(module, power)
+
+
+if __name__ == "__main__":
+    main()
