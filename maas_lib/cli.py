@@ -773,7 +773,9 @@ def bmc_status(
 
 
 @bmc.command("power")
-@click.argument("action", type=click.Choice(["on", "off", "soft", "cycle"]), metavar="ACTION")
+@click.argument(
+    "action", type=click.Choice(["on", "off", "soft", "cycle", "reset"]), metavar="ACTION"
+)
 @click.argument("patterns", nargs=-1, metavar="PATTERN...")
 @click.option("--no-wait", is_flag=True, help="Return once the BMC accepted the request.")
 @click.option(

@@ -26,6 +26,7 @@ class PowerAction(StrEnum):
     OFF = "off"  # hard
     SOFT = "soft"  # ask the OS to shut down
     CYCLE = "cycle"  # off, confirmed off, on, confirmed on (see control.py)
+    RESET = "reset"  # hard reset: the host reboots at once, power stays on
 
 
 class BootDevice(StrEnum):

@@ -278,7 +278,8 @@ class BmcController:
             action = PowerAction.ON
         started = time.monotonic()
         self.call(driver, lambda d: d.power(action), f"power {action}")
-        want = PowerState.ON if action is PowerAction.ON else PowerState.OFF
+        # A reset reboots a running host: it is confirmed by the host still being on.
+        want = PowerState.ON if action in (PowerAction.ON, PowerAction.RESET) else PowerState.OFF
         if wait:
             self.wait_power(driver, want, started)
             return want

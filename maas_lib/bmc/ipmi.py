@@ -24,8 +24,14 @@ _BOOT_DEVICES = {
     BootDevice.CD: "optical",
     BootDevice.BIOS: "setup",
 }
-# Chassis Control (netfn 0, command 2) directives: power down, power up, soft shutdown.
-_CHASSIS_CONTROL = {PowerAction.OFF: 0, PowerAction.ON: 1, PowerAction.SOFT: 5}
+# Chassis Control (netfn 0, command 2) directives: power down, power up, hard reset, soft
+# shutdown.
+_CHASSIS_CONTROL = {
+    PowerAction.OFF: 0,
+    PowerAction.ON: 1,
+    PowerAction.RESET: 3,
+    PowerAction.SOFT: 5,
+}
 _AUTH_MARKERS = (
     "incorrect password",
     "unauthorized name",

@@ -142,6 +142,7 @@ class RedfishDriver(BmcDriver):
             PowerAction.ON: sushy.RESET_ON,
             PowerAction.OFF: sushy.RESET_FORCE_OFF,
             PowerAction.SOFT: sushy.RESET_GRACEFUL_SHUTDOWN,
+            PowerAction.RESET: sushy.RESET_FORCE_RESTART,
         }.get(action)
         if reset is None:
             raise BmcUnsupported(f"Redfish driver has no single request for {action}", via=self.via)

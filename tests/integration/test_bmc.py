@@ -88,6 +88,18 @@ def test_soft_power_off(fleet):
     assert r.ok and r.power == "off", r
 
 
+@pytest.mark.parametrize("host", ["sim-ipmi-0002", "sim-rf-0002"])
+def test_hard_reset_reboots_a_running_host_without_powering_it_off(simfleet, fleet, host):
+    fleet.bmc_power("on", [host], settings=FAST)
+    fleet.bmc_boot("pxe", [host], settings=FAST)  # a one-time target the reboot consumes
+    before = simfleet.state()[host]
+    (r,) = fleet.bmc_power("reset", [host], settings=FAST)
+    assert r.ok and r.power == "on", r
+    after = simfleet.state()[host]
+    assert after["boot_target"] == "none" and after["os"] == "firmware"  # it booted again
+    assert after["power_offs"] == before["power_offs"]  # and never went off
+
+
 @pytest.mark.parametrize("host", ["sim-ipmi-0001", "sim-rf-0001"])
 def test_boot_device_once_and_persistent(simfleet, fleet, host):
     (r,) = fleet.bmc_boot("pxe", [host], settings=FAST)

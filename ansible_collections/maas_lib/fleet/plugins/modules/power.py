@@ -26,8 +26,8 @@ options:
         (ACPI) and waits until the host is off.
       - V(cycle) powers off, waits until the BMC confirms off, then powers on; a host that is
         off is just powered on.
-      - V(reset) is a hard reset; maas-lib has no single reset request yet, so it is done as
-        V(cycle).
+      - V(reset) is a hard reset (IPMI chassis reset, Redfish ForceRestart): the host reboots
+        at once and stays on.
     type: str
     required: true
     choices: ["on", "off", soft, cycle, reset]
@@ -156,7 +156,7 @@ from ansible_collections.maas_lib.fleet.plugins.module_utils.maas import (
 #: The state each `state` leaves the host in, when the request is idempotent.
 WANT = {"on": "on", "off": "off", "soft": "off", "cycle": None, "reset": None}
 #: The maas-lib power action for each `state`.
-ACTION = {"on": "on", "off": "off", "soft": "soft", "cycle": "cycle", "reset": "cycle"}
+ACTION = {"on": "on", "off": "off", "soft": "soft", "cycle": "cycle", "reset": "reset"}
 
 
 def main() -> None:
