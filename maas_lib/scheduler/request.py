@@ -74,6 +74,7 @@ class RequestRun:
         self.cancelled_by: str | None = None
         self.threshold_exceeded = False
         self.resumed: set[str] = set()
+        self.noted_waits: dict[str, int] = {}
 
     # -- control --------------------------------------------------------------------------
 
@@ -143,9 +144,11 @@ class RequestRun:
             if not pending:
                 break
             blocked = store.blockers(pending, self.id)
-            waits = {h: r for h, r in blocked.items()}
-            if waits:
-                store.set_waiting(self.id, waits)
+            # Note each waiting host's holder when it changes (not on every poll).
+            changed = {h: r for h, r in blocked.items() if self.noted_waits.get(h) != r}
+            if changed:
+                store.set_waiting(self.id, changed)
+                self.noted_waits.update(changed)
             eligible = [h for h in pending if h not in blocked]
             if not eligible:
                 self._sleep(self.s.settings.poll)
