@@ -174,6 +174,18 @@ def load_inventory(
     return hosts, pools
 
 
+def _vaulted(value: Any) -> bool:
+    """An Ansible Vault value (ansible-core 2.19 tags them; older cores had `.vault`)."""
+    try:
+        from ansible.parsing.vault import VaultHelper
+    except ImportError:
+        return hasattr(value, "vault")
+    try:
+        return VaultHelper.get_ciphertext(value, with_tags=False) is not None
+    except Exception:
+        return True
+
+
 def _extra_vars(host: str, hostvars: Any, templar: Any) -> dict[str, Any]:
     """The host's other vars, templated, minus magic and secret-looking ones."""
     from ansible.errors import AnsibleError
@@ -186,7 +198,7 @@ def _extra_vars(host: str, hostvars: Any, templar: Any) -> dict[str, Any]:
             or name in ("pool", "pool_max_unavailable")
             or _SECRET_VAR_RE.match(name)
             or _SECRETISH_VAR_RE.search(name)
-            or hasattr(value, "vault")  # vault-encrypted: a secret by definition
+            or _vaulted(value)  # vault-encrypted: a secret by definition
         ):
             continue
         # A var that does not template is not ours to validate (it may only make sense
@@ -196,8 +208,8 @@ def _extra_vars(host: str, hostvars: Any, templar: Any) -> dict[str, Any]:
         try:
             # Plain JSON types only (ansible-core tags its strings; some values are not JSON).
             kept[name] = json.loads(json.dumps(value, default=str))
-        except (TypeError, ValueError):
-            log.debug("host %s: var %s not kept: not JSON", host, name)
+        except Exception:  # not JSON, or holds a vaulted value deeper down: not kept
+            log.debug("host %s: var %s not kept", host, name)
     return kept
 
 

@@ -232,3 +232,22 @@ def test_other_vars_are_kept_for_hooks_templated_without_secrets(write_file, tmp
         assert fleet.store.get_host("w1").vars == hosts[0].vars
     data = b"".join(p.read_bytes() for p in tmp_path.glob("f.db*"))
     assert b"hunter2-secret" not in data and b"tok-secret" not in data
+
+
+def test_vaulted_vars_are_never_kept_and_need_no_vault_password(write_file, tmp_path):
+    from ansible.parsing.vault import VaultLib, VaultSecret
+
+    secret = VaultSecret(b"example-vault-password")
+    cipher = VaultLib([("default", secret)]).encrypt("s3cret-user").decode()
+    body = "\n".join("          " + line for line in cipher.splitlines())
+    path = write_file(
+        "inv.yml",
+        "all:\n"
+        "  hosts:\n"
+        "    v1:\n"
+        "      bmc_address: 10.0.0.1\n"
+        "      site: ams1\n"
+        "      vault_bmc_username: !vault |\n" + body + "\n",
+    )
+    hosts, _ = load_inventory([path])
+    assert hosts[0].vars == {"site": "ams1"}
