@@ -26,7 +26,7 @@ options:
         (ACPI) and waits until the host is off.
       - V(cycle) powers off, waits until the BMC confirms off, then powers on; a host that is
         off is just powered on.
-      - V(reset) is a hard reset (IPMI chassis reset, Redfish ForceRestart): the host reboots
+      - V(reset) is a hard reset (IPMI chassis reset, Redfish ForceRestart); the host reboots
         at once and stays on.
     type: str
     required: true
