@@ -1,14 +1,20 @@
 """BMC fan-out: power-cycle a simulated fleet with `maasctl bmc power cycle`, next to the
-Ansible peer (`community.general.ipmi_power`, state: boot, forks=50) against the same
-simulator in the same run. Prints one JSON line.
+Ansible peer (`community.general.ipmi_power`, state: boot, forks=50) and this repository's
+collection (`maas_lib.fleet.power`, state: cycle, forks=50) against the same simulator in
+the same run. Prints one JSON line.
 
 Figures:
 - ours_ipmi_cycle_s: `maasctl bmc power cycle` of N IPMI hosts that are on (off, confirmed
   off, on, confirmed on — every host), wall time of the process;
 - peer_ipmi_boot_s: `ansible-playbook` with ipmi_power state=boot on the same hosts, also on
   (pyghmi then sends a reset and does not wait), forks=50;
-- speedup: peer / ours (target >= 20);
+- collection_s: `ansible-playbook` with maas_lib.fleet.power state=cycle (inline BMC
+  parameters, same credentials as the peer) on the same hosts, also on, forks=50;
+- peer_over_ours (also `speedup`, target >= 20), collection_over_ours: ratios to ours;
 - ours_redfish_cycle_s: the same cycle for M Redfish hosts over HTTPS.
+
+Every host must succeed in every column (the maasctl rows, and each play recap: ok,
+failed=0, unreachable=0); otherwise the JSON line is still printed and the bench exits 1.
 
 The peer needs community.general: it is extracted once from PyPI's `ansible` wheel into
 bench/.cache/ (Ansible Galaxy is not reachable from every machine).
@@ -19,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -44,6 +51,28 @@ PLAYBOOK = """\
         password: "{{ lookup('env', 'MAAS_CRED_SIM_PASSWORD') }}"
         state: boot
 """
+
+COLLECTION_PLAYBOOK = """\
+- name: Power-cycle every host through its BMC (maas_lib.fleet collection)
+  hosts: all
+  gather_facts: false
+  connection: local
+  tasks:
+    - name: maas_lib.fleet.power state=cycle
+      maas_lib.fleet.power:
+        name: "{{ inventory_hostname }}"
+        bmc_address: 127.0.0.1
+        bmc_port: "{{ bmc_port }}"
+        bmc_protocol: ipmi
+        username: "{{ lookup('env', 'MAAS_CRED_SIM_USERNAME') }}"
+        password: "{{ lookup('env', 'MAAS_CRED_SIM_PASSWORD') }}"
+        state: cycle
+"""
+
+RECAP_LINE = re.compile(
+    r"^(?P<host>\S+)\s*:\s*ok=(?P<ok>\d+)\s+changed=\d+\s+unreachable=(?P<unreachable>\d+)"
+    r"\s+failed=(?P<failed>\d+)"
+)
 
 
 def community_general() -> Path:
@@ -87,6 +116,56 @@ def maasctl(env: dict[str, str], *args: str) -> tuple[float, list[dict]]:
     return elapsed, json.loads(proc.stdout)
 
 
+def play_recap(stdout: str) -> dict[str, dict[str, int]]:
+    """Per host {ok, unreachable, failed} from the PLAY RECAP of ansible-playbook's output."""
+    recap: dict[str, dict[str, int]] = {}
+    _, found, tail = stdout.rpartition("PLAY RECAP")
+    if not found:
+        return recap
+    for line in tail.splitlines():
+        m = RECAP_LINE.match(line.strip())
+        if m:
+            recap[m["host"]] = {k: int(m[k]) for k in ("ok", "unreachable", "failed")}
+    return recap
+
+
+def recap_failures(recap: dict[str, dict[str, int]], hosts: list[str]) -> list[str]:
+    """Hosts that are missing from the recap, or did not run their task cleanly."""
+    bad = []
+    for host in hosts:
+        r = recap.get(host)
+        if r is None or r["ok"] < 1 or r["failed"] or r["unreachable"]:
+            bad.append(f"{host}: {r or 'missing from the play recap'}")
+    return bad
+
+
+def ansible_playbook(
+    env: dict[str, str], inventory: Path, playbook: Path, forks: int
+) -> tuple[float, subprocess.CompletedProcess[str]]:
+    """Run ansible-playbook from this interpreter's venv; wall time and the process."""
+    started = time.perf_counter()
+    proc = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "ansible-playbook"),
+            "-i",
+            str(inventory),
+            "-f",
+            str(forks),
+            str(playbook),
+        ],
+        env=env
+        | {
+            "ANSIBLE_HOST_KEY_CHECKING": "False",
+            "ANSIBLE_RETRY_FILES_ENABLED": "False",
+            "ANSIBLE_NOCOLOR": "1",
+            "ANSIBLE_FORCE_COLOR": "0",
+        },
+        capture_output=True,
+        text=True,
+    )
+    return time.perf_counter() - started, proc
+
+
 def run_sim(tmp: Path, env: dict[str, str], name: str, *args: str) -> dict:
     d = tmp / name
     up = subprocess.run(
@@ -117,6 +196,7 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=64)
     ap.add_argument("--power-delay", type=float, default=0.2)
     ap.add_argument("--skip-peer", action="store_true")
+    ap.add_argument("--skip-collection", action="store_true")
     args = ap.parse_args()
 
     result: dict[str, object] = {
@@ -127,6 +207,7 @@ def main() -> None:
         "concurrency": args.concurrency,
         "sim_power_delay_s": args.power_delay,
     }
+    failures: list[str] = []
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
         env = {k: v for k, v in os.environ.items() if not k.startswith("MAAS_")}
@@ -143,47 +224,59 @@ def main() -> None:
             "--ipmi-base-port",
             "26230",
         )
+        hosts = [f"sim-ipmi-{i + 1:04d}" for i in range(args.ipmi)]
         try:
             _, rows = maasctl(env, "bmc", "power", "on", "sim-ipmi-*", *conc)
             assert all(r["ok"] for r in rows), [r for r in rows if not r["ok"]][:3]
             ours, rows = maasctl(env, "bmc", "power", "cycle", "sim-ipmi-*", *conc)
             result["ours_ipmi_cycle_s"] = round(ours, 2)
             result["ours_ipmi_failed"] = sum(not r["ok"] for r in rows)
+            if result["ours_ipmi_failed"] or len(rows) != args.ipmi:
+                bad = [r for r in rows if not r["ok"]][:3]
+                failures.append(f"ours: {len(rows)}/{args.ipmi} rows, failed {bad}")
+            inventory = tmp / "ansible.ini"
+            with inventory.open("w") as fh:
+                fh.write("[sim]\n")
+                for i, host in enumerate(hosts):
+                    fh.write(f"{host} bmc_port={26230 + i}\n")
+                fh.write(f"[all:vars]\nansible_python_interpreter={sys.executable}\n")
             if not args.skip_peer:
-                inventory = tmp / "peer.ini"
-                with inventory.open("w") as fh:
-                    fh.write("[sim]\n")
-                    for i in range(args.ipmi):
-                        fh.write(f"sim-ipmi-{i + 1:04d} bmc_port={26230 + i}\n")
-                    fh.write(
-                        "[all:vars]\nansible_python_interpreter={{ ansible_playbook_python }}\n"
-                    )
                 (tmp / "peer.yml").write_text(PLAYBOOK)
-                peer_env = env | {
-                    "ANSIBLE_COLLECTIONS_PATH": str(community_general()),
-                    "ANSIBLE_HOST_KEY_CHECKING": "False",
-                    "ANSIBLE_RETRY_FILES_ENABLED": "False",
-                }
-                playbook = Path(sys.executable).parent / "ansible-playbook"
-                started = time.perf_counter()
-                peer = subprocess.run(
-                    [
-                        str(playbook),
-                        "-i",
-                        str(inventory),
-                        "-f",
-                        str(args.forks),
-                        str(tmp / "peer.yml"),
-                    ],
-                    env=peer_env,
-                    capture_output=True,
-                    text=True,
+                peer_s, peer = ansible_playbook(
+                    env | {"ANSIBLE_COLLECTIONS_PATH": str(community_general())},
+                    inventory,
+                    tmp / "peer.yml",
+                    args.forks,
                 )
-                result["peer_ipmi_boot_s"] = round(time.perf_counter() - started, 2)
+                bad = recap_failures(play_recap(peer.stdout), hosts)
+                result["peer_ipmi_boot_s"] = round(peer_s, 2)
                 result["peer_rc"] = peer.returncode
-                result["peer_failed"] = peer.stdout.count("fatal:")
-                result["speedup"] = round(result["peer_ipmi_boot_s"] / ours, 1)
+                result["peer_failed"] = len(bad)
+                result["peer_over_ours"] = round(peer_s / ours, 1)
+                result["speedup"] = result["peer_over_ours"]
                 result["speedup_target"] = 20
+                if bad or peer.returncode:
+                    failures.append(f"peer: rc={peer.returncode}, {len(bad)} hosts: {bad[:3]}")
+            if not args.skip_collection:
+                # The peer's boot leaves hosts on; make sure, as for ours (untimed).
+                _, rows = maasctl(env, "bmc", "power", "on", "sim-ipmi-*", *conc)
+                assert all(r["ok"] for r in rows), [r for r in rows if not r["ok"]][:3]
+                (tmp / "collection.yml").write_text(COLLECTION_PLAYBOOK)
+                coll_s, coll = ansible_playbook(
+                    env | {"ANSIBLE_COLLECTIONS_PATH": str(HERE.parent)},
+                    inventory,
+                    tmp / "collection.yml",
+                    args.forks,
+                )
+                bad = recap_failures(play_recap(coll.stdout), hosts)
+                result["collection_s"] = round(coll_s, 2)
+                result["collection_rc"] = coll.returncode
+                result["collection_failed"] = len(bad)
+                result["collection_over_ours"] = round(coll_s / ours, 1)
+                if bad or coll.returncode:
+                    failures.append(
+                        f"collection: rc={coll.returncode}, {len(bad)} hosts: {bad[:3]}"
+                    )
         finally:
             subprocess.run(
                 [sys.executable, "-m", "maas_lib", "sim", "down", "--dir", str(tmp / "ipmi")],
@@ -207,6 +300,9 @@ def main() -> None:
                 ours, rows = maasctl(env, "bmc", "power", "cycle", "sim-rf-*", *conc)
                 result["ours_redfish_cycle_s"] = round(ours, 2)
                 result["ours_redfish_failed"] = sum(not r["ok"] for r in rows)
+                if result["ours_redfish_failed"] or len(rows) != args.redfish:
+                    bad = [r for r in rows if not r["ok"]][:3]
+                    failures.append(f"ours redfish: {len(rows)}/{args.redfish} rows, {bad}")
             finally:
                 subprocess.run(
                     [
@@ -221,7 +317,9 @@ def main() -> None:
                     env=env,
                     stdout=subprocess.DEVNULL,
                 )
-    print(json.dumps(result))
+    print(json.dumps(result), flush=True)
+    if failures:
+        raise SystemExit("fanout: not every host succeeded:\n" + "\n".join(failures))
 
 
 if __name__ == "__main__":
