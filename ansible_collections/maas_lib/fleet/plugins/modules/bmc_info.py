@@ -25,7 +25,7 @@ attributes:
   platform:
     platforms: posix
 author:
-  - maas-lib maintainers
+  - maas-lib maintainers (!UNKNOWN)
 seealso:
   - module: maas_lib.fleet.power
 """

@@ -47,7 +47,7 @@ attributes:
   platform:
     platforms: posix
 author:
-  - maas-lib maintainers
+  - maas-lib maintainers (!UNKNOWN)
 seealso:
   - module: maas_lib.fleet.bmc_info
   - module: maas_lib.fleet.boot_device

@@ -44,7 +44,7 @@ attributes:
   platform:
     platforms: posix
 author:
-  - maas-lib maintainers
+  - maas-lib maintainers (!UNKNOWN)
 seealso:
   - module: maas_lib.fleet.submit
   - module: maas_lib.fleet.cancel

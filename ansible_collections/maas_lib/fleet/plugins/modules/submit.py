@@ -90,7 +90,7 @@ attributes:
   platform:
     platforms: posix
 author:
-  - maas-lib maintainers
+  - maas-lib maintainers (!UNKNOWN)
 seealso:
   - module: maas_lib.fleet.request_info
   - module: maas_lib.fleet.cancel
