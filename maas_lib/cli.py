@@ -562,53 +562,80 @@ def report(c: _Ctx, html_path: str, request_id: int | None, since: str | None) -
 # -- the scheduler ----------------------------------------------------------------------
 
 
+def _defaults(model: Any) -> dict[str, Any]:
+    """A settings model's field defaults: the CLI shows the library's, never its own."""
+    return {name: f.default for name, f in model.model_fields.items()}
+
+
+def _scheduler_defaults() -> tuple[dict[str, Any], dict[str, Any]]:
+    from maas_lib.bmc.control import BmcSettings
+    from maas_lib.scheduler.settings import SchedulerSettings
+
+    return _defaults(BmcSettings), _defaults(SchedulerSettings)
+
+
+_BMC, _RUN = _scheduler_defaults()
+
+
 @cli.command("run")
 @click.option(
     "--until-idle", is_flag=True, help="Exit once no request is accepted or running anywhere."
 )
 @click.option(
-    "--concurrency", type=int, default=64, show_default=True, help="BMC calls in flight at once."
+    "--concurrency",
+    type=int,
+    default=_BMC["concurrency"],
+    show_default=True,
+    help="BMC calls in flight at once.",
 )
 @click.option(
     "--endpoint-concurrency",
     type=int,
-    default=4,
+    default=_BMC["endpoint_concurrency"],
     show_default=True,
     help="BMC calls in flight at once to one BMC endpoint (address and port).",
 )
 @click.option(
-    "--timeout", type=float, default=10.0, show_default=True, help="Seconds per BMC call."
+    "--timeout",
+    type=float,
+    default=_BMC["timeout"],
+    show_default=True,
+    help="Seconds per BMC call.",
 )
 @click.option(
     "--power-timeout",
     type=float,
-    default=300.0,
+    default=_BMC["power_timeout"],
     show_default=True,
     help="Seconds for a BMC to confirm a power change.",
 )
 @click.option(
     "--soft-timeout",
     type=float,
-    default=120.0,
+    default=_RUN["soft_timeout"],
     show_default=True,
     help="Seconds a reboot waits for a soft shutdown before a hard one.",
 )
 @click.option(
     "--install-timeout",
     type=float,
-    default=1800.0,
+    default=_RUN["install_timeout"],
     show_default=True,
     help="Seconds to wait for an install-completion report.",
 )
 @click.option(
     "--claim-ttl",
     type=float,
-    default=30.0,
+    default=_RUN["claim_ttl"],
     show_default=True,
     help="Seconds after a worker's last heartbeat before another resumes its requests.",
 )
 @click.option(
-    "--max-requests", type=int, default=8, show_default=True, help="Requests run side by side."
+    "--max-requests",
+    type=int,
+    default=_RUN["max_requests"],
+    show_default=True,
+    help="Requests run side by side.",
 )
 @click.option(
     "--image-url",
@@ -617,7 +644,9 @@ def report(c: _Ctx, html_path: str, request_id: int | None, since: str | None) -
     help="Redfish virtual media URL, e.g. https://img.example/{image}.iso [$MAAS_IMAGE_URL]; "
     "unset: network boot.",
 )
-@click.option("--poll", type=float, default=0.5, show_default=True, help="Seconds between polls.")
+@click.option(
+    "--poll", type=float, default=_RUN["poll"], show_default=True, help="Seconds between polls."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print what was done as JSON at the end.")
 @pass_ctx
 def run_scheduler(
