@@ -1,4 +1,5 @@
-"""Shared fixtures: real SQLite files in tmp dirs, real inventories, the real CLI."""
+"""Shared fixtures: real SQLite files in tmp dirs, real PostgreSQL schemas, real
+inventories, the real CLI."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ import os
 import subprocess
 import sys
 import textwrap
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -60,6 +62,52 @@ def inventory(write_file: Callable[..., Path]) -> Path:
 @pytest.fixture
 def db_path(tmp_path: Path) -> Path:
     return tmp_path / "maas.db"
+
+
+#: The PostgreSQL server the store tests use (a database the tests may create schemas in).
+PG_URL = os.environ.get("MAAS_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> str:
+    """`MAAS_TEST_PG` if a server answers there; else every test using it is skipped."""
+    from urllib.parse import urlsplit
+
+    from maas_lib.store.pg_url import parse_pg_url
+
+    target = parse_pg_url(PG_URL)
+    where = urlsplit(PG_URL).netloc.rpartition("@")[2] or "the default socket"
+    try:
+        import psycopg
+
+        with psycopg.connect(target.conninfo, connect_timeout=3) as conn:
+            conn.execute("SELECT 1")
+    except Exception as exc:  # ImportError, OperationalError, a bad URL
+        pytest.skip(f"PostgreSQL not reachable at {where}: {target.scrub(exc)}")
+    return PG_URL
+
+
+@pytest.fixture
+def pg_url(pg_server: str) -> Iterator[str]:
+    """A PostgreSQL store URL in a fresh schema of its own (`?schema=`), dropped after."""
+    import psycopg
+    from psycopg import sql
+
+    schema = f"maas_test_{uuid.uuid4().hex[:12]}"
+    yield f"{pg_server}{'&' if '?' in pg_server else '?'}schema={schema}"
+    from maas_lib.store.pg_url import parse_pg_url
+
+    with psycopg.connect(parse_pg_url(pg_server).conninfo, autocommit=True) as conn:
+        conn.execute("SET lock_timeout = '30s'")
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh store on each backend: a SQLite file, and a PostgreSQL schema."""
+    if request.param == "sqlite":
+        return str(tmp_path / "maas.db")
+    return request.getfixturevalue("pg_url")
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from maas_lib.errors import InputError
+from maas_lib.errors import InputError, StoreError
 from maas_lib.store.base import Event, LeaseResult, NewRequest, PatternMatch, Store
 
 __all__ = [
@@ -31,16 +31,31 @@ def default_db_url() -> str:
 def open_store(url: str | os.PathLike[str] | None = None) -> Store:
     """Open (creating and migrating if needed) the store at `url`.
 
-    Accepts a filesystem path or `sqlite:///path`; `None` means `default_db_url()`.
+    Accepts a filesystem path, `sqlite:///path`, or a PostgreSQL URL
+    (`postgresql://user:password@host:port/dbname?…`, also `postgres://`); `None` means
+    `default_db_url()` (`MAAS_DB`). A PostgreSQL URL takes every libpq parameter, plus
+    one of ours: `?schema=name` keeps the store in that schema, created if missing, by
+    setting the connection's `search_path` to it (so several stores, e.g. tests, can
+    share one database). libpq's own `options=-csearch_path=name` works too, but then
+    the schema must exist already. A password in the URL never appears in `store.url`
+    or in an error message.
     """
     target = str(url) if url is not None else default_db_url()
     if target.startswith(("postgresql://", "postgres://")):
-        raise InputError("PostgreSQL stores are not supported by this version of maas-lib yet")
+        try:
+            from maas_lib.store.postgres import PostgresStore
+        except ImportError as exc:
+            raise StoreError(
+                f"PostgreSQL stores need psycopg 3 (pip install 'psycopg[binary]'): {exc}"
+            ) from None
+        return PostgresStore(target)
     if target.startswith("sqlite:///"):
         # SQLAlchemy's convention: sqlite:///relative.db, sqlite:////absolute.db
         target = target[len("sqlite:///") :]
     elif "://" in target:
-        raise InputError(f"unsupported database URL {target!r} (use a path or sqlite:///path)")
+        raise InputError(
+            f"unsupported database URL {target!r} (use a path, sqlite:///path or postgresql://…)"
+        )
     from maas_lib.store.sqlite import SqliteStore
 
     return SqliteStore(target)

@@ -1,6 +1,6 @@
 """The job-queue store interface.
 
-Every backend (SQLite now, PostgreSQL later) implements `Store`. Callers never see SQL:
+Every backend (SQLite, PostgreSQL) implements `Store`. Callers never see SQL:
 the API layer (`maas_lib.fleet`) speaks in models, and a backend owns its transactions.
 Every write is one short transaction so several processes (CLI invocations, schedulers)
 can share one database.
@@ -28,7 +28,7 @@ from maas_lib.models import (
     RequestStatus,
     RequestSummary,
 )
-from maas_lib.telemetry.models import OutcomePoint, Stats, StepHistogram
+from maas_lib.telemetry.models import OutcomePoint, Stats, StepHistogram, WorkerInfo
 
 
 @dataclass(frozen=True)
@@ -112,6 +112,11 @@ class Store(ABC):
 
     url: str
 
+    def child_url(self) -> str:
+        """The URL a child process (an executor's Ansible module) opens this store with:
+        `url`, with any password left in (never log it)."""
+        return self.url
+
     @abstractmethod
     def close(self) -> None: ...
 
@@ -176,6 +181,11 @@ class Store(ABC):
     @abstractmethod
     def retire_worker(self, worker: str) -> None:
         """A worker stopped cleanly: it no longer counts as alive (or as a dead one)."""
+
+    @abstractmethod
+    def list_workers(self, ttl: float = 30.0) -> list[WorkerInfo]:
+        """Every registered worker, by id: its heartbeat's age, `alive` if that is at most
+        `ttl` seconds, the running requests it has claimed and how many hosts it leases."""
 
     @abstractmethod
     def claim_request(self, worker: str, *, ttl: float, resume_only: bool = False) -> int | None:
@@ -275,6 +285,11 @@ class Store(ABC):
         error: str | None = None,
         via: str | None = None,
     ) -> None: ...
+
+    @abstractmethod
+    def discard_step(self, step_id: int) -> None:
+        """Take back a step whose start was written but which did not run after all (the
+        Ansible executor learns that a task was skipped only after it started)."""
 
     @abstractmethod
     def end_task(

@@ -61,6 +61,15 @@ class WorkerState(BaseModel):
     heartbeat_age_s: float
 
 
+class WorkerInfo(WorkerState):
+    """A registered scheduler worker (`Store.list_workers`): is it alive, what does it hold."""
+
+    started: str
+    alive: bool  # heartbeat_age_s <= the ttl asked about
+    requests: list[int] = Field(default_factory=list)  # running requests it has claimed
+    hosts_leased: int = 0  # host leases it holds
+
+
 class FleetNow(BaseModel):
     """The fleet at this moment (not limited to the stats window)."""
 

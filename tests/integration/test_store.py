@@ -1,17 +1,28 @@
-"""The SQLite job-queue store against real database files, including several processes."""
+"""The job-queue store against real databases — SQLite files and PostgreSQL schemas —
+including several processes sharing one.
 
+Tests taking `store_url` run once per backend (`[sqlite]`, `[postgresql]`); the
+PostgreSQL ones skip when no server answers at `MAAS_TEST_PG`.
+"""
+
+import itertools
 import multiprocessing as mp
 import sqlite3
+import time
 from fnmatch import fnmatchcase
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
+import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import maas_lib
-from maas_lib.errors import StoreError
-from maas_lib.models import Action, BatchPolicy, HostSpec, PoolSpec
-from maas_lib.store import NewRequest, open_store
+from maas_lib.errors import InputError, NotFound, StoreError
+from maas_lib.models import Action, BatchPolicy, HostSpec, HostTaskState, PoolSpec
+from maas_lib.store import NewRequest, open_store, pg_schema
+from maas_lib.store.pg_url import parse_pg_url
 from maas_lib.store.sqlite_schema import LATEST_VERSION
 
 TABLES = {
@@ -24,8 +35,13 @@ TABLES = {
     "step_results",
     "host_leases",
     "events",
+    "install_targets",
+    "install_reports",
+    "workers",
     "schema_migrations",
 }
+#: What a failed foreign key raises, per driver (the store passes driver errors through).
+INTEGRITY_ERRORS = (sqlite3.IntegrityError, psycopg.IntegrityError)
 
 
 def hosts(*names, pool="p"):
@@ -43,6 +59,13 @@ def new_request(names, action=Action.REBOOT):
     )
 
 
+def is_pg(url) -> bool:
+    return str(url).startswith("postgresql://")
+
+
+# -- schema and migrations ----------------------------------------------------------------
+
+
 def test_fresh_database_is_wal_with_all_tables_at_latest_version(db_path):
     store = open_store(db_path)
     assert store.schema_version() == LATEST_VERSION
@@ -53,20 +76,60 @@ def test_fresh_database_is_wal_with_all_tables_at_latest_version(db_path):
     assert names >= TABLES
 
 
-def test_reopening_does_not_reapply_migrations(db_path):
-    open_store(db_path).close()
-    open_store(f"sqlite:///{db_path}").close()
-    conn = sqlite3.connect(db_path)
-    assert conn.execute("SELECT COUNT(*) FROM schema_migrations").fetchone()[0] == LATEST_VERSION
+def _sqlite_layout(path: Path) -> tuple[dict[str, set[str]], set[str]]:
+    conn = sqlite3.connect(path)
+    tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+    columns = {t: {r[1] for r in conn.execute(f"PRAGMA table_info({t})")} for t in tables}
+    indexes = {
+        r[0]
+        for r in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")
+        if not r[0].startswith("sqlite_autoindex")
+    }
+    return columns, indexes
 
 
-def test_newer_schema_is_refused(db_path):
-    open_store(db_path).close()
-    conn = sqlite3.connect(db_path)
-    conn.execute("INSERT INTO schema_migrations VALUES (?, 'x')", (LATEST_VERSION + 1,))
-    conn.commit()
+def test_fresh_pg_schema_matches_the_sqlite_layout_at_the_same_version(pg_url, tmp_path):
+    open_store(tmp_path / "ref.db").close()
+    columns, indexes = _sqlite_layout(tmp_path / "ref.db")
+    store = open_store(pg_url)
+    assert store.schema_version() == LATEST_VERSION == pg_schema.LATEST_VERSION
+    pg_columns: dict[str, set[str]] = {}
+    for table, column in store.conn.execute(
+        "SELECT table_name, column_name FROM information_schema.columns "
+        "WHERE table_schema = current_schema()"
+    ):
+        pg_columns.setdefault(table, set()).add(column)
+    pg_indexes = {
+        r[0]
+        for r in store.conn.execute(
+            "SELECT indexname FROM pg_indexes WHERE schemaname = current_schema() "
+            "AND indexname LIKE 'idx%'"
+        )
+    }
+    store.close()
+    assert set(pg_columns) == set(columns) >= TABLES
+    # request_hosts.seq stands in for SQLite's rowid (submission order).
+    assert pg_columns == {**columns, "request_hosts": columns["request_hosts"] | {"seq"}}
+    assert pg_indexes == indexes | {"idx_request_hosts_request_id_seq"}
+
+
+def test_reopening_does_not_reapply_migrations(store_url):
+    open_store(store_url).close()
+    again = f"sqlite:///{store_url}" if not is_pg(store_url) else store_url
+    store = open_store(again)
+    applied = store.conn.execute("SELECT COUNT(*) FROM schema_migrations").fetchone()[0]
+    assert applied == len(type(store).MIGRATIONS)
+    assert store.schema_version() == LATEST_VERSION
+
+
+def test_newer_schema_is_refused(store_url):
+    store = open_store(store_url)
+    store.conn.execute(
+        f"INSERT INTO schema_migrations (version, applied) VALUES ({LATEST_VERSION + 1}, 'x')"
+    )
+    store.close()
     with pytest.raises(StoreError, match="newer than this maas-lib"):
-        open_store(db_path)
+        open_store(store_url)
 
 
 def test_not_a_database_is_a_clear_error(tmp_path):
@@ -76,8 +139,87 @@ def test_not_a_database_is_a_clear_error(tmp_path):
         open_store(bogus)
 
 
-def test_reimport_updates_fields_but_keeps_standing_and_created(db_path):
-    store = open_store(db_path)
+def _open_worker(url, go, out):
+    go.wait(30)
+    try:
+        store = open_store(url)
+        out.put(store.schema_version())
+        store.close()
+    except Exception as exc:  # reported, not raised: the parent asserts
+        out.put(repr(exc))
+
+
+def test_processes_opening_a_fresh_pg_schema_at_once_all_succeed(pg_url):
+    ctx = mp.get_context("spawn")
+    go, out = ctx.Event(), ctx.Queue()
+    procs = [ctx.Process(target=_open_worker, args=(pg_url, go, out)) for _ in range(4)]
+    for p in procs:
+        p.start()
+    time.sleep(1.0)  # every process imported and waiting
+    go.set()
+    versions = [out.get(timeout=60) for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+    assert versions == [LATEST_VERSION] * 4
+    store = open_store(pg_url)
+    assert store.conn.execute("SELECT COUNT(*) FROM schema_migrations").fetchone()[0] == 1
+
+
+# -- URLs and secrets ---------------------------------------------------------------------
+
+
+def test_pg_urls_keep_passwords_out_of_what_is_shown():
+    t = parse_pg_url("postgresql://u:p%40ss@db1:5432,db2/q?schema=s1&password=other&sslmode=off")
+    assert t.schema == "s1"
+    assert "schema" not in t.conninfo and "sslmode=off" in t.conninfo
+    assert t.url == "postgresql://u:***@db1:5432,db2/q?schema=s1&password=***&sslmode=off"
+    assert t.scrub("auth failed for p@ss, p%40ss and other\nsecond line") == (
+        "auth failed for ***, *** and *** second line"
+    )
+    with pytest.raises(InputError, match="schema="):
+        parse_pg_url("postgresql://h/db?schema=a;drop")
+
+
+def test_an_unreachable_pg_server_is_a_clear_error_without_the_password():
+    with pytest.raises(StoreError) as info:
+        open_store("postgresql://maas:hunter2@127.0.0.1:1/maas?connect_timeout=3")
+    message = str(info.value)
+    assert message.startswith("cannot open database postgresql://maas:***@127.0.0.1:1/maas")
+    assert "hunter2" not in message and "\n" not in message
+    assert info.value.__cause__ is None and info.value.__suppress_context__
+
+
+def test_store_url_hides_the_password(pg_url):
+    parts = urlsplit(pg_url)
+    user, _, host = parts.netloc.rpartition("@")
+    if ":" not in user:  # trust auth ignores a password, so give it one to hide
+        user = f"{user or 'postgres'}:hunter2"
+    password = user.partition(":")[2]
+    store = open_store(urlunsplit(parts._replace(netloc=f"{user}@{host}")))
+    assert password not in store.url and ":***@" in store.url
+    assert store.url.endswith(parts.query)
+    store.close()
+
+
+def test_deadlocks_are_retried_not_raised(pg_url):
+    store = open_store(pg_url)
+    calls = []
+
+    def flaky(self):
+        calls.append(1)
+        if len(calls) < 3:
+            raise psycopg.errors.DeadlockDetected("deadlock detected")
+        return "done"
+
+    assert store._call(flaky, (), {}) == "done" and len(calls) == 3
+    store.close()
+
+
+# -- hosts and requests -------------------------------------------------------------------
+
+
+def test_reimport_updates_fields_but_keeps_standing_and_created(store_url):
+    store = open_store(store_url)
     assert store.upsert_hosts(hosts("a", "b"), [PoolSpec(name="p")], actor="t") == (2, 0)
     created = store.get_host("a").created
     store.conn.execute("UPDATE hosts SET status = 'quarantined' WHERE name = 'a'")
@@ -87,23 +229,25 @@ def test_reimport_updates_fields_but_keeps_standing_and_created(db_path):
     assert (a.pool, a.bmc_address, a.status, a.created) == ("q", "10.9.9.9", "quarantined", created)
     assert [h.name for h in store.list_hosts()] == ["a", "b", "c"]
     assert [h.name for h in store.list_hosts("p")] == ["b", "c"]
+    assert a.bmc_tls_verify is True and [p.name for p in store.list_pools()] == ["p", "q"]
 
 
-def test_request_and_its_hosts_are_written_in_one_transaction(db_path):
-    store = open_store(db_path)
+def test_request_and_its_hosts_are_written_in_one_transaction(store_url):
+    store = open_store(store_url)
     store.upsert_hosts(hosts("a", "b"), [], actor="t")
-    with pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises(INTEGRITY_ERRORS):
         store.create_request(new_request(["a", "ghost"]))
     assert store.list_requests() == []
     assert store.conn.execute("SELECT COUNT(*) FROM request_hosts").fetchone()[0] == 0
-    rid = store.create_request(new_request(["a", "b"]))
+    rid = store.create_request(new_request(["b", "a"]))
     st_ = store.get_request(rid)
-    assert [h.host for h in st_.hosts] == ["a", "b"]
+    assert [h.host for h in st_.hosts] == ["b", "a"]  # as submitted, not sorted
     assert {h.state for h in st_.hosts} == {"pending"}
     assert [e.kind for e in store.events(rid)] == ["request_accepted"]
 
 
 NAME_CHARS = "ab01-"
+_EXAMPLES = itertools.count()
 
 
 @settings(
@@ -113,16 +257,20 @@ NAME_CHARS = "ab01-"
     names=st.sets(st.text(NAME_CHARS, min_size=1, max_size=5), min_size=1, max_size=25),
     pattern=st.text(NAME_CHARS + "*?[]!", min_size=1, max_size=6),
 )
-def test_glob_matching_equals_fnmatch(tmp_path_factory, names, pattern):
-    db = tmp_path_factory.mktemp("glob") / "g.db"
-    store = open_store(db)
+def test_glob_matching_equals_fnmatch(store_url, names, pattern):
+    # One store for every example: each example's hosts under a prefix of their own.
+    prefix = f"x{next(_EXAMPLES)}_h"
+    store = open_store(store_url)
     store.upsert_hosts(
-        [HostSpec(name="h" + n, pool="p", bmc_address="10.0.0.1") for n in names], [], actor="t"
+        [HostSpec(name=prefix + n, pool="p", bmc_address="10.0.0.1") for n in names], [], actor="t"
     )
-    glob = "h" + pattern
+    glob = prefix + pattern
     got = store.match_hosts([], [glob]).glob_hits[glob]
-    assert got == sorted(n for n in ("h" + x for x in names) if fnmatchcase(n, glob))
+    assert got == sorted(n for n in (prefix + x for x in names) if fnmatchcase(n, glob))
     store.close()
+
+
+# -- leases, claims and workers -----------------------------------------------------------
 
 
 def _lease_worker(db, request_id, names, out):
@@ -131,14 +279,14 @@ def _lease_worker(db, request_id, names, out):
     out.put((request_id, result.acquired, result.held_by))
 
 
-def test_leases_are_atomic_across_processes(db_path):
-    store = open_store(db_path)
+def test_leases_are_atomic_across_processes(store_url):
+    store = open_store(store_url)
     names = [f"n{i:03d}" for i in range(200)]
     store.upsert_hosts(hosts(*names), [], actor="t")
     ids = [store.create_request(new_request(names)) for _ in range(4)]
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
-    procs = [ctx.Process(target=_lease_worker, args=(str(db_path), i, names, out)) for i in ids]
+    procs = [ctx.Process(target=_lease_worker, args=(store_url, i, names, out)) for i in ids]
     for p in procs:
         p.start()
     results = [out.get(timeout=60) for _ in procs]
@@ -166,26 +314,26 @@ def _submit_worker(db, n, out):
         out.put([fleet.submit("reboot", ["n*"], batch_size="50%").id for _ in range(n)])
 
 
-def test_many_processes_submit_concurrently_without_loss(db_path):
-    with maas_lib.open_fleet(db_path) as fleet:
+def test_many_processes_submit_concurrently_without_loss(store_url):
+    with maas_lib.open_fleet(store_url) as fleet:
         fleet.store.upsert_hosts(hosts(*[f"n{i}" for i in range(50)]), [], actor="t")
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
-    procs = [ctx.Process(target=_submit_worker, args=(str(db_path), 25, out)) for _ in range(4)]
+    procs = [ctx.Process(target=_submit_worker, args=(store_url, 25, out)) for _ in range(4)]
     for p in procs:
         p.start()
     ids = [i for _ in procs for i in out.get(timeout=120)]
     for p in procs:
         p.join(timeout=60)
     assert len(ids) == len(set(ids)) == 100
-    with maas_lib.open_fleet(db_path) as fleet:
+    with maas_lib.open_fleet(store_url) as fleet:
         rows = fleet.requests()
         assert len(rows) == 100 and all(r.host_count == 50 for r in rows)
         assert all(r.counts == {"pending": 50} for r in rows)
 
 
-def test_claims_go_oldest_first_and_each_request_to_one_worker(db_path):
-    store = open_store(db_path)
+def test_claims_go_oldest_first_and_each_request_to_one_worker(store_url):
+    store = open_store(store_url)
     store.upsert_hosts(hosts("a", "b"), [], actor="t")
     ids = [store.create_request(new_request(["a"])) for _ in range(3)]
     assert store.claim_request("w1", ttl=30) == ids[0]
@@ -197,25 +345,37 @@ def test_claims_go_oldest_first_and_each_request_to_one_worker(db_path):
     assert kinds == ["request_claimed", "request_accepted"]
 
 
-def test_a_dead_workers_request_is_resumed_with_its_leases(db_path):
-    store = open_store(db_path)
+def test_a_dead_workers_request_is_resumed_with_its_leases(store_url):
+    store = open_store(store_url)
     store.upsert_hosts(hosts("a", "b"), [], actor="t")
     rid = store.create_request(new_request(["a", "b"]))
     assert store.claim_request("dead", ttl=0.2) == rid
     store.acquire_leases(rid, ["a", "b"], holder="dead")
     assert store.claim_request("alive", ttl=30) is None  # claim still valid
-    import time
-
     time.sleep(0.3)  # no heartbeat from "dead": its claim expires
     assert store.claim_request("alive", ttl=30) == rid
     assert {x.holder for x in store.inflight()} == {"alive"}
     assert store.events(rid)[0].kind == "request_resumed"
 
 
-def test_heartbeats_keep_claims(db_path):
-    import time
+def test_a_worker_that_lost_its_claim_starts_nothing_and_writes_only_its_task(store_url):
+    store = open_store(store_url)
+    store.upsert_hosts(hosts("a", "b"), [], actor="t")
+    rid = store.create_request(new_request(["a", "b"]))
+    assert store.claim_request("old", ttl=0.2) == rid
+    task = store.begin_hosts(rid, ["a"], batch=0, action="reboot", holder="old", limits={})
+    time.sleep(0.3)
+    assert store.claim_request("new", ttl=30) == rid  # "old" stalled: taken over
+    late = store.begin_hosts(rid, ["b"], batch=0, action="reboot", holder="old", limits={})
+    assert late.started == {} and late.blocked == {"b": "request claimed by new"}
+    store.end_task(task.started["a"], HostTaskState.FAILED, reason="late", holder="old")
+    hosts_now = {h.host: h.state for h in store.get_request(rid).hosts}
+    assert hosts_now == {"a": "running", "b": "pending"}
+    assert [(x.host, x.holder) for x in store.inflight()] == [("a", "new")]
 
-    store = open_store(db_path)
+
+def test_heartbeats_keep_claims(store_url):
+    store = open_store(store_url)
     store.upsert_hosts(hosts("a"), [], actor="t")
     rid = store.create_request(new_request(["a"]))
     assert store.claim_request("w1", ttl=0.3) == rid
@@ -227,6 +387,34 @@ def test_heartbeats_keep_claims(db_path):
     assert store.claim_request("w2", ttl=30) == rid
 
 
+def test_list_workers_shows_liveness_claims_and_leases(store_url):
+    store = open_store(store_url)
+    assert store.list_workers() == []
+    store.upsert_hosts(hosts("a", "b", "c"), [], actor="t")
+    r1 = store.create_request(new_request(["a", "b"]))
+    r2 = store.create_request(new_request(["c"]))
+    store.heartbeat("w2", ttl=30)
+    store.heartbeat("w1", ttl=30)
+    assert store.claim_request("w1", ttl=30) == r1
+    assert store.claim_request("w1", ttl=30) == r2
+    store.acquire_leases(r1, ["a", "b"], holder="w1")
+    time.sleep(0.3)
+    store.heartbeat("w1", ttl=30)
+    workers = store.list_workers(ttl=0.2)
+    assert [w.id for w in workers] == ["w1", "w2"]
+    w1, w2 = workers
+    assert (w1.alive, w1.requests, w1.hosts_leased) == (True, [r1, r2], 2)
+    assert (w2.alive, w2.requests, w2.hosts_leased) == (False, [], 0)
+    assert w2.heartbeat_age_s >= 0.3 and w1.heartbeat_age_s < 0.2
+    assert w1.started <= w1.heartbeat and w1.pid > 0 and w1.hostname
+    assert all(w.alive for w in store.list_workers())  # the default ttl is 30 s
+    store.finish_request(r2, "w1", "succeeded", None)
+    store.retire_worker("w2")
+    assert [(w.id, w.requests) for w in store.list_workers()] == [("w1", [r1])]
+    with maas_lib.open_fleet(store_url) as fleet:
+        assert [w.id for w in fleet.workers()] == ["w1"]
+
+
 def _claim_worker(db, name, out):
     store = open_store(db)
     got = []
@@ -235,13 +423,13 @@ def _claim_worker(db, name, out):
     out.put(got)
 
 
-def test_claims_are_atomic_across_processes(db_path):
-    store = open_store(db_path)
+def test_claims_are_atomic_across_processes(store_url):
+    store = open_store(store_url)
     store.upsert_hosts(hosts("a"), [], actor="t")
     ids = [store.create_request(new_request(["a"])) for _ in range(60)]
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
-    procs = [ctx.Process(target=_claim_worker, args=(str(db_path), f"w{i}", out)) for i in range(4)]
+    procs = [ctx.Process(target=_claim_worker, args=(store_url, f"w{i}", out)) for i in range(4)]
     for p in procs:
         p.start()
     claimed = [rid for _ in procs for rid in out.get(timeout=60)]
@@ -250,10 +438,11 @@ def test_claims_are_atomic_across_processes(db_path):
     assert sorted(claimed) == ids
 
 
-def test_steps_are_recorded_as_they_happen_and_survive_a_crash(db_path):
-    from maas_lib.models import HostTaskState
+# -- tasks, steps, overlaps and budgets ---------------------------------------------------
 
-    store = open_store(db_path)
+
+def test_steps_are_recorded_as_they_happen_and_survive_a_crash(store_url):
+    store = open_store(store_url)
     store.upsert_hosts(hosts("a", "b"), [], actor="t")
     rid = store.create_request(new_request(["a", "b"], Action.POWER_CYCLE))
     ta = store.start_task(rid, "a", "power-cycle", batch=0)
@@ -270,7 +459,7 @@ def test_steps_are_recorded_as_they_happen_and_survive_a_crash(db_path):
 
     # A fresh process (the restarted scheduler) finds exactly the step in flight.
     store.close()
-    store = open_store(db_path)
+    store = open_store(store_url)
     assert store.interrupt_open_steps(rid) == [("b", "power_off")]
     assert store.interrupt_open_steps(rid) == []
     steps = store.steps(rid)
@@ -285,10 +474,12 @@ def test_steps_are_recorded_as_they_happen_and_survive_a_crash(db_path):
     tb2 = store.start_task(rid, "b", "power-cycle", batch=1)
     store.start_step(tb2, "power_off")
     assert [s["attempt"] for s in store.steps(rid, "b")] == [1, 2]
+    with pytest.raises(NotFound, match="unknown host task"):
+        store.start_step(10**9, "power_off")
 
 
-def test_overlaps_are_resolved_in_acceptance_order_when_claimed(db_path):
-    store = open_store(db_path)
+def test_overlaps_are_resolved_in_acceptance_order_when_claimed(store_url):
+    store = open_store(store_url)
     store.upsert_hosts(hosts("a", "b", "c", "d"), [], actor="t")
     r1 = store.create_request(new_request(["a", "b"]))
     r2 = store.create_request(new_request(["b", "c"]))
@@ -322,10 +513,8 @@ def _begin_worker(db, request_id, names, out):
     out.put((request_id, list(result.started), result.blocked))
 
 
-def test_starting_hosts_is_atomic_and_keeps_the_pool_budget_across_processes(db_path):
-    from maas_lib.models import HostTaskState
-
-    store = open_store(db_path)
+def test_starting_hosts_is_atomic_and_keeps_the_pool_budget_across_processes(store_url):
+    store = open_store(store_url)
     names = [f"n{i:03d}" for i in range(200)]
     store.upsert_hosts(hosts(*names), [], actor="t")
     slices = [names[i : i + 50] for i in range(0, 200, 50)]
@@ -342,7 +531,7 @@ def test_starting_hosts_is_atomic_and_keeps_the_pool_budget_across_processes(db_
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
     procs = [
-        ctx.Process(target=_begin_worker, args=(str(db_path), rid, s, out))
+        ctx.Process(target=_begin_worker, args=(store_url, rid, s, out))
         for rid, s in zip(ids, slices, strict=True)
     ]
     for p in procs:
@@ -365,3 +554,105 @@ def test_starting_hosts_is_atomic_and_keeps_the_pool_budget_across_processes(db_
     for task_id in task.started.values():
         store.end_task(task_id, HostTaskState.SUCCEEDED)
     assert len(store.inflight()) == 10 - len(first)
+
+
+# -- telemetry: the same figures from both backends ---------------------------------------
+
+
+def _record_history(url: str) -> object:
+    """The same requests, tasks and steps on a store, with fixed timestamps."""
+    store = open_store(url)
+    store.upsert_hosts(
+        [
+            HostSpec(name=f"h{i}", pool=f"p{i % 3}", bmc_address="10.0.0.1", hw_model=f"m{i % 2}")
+            for i in range(12)
+        ],
+        [],
+        actor="t",
+    )
+    for r in range(3):
+        rid = store.create_request(new_request([f"h{i}" for i in range(r, 12, 3)]))
+        store.claim_request("w", ttl=60)
+        for i in range(r, 12, 3):
+            task = store.start_task(rid, f"h{i}", "reboot", batch=0)
+            for k, step in enumerate(("power_off", "power_on")):
+                sid = store.start_step(task, step)
+                ok = (i + k) % 5 != 0
+                store.end_step(sid, "succeeded" if ok else "failed", 0.1 * i + 0.37 * k + r / 7)
+            state = HostTaskState.SUCCEEDED if i % 5 else HostTaskState.FAILED
+            store.end_task(task, state, error_class=None if i % 5 else "timeout")
+        store.finish_request(rid, "w", "partial", None)
+    ph = "%s" if is_pg(url) else "?"
+    rows = store.conn.execute("SELECT id FROM requests ORDER BY id").fetchall()
+    for n, (rid,) in enumerate(rows):
+        created = f"2024-03-01T10:00:{n:02d}.{n * 137 + 500:06d}Z"
+        store.conn.execute(f"UPDATE requests SET created = {ph} WHERE id = {ph}", (created, rid))
+    for table in ("step_results", "host_tasks"):
+        ids = store.conn.execute(f"SELECT id FROM {table} ORDER BY id").fetchall()
+        for n, (row_id,) in enumerate(ids):
+            started = f"2024-03-01T10:{n // 7:02d}:{n % 60:02d}.{(n * 99991) % 10**6:06d}Z"
+            update = f"UPDATE {table} SET started = {ph} WHERE id = {ph}"
+            store.conn.execute(update, (started, row_id))
+    return store
+
+
+def test_stats_are_the_same_figures_on_both_backends(tmp_path, pg_url):
+    lite, pg = _record_history(str(tmp_path / "s.db")), _record_history(pg_url)
+    for since, action, pool in [(None, None, None), ("2024-03-01T10:01:00Z", "reboot", "p1")]:
+        a, b = lite.stats(since, action, pool), pg.stats(since, action, pool)
+        assert a.actions == b.actions and a.actions
+        assert a.fleet.model_dump(exclude={"workers"}) == b.fleet.model_dump(exclude={"workers"})
+    buckets = [0.2, 0.5, 1.0, 2.5]
+    assert lite.step_histograms(None, buckets) == pg.step_histograms(None, buckets)
+    assert lite.outcome_series(None, 60) == pg.outcome_series(None, 60)
+    assert lite.outcome_series("2024-03-01T10:02:00Z", 7, "reboot") == pg.outcome_series(
+        "2024-03-01T10:02:00Z", 7, "reboot"
+    )
+
+
+# -- the scheduler on PostgreSQL ----------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_rolling_power_cycle_on_postgres_never_exceeds_pool_budget(tmp_path, pg_url, monkeypatch):
+    """test_scheduler's rolling power cycle, with the fleet's store in PostgreSQL."""
+    from maas_lib import sim
+    from tests.integration.test_scheduler import RUN, offs_since, peak_down, powered_on
+    from tests.simfleet import SimFleet, free_udp_base, read_env
+
+    directory = tmp_path / "sim"
+    config = sim.sim_config(
+        directory=directory,
+        db=pg_url,
+        ipmi=6,
+        redfish=2,
+        ipmi_base_port=free_udp_base(12),
+        power_delay=0.2,
+        install_time=0.8,
+    )
+    info = sim.start(config)
+    try:
+        s = SimFleet(directory, pg_url, info, read_env(Path(info["credentials_env"])))
+        for key, value in s.env.items():
+            monkeypatch.setenv(key, value)
+        budgets = tmp_path / "budgets.yml"
+        budgets.write_text(
+            "all:\n  children:\n    sim_ipmi:\n      vars:\n        pool_max_unavailable: 2\n"
+        )
+        with s.fleet() as fleet:
+            fleet.import_hosts([info["inventory"], str(budgets)])
+            ipmi, redfish = s.hosts(kind="ipmi"), s.hosts(kind="redfish")
+            since = powered_on(fleet, ipmi + redfish)
+            a = fleet.submit("power-cycle", ipmi[:3], batch_size="3").id
+            b = fleet.submit("power-cycle", ipmi[3:], batch_size="3").id
+            c = fleet.submit("power-cycle", redfish, batch_size="1").id
+            report = fleet.run(**RUN)
+            assert report.finished == {a: "succeeded", b: "succeeded", c: "succeeded"}
+            state = s.state()
+            assert all(offs_since(state, h, since) == 1 for h in ipmi + redfish)
+            assert peak_down(state, ipmi, since) <= 2, "pool budget of 2 exceeded"
+            assert peak_down(state, redfish, since) <= 1, "batch size of 1 exceeded"
+            assert fleet.inflight() == []
+            assert fleet.stats().actions[0].succeeded == len(ipmi + redfish)
+    finally:
+        sim.stop(directory)

@@ -1,16 +1,19 @@
-"""`stats` for the SQLite store: aggregates computed by SQL over the step records.
+"""`stats` for the SQL stores: aggregates computed by SQL over the step records.
 
 Every query is answered from a covering index (schema v5): step percentiles walk
-`idx_step_results_stats` to the nearest-rank offset (`LIMIT 1 OFFSET k`), so no row is
-loaded into Python but the answer.
+`idx_step_results_stats` to the nearest-rank offset (`ORDER BY … LIMIT 1 OFFSET k`), so
+no row is loaded into Python but the answer, and every backend picks the same row. Groups
+come back in a stated order (PostgreSQL's hash aggregates have none of their own). The
+few expressions the dialects spell differently (timestamps, index hints, float sums) come
+from the store's hooks, which compute the same figures as SQLite does.
 """
 
 from __future__ import annotations
 
-import sqlite3
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from maas_lib.store.sql_base import SqlBase
 from maas_lib.telemetry.models import (
     ActionStats,
     Breakdown,
@@ -22,6 +25,11 @@ from maas_lib.telemetry.models import (
     StepStats,
     WorkerState,
 )
+
+
+def age_s(beat: str, now: datetime) -> float:
+    """Seconds since the ISO UTC timestamp `beat`."""
+    return (now - datetime.fromisoformat(beat.replace("Z", "+00:00"))).total_seconds()
 
 
 def _ranks(n: int) -> tuple[int, int]:
@@ -40,20 +48,25 @@ def _where(since: str | None, action: str | None, pool: str | None, ts: str) -> 
     if pool is not None:
         clauses.append("pool = :pool")
         params["pool"] = pool
-    return (" AND ".join(clauses) or "1"), params
+    return (" AND ".join(clauses) or "TRUE"), params
 
 
-def _steps(conn: sqlite3.Connection, since, action, pool) -> dict[str, list[StepStats]]:
+def _count_if(condition: str) -> str:
+    return f"SUM(CASE WHEN {condition} THEN 1 ELSE 0 END)"
+
+
+def _steps(db: SqlBase, since, action, pool) -> dict[str, list[StepStats]]:
     where, params = _where(since, action, pool, "started")
-    groups = conn.execute(
-        "SELECT action, step, COUNT(duration_s), SUM(outcome != 'succeeded'), MAX(duration_s) "
-        f"FROM step_results INDEXED BY idx_step_results_stats WHERE {where} "
-        "GROUP BY action, step",
+    table = f"step_results {db._indexed_by('idx_step_results_stats')}"
+    failed = _count_if("outcome != 'succeeded'")
+    groups = db._exec(
+        f"SELECT action, step, COUNT(duration_s), {failed}, MAX(duration_s) "
+        f"FROM {table} WHERE {where} GROUP BY action, step ORDER BY action, step",
         params,
     ).fetchall()
     out: dict[str, list[StepStats]] = {}
     pick = (
-        "SELECT duration_s FROM step_results INDEXED BY idx_step_results_stats "
+        f"SELECT duration_s FROM {table} "
         f"WHERE action = :a AND step = :s AND duration_s IS NOT NULL AND {where} "
         "ORDER BY duration_s LIMIT 1 OFFSET :k"
     )
@@ -61,15 +74,15 @@ def _steps(conn: sqlite3.Connection, since, action, pool) -> dict[str, list[Step
         p50 = p95 = None
         if n:
             r50, r95 = _ranks(n)
-            p50 = conn.execute(pick, {**params, "a": act, "s": step, "k": r50 - 1}).fetchone()[0]
-            p95 = conn.execute(pick, {**params, "a": act, "s": step, "k": r95 - 1}).fetchone()[0]
+            p50 = db._exec(pick, {**params, "a": act, "s": step, "k": r50 - 1}).fetchone()[0]
+            p95 = db._exec(pick, {**params, "a": act, "s": step, "k": r95 - 1}).fetchone()[0]
         out.setdefault(act, []).append(
             StepStats(step=step, count=n, failed=failed or 0, p50_s=p50, p95_s=p95, max_s=longest)
         )
     return out
 
 
-def _queue_waits(conn: sqlite3.Connection, since, action, pool) -> dict[str, Runtime]:
+def _queue_waits(db: SqlBase, since, action, pool) -> dict[str, Runtime]:
     """Accepted → first step started, per request (requests that started a step)."""
     where, params = _where(since, action, None, "r.created")
     where = where.replace("action =", "r.action =")
@@ -79,10 +92,11 @@ def _queue_waits(conn: sqlite3.Connection, since, action, pool) -> dict[str, Run
             " AND EXISTS (SELECT 1 FROM host_tasks t WHERE t.request_id = r.id AND t.pool = :pool)"
         )
         params["pool"] = pool
-    rows = conn.execute(
-        "WITH w AS (SELECT r.action AS action, (julianday((SELECT MIN(s.started) FROM "
-        "step_results s WHERE s.request_id = r.id)) - julianday(r.created)) * 86400.0 AS wait "
+    rows = db._exec(
+        "WITH f AS (SELECT r.action AS action, r.created AS created, (SELECT MIN(s.started) "
+        "FROM step_results s WHERE s.request_id = r.id) AS first_step "
         f"FROM requests r WHERE {where}{pool_clause}), "
+        f"w AS (SELECT action, {db._seconds_between('first_step', 'created')} AS wait FROM f), "
         "ranked AS (SELECT action, wait, ROW_NUMBER() OVER (PARTITION BY action ORDER BY wait) "
         "AS rn, COUNT(*) OVER (PARTITION BY action) AS n FROM w WHERE wait IS NOT NULL) "
         "SELECT action, MAX(n), MAX(CASE WHEN rn = (n + 1) / 2 THEN wait END), "
@@ -96,7 +110,7 @@ def _queue_waits(conn: sqlite3.Connection, since, action, pool) -> dict[str, Run
     }
 
 
-def _requests(conn: sqlite3.Connection, since, action, pool) -> dict[str, dict[str, int]]:
+def _requests(db: SqlBase, since, action, pool) -> dict[str, dict[str, int]]:
     where, params = _where(since, action, None, "created")
     if pool is not None:
         where += (
@@ -105,21 +119,23 @@ def _requests(conn: sqlite3.Connection, since, action, pool) -> dict[str, dict[s
         )
         params["pool"] = pool
     out: dict[str, dict[str, int]] = {}
-    for act, state, n in conn.execute(
-        f"SELECT action, state, COUNT(*) FROM requests WHERE {where} GROUP BY action, state",
+    for act, state, n in db._exec(
+        f"SELECT action, state, COUNT(*) FROM requests WHERE {where} "
+        "GROUP BY action, state ORDER BY action, state",
         params,
     ):
         out.setdefault(act, {})[state] = n
     return out
 
 
-def _outcomes(conn: sqlite3.Connection, since, action, pool) -> list[tuple[Any, ...]]:
+def _outcomes(db: SqlBase, since, action, pool) -> list[tuple[Any, ...]]:
     where, params = _where(since, action, pool, "started")
-    return conn.execute(
+    return db._exec(
         "SELECT action, state, error_class, pool, hw_model, bmc_vendor, COUNT(*) "
-        f"FROM host_tasks INDEXED BY idx_host_tasks_stats "
+        f"FROM host_tasks {db._indexed_by('idx_host_tasks_stats')} "
         f"WHERE state IN ('succeeded', 'failed') AND {where} "
-        "GROUP BY action, state, error_class, pool, hw_model, bmc_vendor",
+        "GROUP BY action, state, error_class, pool, hw_model, bmc_vendor "
+        "ORDER BY action, state, error_class NULLS FIRST",
         params,
     ).fetchall()
 
@@ -133,37 +149,40 @@ def _add(target: Any, state: str, error_class: str | None, n: int) -> None:
         target.failures_by_class[key] = target.failures_by_class.get(key, 0) + n
 
 
-def _fleet(conn: sqlite3.Connection) -> FleetNow:
-    by_status = dict(conn.execute("SELECT status, COUNT(*) FROM hosts GROUP BY status").fetchall())
+def _fleet(db: SqlBase) -> FleetNow:
+    by_status = dict(
+        db._exec("SELECT status, COUNT(*) FROM hosts GROUP BY status ORDER BY status").fetchall()
+    )
     now = datetime.now(UTC)
     workers = []
-    for wid, hostname, pid, beat in conn.execute(
+    for wid, hostname, pid, beat in db._exec(
         # Workers that stopped cleanly are gone; one silent for a day is long dead.
         "SELECT id, hostname, pid, heartbeat FROM workers WHERE heartbeat >= ? "
         "ORDER BY heartbeat DESC LIMIT 50",
         ((now - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),),
     ):
-        age = (now - datetime.fromisoformat(beat.replace("Z", "+00:00"))).total_seconds()
         workers.append(
-            WorkerState(id=wid, hostname=hostname, pid=pid, heartbeat=beat, heartbeat_age_s=age)
+            WorkerState(
+                id=wid, hostname=hostname, pid=pid, heartbeat=beat, heartbeat_age_s=age_s(beat, now)
+            )
         )
     return FleetNow(
         hosts=sum(by_status.values()),
         hosts_by_status=by_status,
-        hosts_in_flight=conn.execute("SELECT COUNT(*) FROM host_leases").fetchone()[0],
+        hosts_in_flight=db._exec("SELECT COUNT(*) FROM host_leases").fetchone()[0],
         requests_by_state=dict(
-            conn.execute("SELECT state, COUNT(*) FROM requests GROUP BY state").fetchall()
+            db._exec(
+                "SELECT state, COUNT(*) FROM requests GROUP BY state ORDER BY state"
+            ).fetchall()
         ),
         workers=workers,
     )
 
 
-def stats(
-    conn: sqlite3.Connection, since: str | None, action: str | None, pool: str | None
-) -> Stats:
-    steps = _steps(conn, since, action, pool)
-    waits = _queue_waits(conn, since, action, pool)
-    requests = _requests(conn, since, action, pool)
+def stats(db: SqlBase, since: str | None, action: str | None, pool: str | None) -> Stats:
+    steps = _steps(db, since, action, pool)
+    waits = _queue_waits(db, since, action, pool)
+    requests = _requests(db, since, action, pool)
     actions: dict[str, ActionStats] = {}
 
     def get(act: str) -> ActionStats:
@@ -172,7 +191,7 @@ def stats(
         return actions[act]
 
     dims: dict[tuple[str, str, str], Breakdown] = {}
-    for act, state, error_class, p, hw, vendor, n in _outcomes(conn, since, action, pool):
+    for act, state, error_class, p, hw, vendor, n in _outcomes(db, since, action, pool):
         a = get(act)
         _add(a, state, error_class, n)
         for dim, value in (("by_pool", p), ("by_hw_model", hw), ("by_bmc_vendor", vendor)):
@@ -198,21 +217,20 @@ def stats(
         action=action,
         pool=pool,
         actions=sorted(actions.values(), key=lambda a: a.action),
-        fleet=_fleet(conn),
+        fleet=_fleet(db),
     )
 
 
-def step_histograms(
-    conn: sqlite3.Connection, since: str | None, buckets: list[float]
-) -> list[StepHistogram]:
+def step_histograms(db: SqlBase, since: str | None, buckets: list[float]) -> list[StepHistogram]:
     """Cumulative bucket counts per (action, step), one indexed scan (no rows to Python)."""
     where, params = _where(since, None, None, "started")
-    cols = ", ".join(f"SUM(duration_s <= :b{i})" for i in range(len(buckets)))
+    cols = ", ".join(_count_if(f"duration_s <= :b{i}") for i in range(len(buckets)))
     params.update({f"b{i}": b for i, b in enumerate(buckets)})
-    rows = conn.execute(
-        f"SELECT action, step, COUNT(duration_s), TOTAL(duration_s){', ' + cols if cols else ''} "
-        f"FROM step_results INDEXED BY idx_step_results_stats "
-        f"WHERE duration_s IS NOT NULL AND {where} GROUP BY action, step",
+    rows = db._exec(
+        f"SELECT action, step, COUNT(duration_s), {db._total('duration_s')}"
+        f"{', ' + cols if cols else ''} "
+        f"FROM step_results {db._indexed_by('idx_step_results_stats')} "
+        f"WHERE duration_s IS NOT NULL AND {where} GROUP BY action, step ORDER BY action, step",
         params,
     ).fetchall()
     return [
@@ -229,16 +247,16 @@ def step_histograms(
 
 
 def outcome_series(
-    conn: sqlite3.Connection, since: str | None, bucket_s: int, action: str | None
+    db: SqlBase, since: str | None, bucket_s: int, action: str | None
 ) -> list[OutcomePoint]:
     """Hosts' task outcomes per action per time bucket (by when the task started)."""
     where, params = _where(since, action, None, "started")
     params["w"] = bucket_s
-    rows = conn.execute(
-        "SELECT action, CAST(unixepoch(started) / :w AS INTEGER) * :w AS b, "
-        "SUM(state = 'succeeded'), SUM(state = 'failed') "
-        f"FROM host_tasks INDEXED BY idx_host_tasks_stats "
-        f"WHERE state IN ('succeeded', 'failed') AND {where} GROUP BY action, b ORDER BY b",
+    ok, bad = _count_if("state = 'succeeded'"), _count_if("state = 'failed'")
+    rows = db._exec(
+        f"SELECT action, CAST({db._epoch_s('started')} / :w AS BIGINT) * :w AS b, {ok}, {bad} "
+        f"FROM host_tasks {db._indexed_by('idx_host_tasks_stats')} "
+        f"WHERE state IN ('succeeded', 'failed') AND {where} GROUP BY action, b ORDER BY b, action",
         params,
     ).fetchall()
     return [

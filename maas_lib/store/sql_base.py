@@ -1,0 +1,215 @@
+"""The plumbing every SQL backend shares, and the hooks where the dialects differ.
+
+The store's logic lives once, in `SqlCatalog` and `SqlStore`, written in SQL that SQLite
+and PostgreSQL both accept: `?` (or `:name`) placeholders, `INSERT … ON CONFLICT`,
+`UPDATE … FROM`, `RETURNING`. A backend supplies only what cannot be portable: how to
+run a statement, a transaction, a list parameter (`json_each(?)` or `= ANY(?)`), the
+column that keeps `request_hosts` in insertion order, row locks, and a few expressions
+the telemetry SQL needs. SQLite needs no row locks (one writer at a time), so the lock
+hooks do nothing there.
+
+Every public method of a subclass runs under the store's lock (one connection shared by
+many threads) and through `_run`, where a backend may retry a transaction that lost a
+deadlock or a serialization race.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import json
+import threading
+from abc import abstractmethod
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
+from typing import Any, ClassVar, Protocol
+
+from maas_lib.errors import StoreError
+from maas_lib.store.base import Store
+from maas_lib.timeutil import utc_now
+
+Params = Sequence[Any] | Mapping[str, Any]
+
+
+class Cursor(Protocol):
+    """What `_exec` returns: the DB-API cursor subset both drivers share."""
+
+    rowcount: int
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+    def __iter__(self) -> Iterator[Any]: ...
+
+
+def _serialized(fn: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    def locked(self: SqlBase, *args: Any, **kwargs: Any) -> Any:
+        return self._call(fn, args, kwargs)
+
+    locked.__serialized__ = True  # type: ignore[attr-defined]
+    return locked
+
+
+class SqlBase(Store):
+    """Connection plumbing, migrations and events; the dialect hooks are abstract."""
+
+    #: The `request_hosts` column that orders a request's hosts as they were submitted.
+    ROW_ORDER: ClassVar[str]
+    #: (version, migration) in order; what a migration is is the backend's business.
+    MIGRATIONS: ClassVar[Sequence[tuple[int, Any]]]
+    LATEST_VERSION: ClassVar[int]
+
+    #: How error messages name the database (a path, or a URL without its password).
+    _label: str
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Serialize every public method a subclass defines: one connection, many threads."""
+        super().__init_subclass__(**kwargs)
+        for name, fn in list(vars(cls).items()):
+            if name.startswith("_") or not inspect.isfunction(fn):
+                continue
+            if not getattr(fn, "__serialized__", False):
+                setattr(cls, name, _serialized(fn))
+
+    def _init_lock(self) -> None:
+        self._lock = threading.RLock()
+        self._depth = 0
+
+    def _call(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        with self._lock:
+            if self._depth:  # a public method calling another: already inside `_run`
+                return fn(self, *args, **kwargs)
+            self._depth += 1
+            try:
+                return self._run(fn, args, kwargs)
+            finally:
+                self._depth -= 1
+
+    def _run(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """Run one public method (holding the lock); a backend may retry it here."""
+        return fn(self, *args, **kwargs)
+
+    # -- dialect hooks: statements and transactions ---------------------------------------
+
+    @abstractmethod
+    def _exec(self, sql: str, params: Params = ()) -> Cursor:
+        """Run one statement (`?` or `:name` placeholders); rows come back as tuples."""
+
+    @abstractmethod
+    def _many(self, sql: str, rows: Sequence[Params]) -> None:
+        """Run one statement once per parameter row."""
+
+    @abstractmethod
+    def _rows(self, sql: str, params: Params = ()) -> list[dict[str, Any]]:
+        """Run a query; rows come back as dicts keyed by column name."""
+
+    @abstractmethod
+    def _write(self) -> AbstractContextManager[None]:
+        """One short write transaction: committed on exit, rolled back on an exception."""
+
+    # -- dialect hooks: list parameters ---------------------------------------------------
+
+    @abstractmethod
+    def _list(self, values: Sequence[Any]) -> Any:
+        """`values` as the one parameter that `_in` and `_each` take."""
+
+    @abstractmethod
+    def _in(self, column: str, param: str = "?") -> str:
+        """A condition: `column` is one of the list parameter `param`."""
+
+    @abstractmethod
+    def _each(self, param: str, alias: str) -> str:
+        """A FROM item named `alias` with one row (column `value`) per text in `param`."""
+
+    @abstractmethod
+    def _pairs(
+        self, pairs: Mapping[str, int], alias: str
+    ) -> AbstractContextManager[tuple[str, list[Any]]]:
+        """A FROM item named `alias` with columns (host, holder) holding `pairs`; yields
+        (the FROM item's SQL, its positional parameters)."""
+
+    # -- dialect hooks: locks (SQLite holds the whole database's write lock instead) ------
+
+    def _for(self, clause: str) -> str:
+        """A row-locking clause (`FOR SHARE`, …) to append to a SELECT, if the dialect has
+        row locks."""
+        return ""
+
+    def _lock_pools(self, pools: Sequence[str]) -> None:
+        """Inside a write: serialize with every other writer counting leases in `pools`."""
+
+    def _lock_intake(self) -> None:
+        """Inside a write: serialize request creation (so ids are given in commit order)
+        and host imports."""
+
+    # -- dialect hooks: telemetry expressions ---------------------------------------------
+
+    @abstractmethod
+    def _indexed_by(self, index: str) -> str:
+        """An index hint after a table name, or ''."""
+
+    @abstractmethod
+    def _epoch_s(self, ts: str) -> str:
+        """Whole Unix seconds of the ISO timestamp expression `ts` (SQLite's unixepoch)."""
+
+    @abstractmethod
+    def _seconds_between(self, later: str, earlier: str) -> str:
+        """Seconds from `earlier` to `later` (both ISO timestamps), as a float."""
+
+    @abstractmethod
+    def _total(self, expr: str) -> str:
+        """The float sum of `expr` over a group (SQLite's TOTAL, summed in order)."""
+
+    # -- migrations -----------------------------------------------------------------------
+
+    @abstractmethod
+    def _prepare_migrations(self) -> None:
+        """Inside the migration's write: make sure `schema_migrations` exists."""
+
+    @abstractmethod
+    def _apply(self, migration: Any) -> None:
+        """Inside the migration's write: apply one of `MIGRATIONS`."""
+
+    def _migrate(self) -> None:
+        with self._write():
+            self._prepare_migrations()
+            current = self._version()
+            self._refuse_newer(current)
+            for version, migration in self.MIGRATIONS:
+                if version > current:
+                    self._apply(migration)
+                    self._exec(
+                        "INSERT INTO schema_migrations (version, applied) VALUES (?, ?)",
+                        (version, utc_now()),
+                    )
+
+    def _refuse_newer(self, current: int) -> None:
+        if current > self.LATEST_VERSION:
+            raise StoreError(
+                f"database {self._label} has schema version {current}, newer than this "
+                f"maas-lib understands ({self.LATEST_VERSION}); upgrade maas-lib"
+            )
+
+    def _version(self) -> int:
+        row = self._exec("SELECT MAX(version) FROM schema_migrations").fetchone()
+        return row[0] or 0
+
+    # -- events (written inside the caller's transaction) ---------------------------------
+
+    def _event(
+        self,
+        kind: str,
+        message: str,
+        *,
+        request_id: int | None = None,
+        host: str | None = None,
+        actor: str | None = None,
+        data: dict[str, Any] | None = None,
+    ) -> None:
+        self._exec(
+            "INSERT INTO events (ts, kind, request_id, host, actor, message, data) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (utc_now(), kind, request_id, host, actor, message, json.dumps(data) if data else None),
+        )

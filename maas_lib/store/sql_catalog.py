@@ -1,0 +1,416 @@
+"""Hosts, pools, requests as submitted, the install-completion path and events, in
+portable SQL (see `sql_base` for the hooks it relies on)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from maas_lib.errors import InputError, NotFound
+from maas_lib.models import (
+    TERMINAL_REQUEST_STATES,
+    BatchPolicy,
+    HostRecord,
+    HostSpec,
+    HostStatus,
+    HostTaskState,
+    InstallReport,
+    PoolSpec,
+    RequestHost,
+    RequestOptions,
+    RequestState,
+    RequestStatus,
+    RequestSummary,
+)
+from maas_lib.patterns import glob_matches, literal_prefix
+from maas_lib.store.base import Event, NewRequest, PatternMatch
+from maas_lib.store.sql_base import SqlBase
+from maas_lib.timeutil import utc_now
+
+_HOST_COLUMNS = [name for name in HostSpec.model_fields if name != "name"]
+# Re-imports update every declared field but never `status` (a host's standing) or `created`.
+_UPSERT_HOST_SQL = (
+    f"INSERT INTO hosts (name, {', '.join(_HOST_COLUMNS)}, created, updated) "
+    f"VALUES (:name, {', '.join(':' + c for c in _HOST_COLUMNS)}, :now, :now) "
+    "ON CONFLICT (name) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in _HOST_COLUMNS)
+    + ", updated = excluded.updated"
+)
+_UPSERT_POOL_SQL = (
+    "INSERT INTO pools (name, max_unavailable, updated) VALUES (?, ?, ?) "
+    "ON CONFLICT (name) DO UPDATE SET max_unavailable = excluded.max_unavailable, "
+    "updated = excluded.updated"
+)
+
+
+def _prefix_upper_bound(prefix: str) -> str:
+    # Every string that starts with `prefix` sorts below prefix + U+10FFFF.
+    return prefix + "\U0010ffff"
+
+
+class SqlCatalog(SqlBase):
+    # -- hosts ----------------------------------------------------------------------------
+
+    def upsert_hosts(
+        self, hosts: Sequence[HostSpec], pools: Sequence[PoolSpec], *, actor: str
+    ) -> tuple[int, int]:
+        now = utc_now()
+        names = [h.name for h in hosts]
+        with self._write():
+            self._lock_intake()  # two imports at once still count added/updated exactly
+            existing = {
+                r[0]
+                for r in self._exec(
+                    f"SELECT name FROM hosts WHERE {self._in('name')}", (self._list(names),)
+                )
+            }
+            new = [h for h in hosts if h.name not in existing]
+            old = [h for h in hosts if h.name in existing]
+            self._many(
+                _UPSERT_HOST_SQL,
+                [
+                    {**h.model_dump(mode="json"), "vars": json.dumps(h.vars), "now": now}
+                    for h in hosts
+                ],
+            )
+            self._many(
+                _UPSERT_POOL_SQL,
+                [
+                    (p.name, None if p.max_unavailable is None else str(p.max_unavailable), now)
+                    for p in pools
+                ],
+            )
+            self._event(
+                "hosts_imported",
+                f"{len(new)} hosts added, {len(old)} updated",
+                actor=actor,
+                data={
+                    "added": len(new),
+                    "updated": len(old),
+                    "pools": sorted({h.pool for h in hosts}),
+                },
+            )
+        return len(new), len(old)
+
+    def list_hosts(self, pool: str | None = None) -> list[HostRecord]:
+        if pool is None:
+            rows = self._rows("SELECT * FROM hosts ORDER BY name")
+        else:
+            rows = self._rows("SELECT * FROM hosts WHERE pool = ? ORDER BY name", (pool,))
+        return [HostRecord.model_validate(r) for r in rows]
+
+    def get_host(self, name: str) -> HostRecord:
+        rows = self._rows("SELECT * FROM hosts WHERE name = ?", (name,))
+        if not rows:
+            raise NotFound(f"unknown host {name}")
+        return HostRecord.model_validate(rows[0])
+
+    def get_hosts(self, names: Sequence[str]) -> list[HostRecord]:
+        rows = {
+            r["name"]: r
+            for r in self._rows(
+                f"SELECT * FROM hosts WHERE {self._in('name')}", (self._list(names),)
+            )
+        }
+        return [HostRecord.model_validate(rows[n]) for n in names if n in rows]
+
+    def set_host_status(
+        self, name: str, status: HostStatus, reason: str | None, *, actor: str
+    ) -> HostStatus:
+        with self._write():
+            row = self._exec(
+                "SELECT status FROM hosts WHERE name = ?" + self._for("FOR NO KEY UPDATE"), (name,)
+            ).fetchone()
+            if row is None:
+                raise NotFound(f"unknown host {name}")
+            self._exec(
+                "UPDATE hosts SET status = ?, status_reason = ?, updated = ? WHERE name = ?",
+                (str(status), reason, utc_now(), name),
+            )
+            self._event(
+                "host_status",
+                f"{row[0]} -> {status}" + (f": {reason}" if reason else ""),
+                host=name,
+                actor=actor,
+            )
+        return HostStatus(row[0])
+
+    def list_pools(self) -> list[PoolSpec]:
+        return [
+            PoolSpec(name=r["name"], max_unavailable=r["max_unavailable"])
+            for r in self._rows(
+                "SELECT p.name, pl.max_unavailable FROM "
+                "(SELECT DISTINCT pool AS name FROM hosts) p "
+                "LEFT JOIN pools pl ON pl.name = p.name ORDER BY p.name"
+            )
+        ]
+
+    def match_hosts(self, names: Sequence[str], globs: Sequence[str]) -> PatternMatch:
+        status: dict[str, HostStatus] = {}
+        if names:
+            for name, st in self._exec(
+                f"SELECT name, status FROM hosts WHERE {self._in('name')}", (self._list(names),)
+            ):
+                status[name] = HostStatus(st)
+        hits: dict[str, list[str]] = {}
+        for pattern in globs:
+            prefix = literal_prefix(pattern)
+            if prefix:
+                rows = self._exec(
+                    "SELECT name, status FROM hosts WHERE name >= ? AND name < ? ORDER BY name",
+                    (prefix, _prefix_upper_bound(prefix)),
+                ).fetchall()
+            else:
+                rows = self._exec("SELECT name, status FROM hosts ORDER BY name").fetchall()
+            candidates = dict(rows)
+            hits[pattern] = glob_matches(pattern, candidates)
+            status.update((n, HostStatus(candidates[n])) for n in hits[pattern])
+        return PatternMatch(status=status, glob_hits=hits)
+
+    # -- requests -------------------------------------------------------------------------
+
+    def create_request(self, request: NewRequest) -> int:
+        now = utc_now()
+        with self._write():
+            self._lock_intake()
+            (request_id,) = self._exec(
+                "INSERT INTO requests (action, state, policy, options, patterns, image, "
+                "submitted_by, os_user, host_count, created, updated) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?) RETURNING id",
+                (
+                    str(request.action),
+                    str(RequestState.ACCEPTED),
+                    request.policy.model_dump_json(),
+                    request.options.model_dump_json(exclude_defaults=True),
+                    json.dumps(request.patterns),
+                    request.image,
+                    request.submitted_by,
+                    request.os_user,
+                    len(request.hosts),
+                    now,
+                    now,
+                ),
+            ).fetchall()[0]
+            self._many(
+                "INSERT INTO request_hosts (request_id, host) VALUES (?, ?)",
+                [(request_id, h) for h in request.hosts],
+            )
+            self._event(
+                "request_accepted",
+                f"{request.action} of {len(request.hosts)} hosts accepted",
+                request_id=request_id,
+                actor=request.submitted_by,
+            )
+        return request_id
+
+    def _request_row(self, request_id: int) -> dict[str, Any]:
+        rows = self._rows("SELECT * FROM requests WHERE id = ?", (request_id,))
+        if not rows:
+            raise NotFound(f"unknown request id {request_id}")
+        return rows[0]
+
+    def _counts(self, ids: Sequence[int]) -> dict[int, dict[str, int]]:
+        counts: dict[int, dict[str, int]] = {i: {} for i in ids}
+        for rid, state, n in self._exec(
+            "SELECT request_id, state, COUNT(*) FROM request_hosts "
+            f"WHERE {self._in('request_id')} GROUP BY request_id, state ORDER BY request_id, state",
+            (self._list(ids),),
+        ):
+            counts[rid][state] = n
+        return counts
+
+    @staticmethod
+    def _summary_fields(row: dict[str, Any], counts: dict[str, int]) -> dict[str, Any]:
+        return {
+            "id": row["id"],
+            "action": row["action"],
+            "state": row["state"],
+            "submitted_by": row["submitted_by"],
+            "created": row["created"],
+            "updated": row["updated"],
+            "image": row["image"],
+            "host_count": row["host_count"],
+            "cancel_requested": bool(row["cancel_requested"]),
+            "counts": counts,
+        }
+
+    def get_request(self, request_id: int) -> RequestStatus:
+        row = self._request_row(request_id)
+        hosts = [
+            RequestHost.model_validate(r)
+            for r in self._rows(
+                "SELECT host, state, reason, error_class, batch, holder_request AS holder "
+                f"FROM request_hosts WHERE request_id = ? ORDER BY {self.ROW_ORDER}",
+                (request_id,),
+            )
+        ]
+        counts: dict[str, int] = {}
+        for h in hosts:
+            counts[h.state] = counts.get(h.state, 0) + 1
+        return RequestStatus(
+            **self._summary_fields(row, counts),
+            os_user=row["os_user"],
+            policy=BatchPolicy.model_validate_json(row["policy"]),
+            options=RequestOptions.model_validate_json(row["options"] or "{}"),
+            patterns=json.loads(row["patterns"]),
+            reason=row["reason"],
+            started=row["started"],
+            finished=row["finished"],
+            claimed_by=row["claimed_by"],
+            hosts=hosts,
+        )
+
+    def list_requests(
+        self, states: Sequence[RequestState] | None = None, limit: int | None = None
+    ) -> list[RequestSummary]:
+        sql = "SELECT * FROM requests"
+        params: list[Any] = []
+        if states:
+            sql += f" WHERE {self._in('state')}"
+            params.append(self._list([str(s) for s in states]))
+        sql += " ORDER BY id DESC"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        rows = self._rows(sql, params)
+        counts = self._counts([r["id"] for r in rows])
+        return [RequestSummary(**self._summary_fields(r, counts[r["id"]])) for r in rows]
+
+    def cancel_request(self, request_id: int, *, actor: str) -> RequestState:
+        now = utc_now()
+        with self._write():
+            row = self._exec(
+                f"SELECT state FROM requests WHERE id = ?{self._for('FOR NO KEY UPDATE')}",
+                (request_id,),
+            ).fetchone()
+            if row is None:
+                raise NotFound(f"unknown request id {request_id}")
+            state = RequestState(row[0])
+            if state in TERMINAL_REQUEST_STATES:
+                raise InputError(f"request {request_id} has already ended ({state})")
+            if state is RequestState.ACCEPTED:
+                self._exec(
+                    "UPDATE requests SET state = ?, cancel_requested = 1, cancelled_by = ?, "
+                    "updated = ?, finished = ?, reason = ? WHERE id = ?",
+                    (
+                        str(RequestState.CANCELLED),
+                        actor,
+                        now,
+                        now,
+                        f"cancelled by {actor} before it started",
+                        request_id,
+                    ),
+                )
+                self._exec(
+                    "UPDATE request_hosts SET state = ?, reason = ?, finished = ? "
+                    "WHERE request_id = ? AND state = ?",
+                    (
+                        str(HostTaskState.CANCELLED),
+                        f"request cancelled by {actor}",
+                        now,
+                        request_id,
+                        str(HostTaskState.PENDING),
+                    ),
+                )
+                new_state = RequestState.CANCELLED
+            else:
+                self._exec(
+                    "UPDATE requests SET cancel_requested = 1, cancelled_by = ?, updated = ? "
+                    "WHERE id = ?",
+                    (actor, now, request_id),
+                )
+                new_state = state
+            self._event(
+                "request_cancelled" if new_state is RequestState.CANCELLED else "cancel_requested",
+                f"cancel by {actor} while {state}",
+                request_id=request_id,
+                actor=actor,
+            )
+        return new_state
+
+    # -- install-completion path ----------------------------------------------------------
+
+    def set_install_target(self, host: str, image: str, request_id: int | None) -> None:
+        with self._write():
+            self._exec(
+                "INSERT INTO install_targets (host, image, request_id, set_at) VALUES (?,?,?,?) "
+                "ON CONFLICT (host) DO UPDATE SET image = excluded.image, "
+                "request_id = excluded.request_id, set_at = excluded.set_at",
+                (host, image, request_id, utc_now()),
+            )
+
+    def install_target(self, host: str) -> tuple[str, int | None] | None:
+        row = self._exec(
+            "SELECT image, request_id FROM install_targets WHERE host = ?", (host,)
+        ).fetchone()
+        return None if row is None else (row[0], row[1])
+
+    def add_install_report(self, host: str, image: str, reason: str | None) -> InstallReport:
+        now = utc_now()
+        with self._write():
+            target = self._exec(
+                "SELECT image, request_id FROM install_targets WHERE host = ?"
+                + self._for("FOR UPDATE"),
+                (host,),
+            ).fetchone()
+            expected, request_id = target if target else (None, None)
+            outcome = "failed" if reason is not None else "succeeded"
+            (report_id,) = self._exec(
+                "INSERT INTO install_reports (host, image, outcome, reason, request_id, "
+                "expected_image, reported) VALUES (?,?,?,?,?,?,?) RETURNING id",
+                (host, image, outcome, reason, request_id, expected, now),
+            ).fetchall()[0]
+            self._exec("DELETE FROM install_targets WHERE host = ?", (host,))
+            self._event(
+                "install_reported",
+                f"install of {image} {outcome}" + (f": {reason}" if reason else ""),
+                request_id=request_id,
+                host=host,
+            )
+        return InstallReport(
+            id=report_id,
+            host=host,
+            image=image,
+            outcome=outcome,
+            reason=reason,
+            request_id=request_id,
+            expected_image=expected,
+            reported=now,
+        )
+
+    def last_install_report_id(self) -> int:
+        return self._exec("SELECT COALESCE(MAX(id), 0) FROM install_reports").fetchone()[0]
+
+    def install_reports(self, host: str | None = None, after_id: int = 0) -> list[InstallReport]:
+        sql = "SELECT * FROM install_reports WHERE id > ?"
+        params: list[Any] = [after_id]
+        if host is not None:
+            sql += " AND host = ?"
+            params.append(host)
+        return [InstallReport.model_validate(r) for r in self._rows(sql + " ORDER BY id", params)]
+
+    # -- events ---------------------------------------------------------------------------
+
+    def record_event(
+        self,
+        kind: str,
+        message: str,
+        *,
+        request_id: int | None = None,
+        host: str | None = None,
+        actor: str | None = None,
+        data: dict[str, Any] | None = None,
+    ) -> None:
+        with self._write():
+            self._event(kind, message, request_id=request_id, host=host, actor=actor, data=data)
+
+    def events(self, request_id: int | None = None, limit: int = 100) -> list[Event]:
+        if request_id is None:
+            rows = self._rows("SELECT * FROM events ORDER BY id DESC LIMIT ?", (limit,))
+        else:
+            rows = self._rows(
+                "SELECT * FROM events WHERE request_id = ? ORDER BY id DESC LIMIT ?",
+                (request_id, limit),
+            )
+        return [Event(**{**r, "data": json.loads(r["data"]) if r["data"] else {}}) for r in rows]
