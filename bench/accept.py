@@ -11,6 +11,22 @@ Prints one JSON line. Figures:
   process (start-up included), median of --cli-runs (target < 0.6 s);
 - import_s: `maasctl hosts import` of the 20,000-host YAML inventory (ansible-core parsing);
 - linkedin_mvp_hosts_per_day: 72,000, for comparison with accepted_hosts_per_s * 86,400.
+
+The same figures on PostgreSQL (--pg URL, default $MAAS_BENCH_PG or the local `test`
+database; --no-pg skips them), measured after the SQLite ones in the same run, each part
+in a fresh schema of that database dropped afterwards:
+- accepted_hosts_per_s_pg, accepted_submissions_per_s_pg: Fleet.submit as above;
+- raw_insert_hosts_per_s_pg: the peer, a raw psycopg `executemany` of the same
+  request_hosts rows into the same schema (the store's own tables), one transaction per
+  100-row submission — the same kind of peer as raw_insert_hosts_per_s (and what the
+  store itself runs per submission);
+- ratio_pg: accepted_hosts_per_s_pg / raw_insert_hosts_per_s_pg (target >= 0.5);
+- raw_copy_hosts_per_s_pg, ratio_copy_pg: the same rows by `COPY ... FROM STDIN`, one
+  transaction per submission, for reference (PostgreSQL's fastest bulk path);
+- cli_submit_1000_median_s_pg, cli_submit_max_s_pg, import_s_pg: the CLI figures with
+  MAAS_DB set to the PostgreSQL URL.
+`pg` is the database URL used (password hidden), or "skipped: <reason>" when it cannot
+be reached.
 """
 
 from __future__ import annotations
@@ -27,9 +43,12 @@ import tempfile
 import time
 from pathlib import Path
 
+import pgutil
+
 import maas_lib
 from maas_lib.models import HostSpec, PoolSpec
 from maas_lib.store import open_store
+from maas_lib.store.pg_url import parse_pg_url
 
 
 def fleet_hosts(n: int) -> list[HostSpec]:
@@ -56,6 +75,103 @@ def write_inventory(path: Path, hosts: list[HostSpec]) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
+def cli_submit_times(env: dict[str, str], names: list[str], runs: int) -> list[float]:
+    """Wall times of `maasctl submit reboot <names>` as a new process, `runs` times."""
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        subprocess.run(
+            [sys.executable, "-m", "maas_lib", "submit", "reboot", *names, "--json"],
+            check=True,
+            env=env,
+            stdout=subprocess.DEVNULL,
+        )
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def pg_figures(
+    url: str,
+    args: argparse.Namespace,
+    hosts: list[HostSpec],
+    batches: list[list[str]],
+    inv: Path,
+    cli_names: list[str],
+) -> dict[str, object]:
+    """The figures of main() on PostgreSQL: the fleet and the raw peer in schemas of their
+    own, with the same hosts, submissions and CLI hosts."""
+    rows = args.submissions * args.hosts_per_submission
+    with (
+        pgutil.fresh_schema(url, "accept") as fleet_url,
+        pgutil.fresh_schema(url, "accept_raw") as raw_url,
+    ):
+        env = {**os.environ, "MAAS_DB": fleet_url}
+        t0 = time.perf_counter()
+        subprocess.run(
+            [sys.executable, "-m", "maas_lib", "hosts", "import", str(inv)],
+            check=True,
+            env=env,
+            stdout=subprocess.DEVNULL,
+        )
+        import_s = time.perf_counter() - t0
+
+        # Raw peers: same schema and fleet, request rows made beforehand (untimed); ids
+        # 1..N for executemany, N+1..2N for COPY.
+        store = open_store(raw_url)
+        store.upsert_hosts(
+            hosts, [PoolSpec(name=p) for p in {h.pool for h in hosts}], actor="bench"
+        )
+        store.close()
+        with pgutil.schema_connection(raw_url) as conn:
+            with conn.transaction(), conn.cursor() as cur:
+                cur.executemany(
+                    "INSERT INTO requests (id, action, state, policy, patterns, submitted_by, "
+                    "os_user, host_count, created, updated) VALUES (%s, 'reboot', 'accepted', "
+                    "'{}', '[]', 'b', 'b', 100, 'now', 'now')",
+                    [(i + 1,) for i in range(2 * args.submissions)],
+                )
+            t0 = time.perf_counter()
+            for i, batch in enumerate(batches, start=1):
+                with conn.transaction(), conn.cursor() as cur:
+                    cur.executemany(
+                        "INSERT INTO request_hosts (request_id, host) VALUES (%s, %s)",
+                        [(i, h) for h in batch],
+                    )
+            raw_s = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            for i, batch in enumerate(batches, start=args.submissions + 1):
+                with (
+                    conn.transaction(),
+                    conn.cursor() as cur,
+                    cur.copy("COPY request_hosts (request_id, host) FROM STDIN") as copy,
+                ):
+                    for h in batch:
+                        copy.write_row((i, h))
+            copy_s = time.perf_counter() - t0
+
+        with maas_lib.open_fleet(fleet_url) as fleet:
+            t0 = time.perf_counter()
+            for batch in batches:
+                fleet.submit("reboot", batch, batch_size="10%")
+            accept_s = time.perf_counter() - t0
+            assert len(fleet.requests(limit=args.submissions)) == args.submissions
+
+        cli_times = cli_submit_times(env, cli_names, args.cli_runs)
+
+    accepted, raw, copied = rows / accept_s, rows / raw_s, rows / copy_s
+    return {
+        "accepted_hosts_per_s_pg": round(accepted),
+        "accepted_submissions_per_s_pg": round(args.submissions / accept_s, 1),
+        "raw_insert_hosts_per_s_pg": round(raw),
+        "ratio_pg": round(accepted / raw, 3),
+        "raw_copy_hosts_per_s_pg": round(copied),
+        "ratio_copy_pg": round(accepted / copied, 3),
+        "cli_submit_1000_median_s_pg": round(statistics.median(cli_times), 3),
+        "cli_submit_max_s_pg": round(max(cli_times), 3),
+        "import_s_pg": round(import_s, 2),
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--fleet", type=int, default=20_000)
@@ -63,6 +179,7 @@ def main() -> None:
     ap.add_argument("--hosts-per-submission", type=int, default=100)
     ap.add_argument("--cli-hosts", type=int, default=1_000)
     ap.add_argument("--cli-runs", type=int, default=11)
+    pgutil.add_pg_arguments(ap)
     args = ap.parse_args()
 
     rng = random.Random(42)
@@ -121,16 +238,16 @@ def main() -> None:
             assert len(fleet.requests(limit=args.submissions)) == args.submissions
 
         cli_names = rng.sample(names, args.cli_hosts)
-        cli_times = []
-        for _ in range(args.cli_runs):
-            t0 = time.perf_counter()
-            subprocess.run(
-                [*maasctl, "submit", "reboot", *cli_names, "--json"],
-                check=True,
-                env=env,
-                stdout=subprocess.DEVNULL,
-            )
-            cli_times.append(time.perf_counter() - t0)
+        cli_times = cli_submit_times(env, cli_names, args.cli_runs)
+
+        pg: dict[str, object] = {}
+        if args.no_pg:
+            pg["pg"] = "skipped: --no-pg"
+        elif reason := pgutil.unreachable(args.pg):
+            pg["pg"] = f"skipped: {reason}"
+        else:
+            pg["pg"] = parse_pg_url(args.pg).url
+            pg.update(pg_figures(args.pg, args, hosts, batches, inv, cli_names))
 
     accepted = rows / accept_s
     raw = rows / raw_s
@@ -153,6 +270,7 @@ def main() -> None:
                 "import_s": round(import_s, 2),
                 "accepted_hosts_per_day": round(accepted * 86_400),
                 "linkedin_mvp_hosts_per_day": 72_000,
+                **pg,
             }
         )
     )

@@ -39,7 +39,7 @@ pass_ctx = click.make_pass_decorator(_Ctx)
 @click.option(
     "--db",
     metavar="DB",
-    help="Job-queue database: a path or sqlite:///path "
+    help="Job-queue database: a path, sqlite:///path, or postgresql://user@host/db[?schema=S] "
     "[default: $MAAS_DB, else ~/.local/share/maas-lib/maas.db]",
 )
 @click.option("-v", "--verbose", count=True, help="Log more (-v info, -vv debug).")
@@ -374,6 +374,44 @@ def list_requests(c: _Ctx, state: tuple[str, ...], limit: int | None, as_json: b
     )
 
 
+@cli.command("workers")
+@click.option(
+    "--claim-ttl",
+    type=float,
+    metavar="SECONDS",
+    help="A worker whose heartbeat is older than this is shown as dead "
+    "[default: the scheduler's claim TTL, 30].",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
+@pass_ctx
+def list_workers(c: _Ctx, claim_ttl: float | None, as_json: bool) -> None:
+    """List scheduler workers: heartbeat age, alive or dead, and what each holds.
+
+    A dead worker's requests are resumed by another worker once its claims expire."""
+    from maas_lib.output import emit_json, emit_table
+
+    rows = c.fleet().workers(claim_ttl)
+    if as_json:
+        emit_json(rows)
+        return
+    emit_table(
+        None,
+        ["worker", "host", "pid", "heartbeat age", "state", "requests", "hosts leased"],
+        [
+            [
+                w.id,
+                w.hostname,
+                w.pid,
+                f"{w.heartbeat_age_s:.1f}s",
+                "alive" if w.alive else "dead",
+                ", ".join(map(str, w.requests)) or "-",
+                w.hosts_leased,
+            ]
+            for w in rows
+        ],
+    )
+
+
 @cli.command()
 @click.argument("request_id", type=int, metavar="ID")
 @click.option("--as", "as_", metavar="NAME", help="Who cancels (recorded).")
@@ -647,6 +685,28 @@ _BMC, _RUN = _scheduler_defaults()
 @click.option(
     "--poll", type=float, default=_RUN["poll"], show_default=True, help="Seconds between polls."
 )
+@click.option(
+    "--executor",
+    type=click.Choice(["native", "ansible"]),
+    default=_RUN["executor"],
+    show_default=True,
+    help="native: each host's steps in-process; ansible: each batch as the action's "
+    "playbook through ansible-runner (--limit to the batch).",
+)
+@click.option(
+    "--forks",
+    type=int,
+    default=_RUN["forks"],
+    show_default=True,
+    help="Ansible forks per batch (--executor ansible).",
+)
+@click.option(
+    "--action-playbooks",
+    type=click.Path(file_okay=False),
+    metavar="DIR",
+    help="Use DIR/<action>.yml instead of the collection's maas_lib.fleet.<action> "
+    "(--executor ansible).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print what was done as JSON at the end.")
 @pass_ctx
 def run_scheduler(
@@ -662,6 +722,9 @@ def run_scheduler(
     max_requests: int,
     image_url: str | None,
     poll: float,
+    executor: str,
+    forks: int,
+    action_playbooks: str | None,
     as_json: bool,
 ) -> None:
     """Run the scheduler: claim accepted requests and carry them out, batch by batch.
@@ -682,6 +745,9 @@ def run_scheduler(
         max_requests=max_requests,
         image_url=image_url,
         poll=poll,
+        executor=executor,
+        forks=forks,
+        action_playbooks=action_playbooks,
     )
 
     def on_signal(signum: int, _frame: Any) -> None:

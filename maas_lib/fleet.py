@@ -14,7 +14,8 @@ from pydantic import ValidationError
 if TYPE_CHECKING:
     from maas_lib.bmc import BmcResult, BmcSettings
     from maas_lib.scheduler import RunReport, SchedulerSettings, Worker
-    from maas_lib.telemetry.models import Stats
+    from maas_lib.scheduler.single_step import SingleStepResult
+    from maas_lib.telemetry.models import Stats, WorkerInfo
     from maas_lib.telemetry.progress import RequestView
 
 from maas_lib.errors import InputError, NotFound
@@ -484,6 +485,48 @@ class Fleet:
     ) -> RunReport:
         """Run the scheduler in this process; by default until no request is in flight."""
         return self.worker(settings, **fields).run(until_idle=until_idle)
+
+    def workers(self, ttl: float | None = None) -> list[WorkerInfo]:
+        """Scheduler workers (`maasctl workers`): heartbeat age, `alive` if that is within
+        `ttl` (default: the claim TTL), the running requests each holds, hosts leased."""
+        if ttl is None:
+            from maas_lib.scheduler import SchedulerSettings
+
+            ttl = SchedulerSettings.model_fields["claim_ttl"].default
+        if not ttl > 0:
+            raise InputError(f"--claim-ttl must be positive (got {ttl})")
+        return self.store.list_workers(ttl)
+
+    def run_step(
+        self,
+        request_id: int,
+        host: str,
+        step: str,
+        *,
+        nth: int = 1,
+        settings: SchedulerSettings | dict[str, Any] | None = None,
+        install_mark: int | None = None,
+        done: dict[str, list[str]] | None = None,
+        notes: dict[str, Any] | None = None,
+        worker: str | None = None,
+    ) -> SingleStepResult:
+        """Run one step of a running request's action for one of its hosts, recording
+        nothing (the Ansible executor's `maas_lib.fleet.step` tasks; see
+        `maas_lib.scheduler.single_step`)."""
+        from maas_lib.scheduler.single_step import run_single_step
+
+        return run_single_step(
+            self.store,
+            host,
+            request_id,
+            step,
+            nth=nth,
+            settings=parse_scheduler_settings(settings),
+            install_mark=install_mark,
+            done=done,
+            notes=notes,
+            worker=worker,
+        )
 
     def requests(
         self,

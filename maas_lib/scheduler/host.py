@@ -15,7 +15,8 @@ from maas_lib.bmc.control import run_with_deadline
 from maas_lib.errors import BmcError, CredentialError
 from maas_lib.models import Action, HostStatus, HostTaskState
 from maas_lib.scheduler.installs import Interrupted
-from maas_lib.scheduler.steps import HostContext, StepError, StepInterrupted, steps_for
+from maas_lib.scheduler.steps import HostContext, Step, StepError, StepInterrupted, steps_for
+from maas_lib.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -51,17 +52,64 @@ def _error(exc: BaseException) -> tuple[str, str, str | None]:
     return "failed", "internal", f"{type(exc).__name__}: {exc}"
 
 
-def _completed_steps(ctx: HostContext) -> dict[str, list[str]]:
+def completed_steps(
+    store: Store, request_id: int, host: str, action: Action
+) -> dict[str, list[str]]:
     """Steps earlier attempts of this host's task finished, by name, in order, with their
     outcome: a resumed task skips them (only steps in flight at a crash are retried)."""
     done: dict[str, list[str]] = {}
-    optional = {s.name for s in steps_for(ctx.action) if s.optional}
-    for rec in ctx.store.steps(ctx.request_id, ctx.host.name):
+    optional = {s.name for s in steps_for(action) if s.optional}
+    for rec in store.steps(request_id, host):
         ok = rec["outcome"] == "succeeded"
         finished_optional = rec["step"] in optional and rec["outcome"] in ("failed", "timeout")
         if ok or finished_optional:
             done.setdefault(rec["step"], []).append(rec["outcome"])
     return done
+
+
+@dataclass(frozen=True)
+class StepOutcome:
+    """How one step ended: succeeded, failed, timeout, or interrupted (worker stopping)."""
+
+    outcome: str
+    duration_s: float
+    error_class: str | None = None
+    message: str | None = None
+    via: str | None = None
+
+
+def execute_step(step: Step, ctx: HostContext) -> StepOutcome:
+    """Run one step within its timeout and classify how it ended; records nothing."""
+    started = time.monotonic()
+    via = (lambda: ctx.via) if step.bmc else (lambda: None)
+    timeout = step.timeout(ctx)
+    step_ctx = ctx.for_step()
+    try:
+        run_with_deadline(
+            lambda: step.run(step_ctx),
+            timeout,
+            lambda: _abandon(step_ctx, step.name, timeout),
+        )
+    except (StepInterrupted, Interrupted):
+        return StepOutcome("interrupted", time.monotonic() - started, via=via())
+    except Exception as exc:
+        outcome, error_class, message = _error(exc)
+        return StepOutcome(
+            outcome,
+            time.monotonic() - started,
+            error_class,
+            message,
+            getattr(exc, "via", None) or via(),
+        )
+    return StepOutcome("succeeded", time.monotonic() - started, via=via())
+
+
+def final_standing(action: Action, ok: bool) -> HostStatus | None:
+    """The standing a host's task leaves it in, if it changes: decommissioned after a
+    decommission, quarantined after a failed wipe (data may be left on the disk)."""
+    if ok:
+        return HostStatus.DECOMMISSIONED if action is Action.DECOMMISSION else None
+    return HostStatus.QUARANTINED if action in QUARANTINE_ON_FAILURE else None
 
 
 def run_task(ctx: HostContext, task_id: int, *, resume: bool = False) -> TaskOutcome:
@@ -71,7 +119,7 @@ def run_task(ctx: HostContext, task_id: int, *, resume: bool = False) -> TaskOut
     """
     store = ctx.store
     host = ctx.host.name
-    completed = _completed_steps(ctx) if resume else {}
+    completed = completed_steps(store, ctx.request_id, host, ctx.action) if resume else {}
     seen: dict[str, int] = {}
     for step in steps_for(ctx.action):
         if step.when is not None and not step.when(ctx):
@@ -87,50 +135,40 @@ def run_task(ctx: HostContext, task_id: int, *, resume: bool = False) -> TaskOut
             store.interrupt_task(task_id)
             return TaskOutcome(host, None, reason="worker stopping")
         step_id = store.start_step(task_id, step.name)
-        started = time.monotonic()
-        via = (lambda: ctx.via) if step.bmc else (lambda: None)
-        timeout = step.timeout(ctx)
-        step_ctx = ctx.for_step()
-        try:
-            run_with_deadline(
-                lambda s=step, c=step_ctx: s.run(c),
-                timeout,
-                lambda s=step, t=timeout, c=step_ctx: _abandon(c, s.name, t),
-            )
-        except (StepInterrupted, Interrupted):
-            store.end_step(step_id, "interrupted", time.monotonic() - started, via=via())
+        res = execute_step(step, ctx)
+        store.end_step(
+            step_id,
+            res.outcome,
+            res.duration_s,
+            error_class=res.error_class,
+            error=res.message,
+            via=res.via,
+        )
+        if res.outcome == "interrupted":
             store.interrupt_task(task_id)
             return TaskOutcome(host, None, reason="worker stopping")
-        except Exception as exc:
-            outcome, error_class, message = _error(exc)
-            where = getattr(exc, "via", None) or via()
-            store.end_step(
-                step_id,
-                outcome,
-                time.monotonic() - started,
-                error_class=error_class,
-                error=message,
-                via=where,
-            )
-            if step.optional:
-                log.info("%s: optional step %s %s: %s", host, step.name, outcome, message)
-                continue
-            reason = f"{step.name}: {message}"
-            status = HostStatus.QUARANTINED if ctx.action in QUARANTINE_ON_FAILURE else None
-            store.end_task(
-                task_id,
-                HostTaskState.FAILED,
-                error_class=error_class,
-                reason=reason,
-                via=where,
-                host_status=status,
-                holder=ctx.worker,
-            )
-            log.info("%s: %s failed at %s (%s)", host, ctx.action, step.name, error_class)
-            return TaskOutcome(host, HostTaskState.FAILED, error_class, reason)
-        store.end_step(step_id, "succeeded", time.monotonic() - started, via=via())
-    status = HostStatus.DECOMMISSIONED if ctx.action is Action.DECOMMISSION else None
+        if res.outcome == "succeeded":
+            continue
+        if step.optional:
+            log.info("%s: optional step %s %s: %s", host, step.name, res.outcome, res.message)
+            continue
+        reason = f"{step.name}: {res.message}"
+        store.end_task(
+            task_id,
+            HostTaskState.FAILED,
+            error_class=res.error_class,
+            reason=reason,
+            via=res.via,
+            host_status=final_standing(ctx.action, ok=False),
+            holder=ctx.worker,
+        )
+        log.info("%s: %s failed at %s (%s)", host, ctx.action, step.name, res.error_class)
+        return TaskOutcome(host, HostTaskState.FAILED, res.error_class, reason)
     store.end_task(
-        task_id, HostTaskState.SUCCEEDED, via=ctx.via, host_status=status, holder=ctx.worker
+        task_id,
+        HostTaskState.SUCCEEDED,
+        via=ctx.via,
+        host_status=final_standing(ctx.action, ok=True),
+        holder=ctx.worker,
     )
     return TaskOutcome(host, HostTaskState.SUCCEEDED)

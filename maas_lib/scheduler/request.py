@@ -13,11 +13,16 @@ import queue
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from maas_lib.models import HostRecord, HostTaskState, RequestState, RequestStatus
 from maas_lib.planner import failures_exceeded, pool_limits
-from maas_lib.scheduler.host import QUARANTINE_ON_FAILURE, TaskOutcome, run_task
+from maas_lib.scheduler.host import (
+    QUARANTINE_ON_FAILURE,
+    TaskOutcome,
+    completed_steps,
+    run_task,
+)
 from maas_lib.scheduler.installs import InstallWatcher
 from maas_lib.scheduler.settings import SchedulerSettings
 from maas_lib.scheduler.steps import HostContext
@@ -215,10 +220,10 @@ class RequestRun:
         store.record_batch(self.id, idx, len(hosts), "running")
         log.info("request %s: batch %d of %d hosts", self.id, idx, len(hosts))
         remaining = list(hosts)
-        running: dict[Future[TaskOutcome], str] = {}
+        running: dict[Future[Any], str] = {}
         # Completed tasks arrive here; one queue.get per completion (not futures.wait,
         # whose cost grows with every pending future on every call).
-        finished: queue.SimpleQueue[Future[TaskOutcome]] = queue.SimpleQueue()
+        finished: queue.SimpleQueue[Future[Any]] = queue.SimpleQueue()
         try:
             self._drive(idx, remaining, running, finished)
         except BaseException:
@@ -237,8 +242,8 @@ class RequestRun:
         self,
         idx: int,
         remaining: list[str],
-        running: dict[Future[TaskOutcome], str],
-        finished: queue.SimpleQueue[Future[TaskOutcome]],
+        running: dict[Future[Any], str],
+        finished: queue.SimpleQueue[Future[Any]],
     ) -> None:
         store = self.store
         while remaining or running:
@@ -256,10 +261,16 @@ class RequestRun:
                     holder=self.s.worker,
                     limits=self.limits,
                 )
-                for host, task_id in result.started.items():
-                    fut = self.s.executor.submit(self._host, host, task_id)
-                    running[fut] = host
-                    fut.add_done_callback(finished.put)
+                if self.s.settings.executor == "ansible":
+                    if result.started:
+                        fut = self.s.executor.submit(self._ansible_batch, result.started)
+                        running[fut] = ",".join(result.started)
+                        fut.add_done_callback(finished.put)
+                else:
+                    for host, task_id in result.started.items():
+                        fut = self.s.executor.submit(self._host, host, task_id)
+                        running[fut] = host
+                        fut.add_done_callback(finished.put)
                 remaining = [h for h in remaining if h in result.blocked]
             elif remaining:
                 remaining = []  # stopping: they stay pending for the next worker
@@ -278,6 +289,30 @@ class RequestRun:
                     fut = finished.get_nowait()
                 except queue.Empty:
                     break
+
+    def _ansible_batch(self, started: dict[str, int]) -> list[TaskOutcome]:
+        """The hosts just begun, as one run of the action's playbook (--executor ansible)."""
+        from maas_lib.scheduler.ansible_executor import AnsibleBatch
+
+        resumed = {
+            h: completed_steps(self.store, self.id, h, self.action)
+            for h in started
+            if h in self.resumed
+        }
+        try:
+            return AnsibleBatch(self, started, resumed).execute()
+        except Exception as exc:
+            log.exception("request %s: the Ansible executor crashed", self.id)
+            reason = f"ansible executor: {type(exc).__name__}: {exc}"
+            for task_id in started.values():
+                self.store.end_task(
+                    task_id,
+                    HostTaskState.FAILED,
+                    error_class="internal",
+                    reason=reason,
+                    holder=self.s.worker,
+                )
+            return [TaskOutcome(h, HostTaskState.FAILED, "internal", reason) for h in started]
 
     def _host(self, host: str, task_id: int) -> TaskOutcome:
         record: HostRecord = self.records[host]

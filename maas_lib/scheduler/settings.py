@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Literal
+
 from pydantic import BaseModel, Field, field_validator
 
 from maas_lib.bmc import BmcSettings
@@ -44,6 +47,27 @@ class SchedulerSettings(BaseModel):
         description="URL template for Redfish virtual media, e.g. "
         "https://images.example/{image}.iso; unset: network boot (PXE) for every host",
     )
+
+    executor: Literal["native", "ansible"] = Field(
+        default="native",
+        description="how a batch's hosts are acted on: native (in-process, host by host) "
+        "or ansible (the action's playbook through ansible-runner, --limit to the batch)",
+    )
+    forks: int = Field(
+        default=50, ge=1, le=500, description="ansible forks per batch (--executor ansible)"
+    )
+    action_playbooks: Path | None = Field(
+        default=None,
+        description="directory of <action>.yml playbooks to use instead of the "
+        "collection's maas_lib.fleet.<action> (--executor ansible)",
+    )
+
+    @field_validator("action_playbooks")
+    @classmethod
+    def _directory(cls, v: Path | None) -> Path | None:
+        if v is not None and not Path(v).expanduser().is_dir():
+            raise ValueError(f"not a directory: {v}")
+        return v
 
     @field_validator("image_url")
     @classmethod

@@ -146,6 +146,7 @@ def test_molecule_power_state_scenario_converges_idempotently(tmp_path):
         "extensions",
         "galaxy.yml",
         "meta",
+        "playbooks",
         "plugins",
         "roles",
         "ruff.toml",

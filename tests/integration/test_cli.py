@@ -2,6 +2,7 @@
 
 import sqlite3
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -197,7 +198,7 @@ BAD_SUBMITS = [
     (["cancel", "999"], "unknown request id 999"),
     (["list", "--state", "sleeping"], "'sleeping' is not one of"),
     (["list", "--limit", "0"], "--limit must be at least 1"),
-    (["--db", "postgresql://x/y", "hosts", "list"], "PostgreSQL stores are not supported"),
+    (["--db", "postgresql://x/y?schema=no-dash", "hosts", "list"], "schema='no-dash' in the"),
     (["--db", "mysql://x/y", "hosts", "list"], "unsupported database URL"),
     (["frobnicate"], "No such command 'frobnicate'"),
 ]
@@ -423,3 +424,33 @@ def test_metrics_prints_the_prometheus_text_format(cli, imported):
     requests = {s.labels["state"]: s.value for s in families["maas_requests"].samples}
     assert requests["accepted"] == 1 and requests["running"] == 0
     assert cli("metrics", "--serve", "nohost").code == 2
+
+
+def test_workers_lists_heartbeats_claims_and_leases(cli, imported, db_path):
+    from maas_lib.store import open_store
+
+    cli("submit", "reboot", "web01", "web02")
+    store = open_store(db_path)
+    try:
+        store.heartbeat("w-alive", ttl=30)
+        assert store.claim_request("w-alive", ttl=30) == 1
+        began = store.begin_hosts(
+            1, ["web01"], batch=0, action="reboot", holder="w-alive", limits={}
+        )
+        assert list(began.started) == ["web01"]
+        store.heartbeat("w-idle", ttl=30)
+    finally:
+        store.close()
+    r = cli("workers", "--json")
+    assert r.code == 0, r
+    rows = {w["id"]: w for w in r.json()}
+    assert set(rows) == {"w-alive", "w-idle"}
+    assert rows["w-alive"]["requests"] == [1] and rows["w-alive"]["hosts_leased"] == 1
+    assert rows["w-idle"]["requests"] == [] and rows["w-idle"]["alive"] is True
+    assert all(w["pid"] > 0 and w["heartbeat_age_s"] >= 0 for w in rows.values())
+    time.sleep(0.3)
+    dead = cli("workers", "--claim-ttl", "0.2", "--json").json()
+    assert [w["alive"] for w in dead] == [False, False]
+    table = cli("workers", "--claim-ttl", "0.2")
+    assert table.code == 0 and "w-alive" in table.out and "dead" in table.out
+    assert cli("workers", "--claim-ttl", "0").code == 2

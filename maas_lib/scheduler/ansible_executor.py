@@ -1,0 +1,296 @@
+"""The Ansible executor: a batch of hosts runs as one action playbook, through ansible-runner.
+
+`maasctl run --executor ansible` hands each batch the native executor would run host by
+host to ansible-runner instead: the action's playbook (the collection's
+`maas_lib.fleet.<action>`, or `<action>.yml` from `--action-playbooks DIR`) with
+``--limit`` set to the batch. Every task of that playbook is one step (task name = step
+name); ansible-runner's events drive the same store writes the native executor makes:
+
+- ``runner_on_start``: the step's start, written before the task's module runs (a crash
+  leaves it `running`, so the next worker retries it, as after a native crash);
+- ``runner_on_ok`` / ``runner_on_failed`` / ``runner_on_unreachable``: its end, with the
+  outcome, error class and BMC path the `maas_lib.fleet.step` module returned;
+- ``runner_on_skipped``: the step did not apply (no hook, no virtual media): its start
+  is taken back, as the native executor never records a step whose condition fails;
+- a host's first failed task fails its task (quarantining a failed wipe), which frees
+  its lease at once; hosts that end the play without a failure succeed.
+
+Everything else is the scheduler's as with the native executor: claims, batches,
+budgets, leases, cancel, resume. A worker that stops cancels the run (task workers
+killed): steps in flight become `interrupted` and their hosts are resumed later, their
+completed steps skipped.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
+
+from maas_lib.errors import InputError
+from maas_lib.models import Action, HostTaskState
+from maas_lib.scheduler.host import TaskOutcome, final_standing
+from maas_lib.scheduler.playbook import PlaybookRun, run_playbook
+from maas_lib.scheduler.steps import steps_for
+
+if TYPE_CHECKING:
+    from maas_lib.scheduler.request import RequestRun
+
+log = logging.getLogger(__name__)
+
+#: Tasks that are not steps: they emit no host result of their own worth recording.
+_NOT_STEPS = {"meta", "include_tasks", "include_role", "import_tasks", "import_role"}
+
+#: Per task, on top of the step's own timeout: ansible's fork, module transfer, import.
+_TASK_OVERHEAD_S = 30.0
+
+
+def playbook_for(action: Action, directory: Path | None) -> str:
+    """The playbook that runs `action`: DIR/<action>.yml if given, else the collection's."""
+    name = str(action).replace("-", "_")
+    if directory is None:
+        return f"maas_lib.fleet.{name}"
+    path = Path(directory).expanduser().resolve() / f"{name}.yml"
+    if not path.is_file():
+        raise InputError(f"--action-playbooks {directory}: no {name}.yml for {action}")
+    return str(path)
+
+
+def collections_path() -> str | None:
+    """ANSIBLE_COLLECTIONS_PATH with this checkout's collection first, when maas-lib runs
+    from a checkout (an installed maas-lib finds an installed collection as usual)."""
+    root = Path(__file__).resolve().parents[2]
+    if not (root / "ansible_collections" / "maas_lib" / "fleet" / "galaxy.yml").is_file():
+        return None
+    configured = os.environ.get("ANSIBLE_COLLECTIONS_PATH") or os.environ.get(
+        "ANSIBLE_COLLECTIONS_PATHS"
+    )
+    default = os.pathsep.join(
+        [str(Path.home() / ".ansible" / "collections"), "/usr/share/ansible/collections"]
+    )
+    return os.pathsep.join([str(root), configured or default])
+
+
+def run_timeout(run: RequestRun) -> float:
+    """Seconds the playbook may take: every step's own timeout, plus task overhead."""
+    ctx = SimpleNamespace(settings=run.s.settings)
+    return sum(s.timeout(ctx) + _TASK_OVERHEAD_S for s in steps_for(run.action))  # type: ignore[arg-type]
+
+
+@dataclass
+class _Open:
+    step_id: int
+    started: float
+
+
+@dataclass
+class _Host:
+    task_id: int
+    done: dict[str, list[str]]
+    seen: dict[str, int] = field(default_factory=dict)
+    open: dict[str, _Open] = field(default_factory=dict)  # task uuid → open step
+    outcome: TaskOutcome | None = None
+    via: str | None = None
+
+
+class AnsibleBatch:
+    """One batch's hosts (already begun in the store) run through the action playbook."""
+
+    def __init__(self, run: RequestRun, started: dict[str, int], resumed: dict[str, dict]):
+        self.run = run
+        self.store = run.store
+        self.hosts = {
+            h: _Host(task_id, dict(resumed.get(h) or {})) for h, task_id in started.items()
+        }
+
+    # -- the run --------------------------------------------------------------------------
+
+    def execute(self) -> list[TaskOutcome]:
+        run = self.run
+        settings = run.s.settings
+        playbook = playbook_for(run.action, settings.action_playbooks)
+        mark = self.store.last_install_report_id()
+        inventory_hosts: dict[str, Any] = {}
+        from maas_lib.scheduler.request import host_vars
+
+        for name, h in self.hosts.items():
+            hv = host_vars(run.records[name])
+            hv["maas_task_id"] = h.task_id
+            if h.done:
+                hv["maas_done_steps"] = h.done
+            else:
+                hv["maas_install_mark"] = mark
+            inventory_hosts[name] = hv
+        env = {"MAAS_DB": self.store.child_url()}
+        path = collections_path()
+        if path:
+            env["ANSIBLE_COLLECTIONS_PATH"] = path
+        result = run_playbook(
+            playbook,
+            {"all": {"hosts": inventory_hosts}},
+            limit=",".join(self.hosts),
+            timeout=run_timeout(run),
+            extravars={
+                "maas_request_id": run.id,
+                "maas_worker": run.s.worker,
+                "maas_action": str(run.action),
+                "maas_settings": settings.model_dump(mode="json", exclude={"action_playbooks"}),
+            },
+            label=f"request-{run.id}",
+            cancel=run._stopping,
+            on_event=self._on_event,
+            forks=min(settings.forks, len(self.hosts)),
+            envvars=env,
+            pass_credentials=True,
+        )
+        return self._finish(result)
+
+    def _finish(self, result: PlaybookRun) -> list[TaskOutcome]:
+        """Hosts the play did not fail: succeeded, or (worker stopping) left to resume.
+
+        A host ran the whole play if the run succeeded, or if it failed only because some
+        hosts failed (rc 2/4: the linear strategy takes the others to the end) and this
+        one is in the play's stats without failures."""
+        status = result.status
+        stopped = status == "canceled"
+        ends = [e for e in result.events if e.get("event") == "playbook_on_stats"]
+        stats = (ends[-1].get("event_data") or {}) if ends else {}
+        clean = status == "failed" and result.rc in (2, 4)
+        outcomes: list[TaskOutcome] = []
+        for name, h in self.hosts.items():
+            if h.outcome is not None:
+                outcomes.append(h.outcome)
+                continue
+            now = time.monotonic()
+            for opened in h.open.values():
+                outcome = "interrupted" if stopped else "failed"
+                self.store.end_step(
+                    opened.step_id,
+                    outcome,
+                    now - opened.started,
+                    error_class=None if stopped else "executor",
+                    error=None if stopped else f"playbook {status}",
+                )
+            if stopped:
+                self.store.interrupt_task(h.task_id)
+                outcomes.append(TaskOutcome(name, None, reason="worker stopping"))
+            elif status == "successful" or (clean and _finished(stats, name)):
+                outcomes.append(self._end(name, h, HostTaskState.SUCCEEDED))
+            else:
+                error = result.stdout_error or "the host did not finish the play"
+                reason = f"action playbook {status} (rc={result.rc}): {error}"
+                outcomes.append(self._end(name, h, HostTaskState.FAILED, "executor", reason))
+        return outcomes
+
+    def _end(
+        self,
+        name: str,
+        h: _Host,
+        state: HostTaskState,
+        error_class: str | None = None,
+        reason: str | None = None,
+    ) -> TaskOutcome:
+        ok = state is HostTaskState.SUCCEEDED
+        self.store.end_task(
+            h.task_id,
+            state,
+            error_class=error_class,
+            reason=reason,
+            via=h.via,
+            host_status=final_standing(self.run.action, ok=ok),
+            holder=self.run.s.worker,
+        )
+        h.outcome = TaskOutcome(name, state, error_class, reason)
+        return h.outcome
+
+    # -- events ---------------------------------------------------------------------------
+
+    def _on_event(self, event: dict[str, Any]) -> None:
+        kind = event.get("event")
+        data = event.get("event_data") or {}
+        h = self.hosts.get(data.get("host") or "")
+        if h is None or h.outcome is not None:
+            return
+        action = str(data.get("resolved_action") or data.get("task_action") or "")
+        if action.rsplit(".", 1)[-1] in _NOT_STEPS:
+            return
+        uuid = str(data.get("task_uuid") or "")
+        name = str(data.get("task") or action)
+        try:
+            if kind == "runner_on_start":
+                self._started(h, uuid, name)
+            elif kind == "runner_on_skipped":
+                self._skipped(h, uuid, name)
+            elif kind in ("runner_on_ok", "runner_on_failed", "runner_on_unreachable"):
+                self._ended(data["host"], h, uuid, name, kind, data)
+        except Exception:
+            # A store error must not kill the run's event loop; the step stays running
+            # and is retried as after a crash.
+            log.exception("request %s: recording %s of %s failed", self.run.id, name, kind)
+
+    def _started(self, h: _Host, uuid: str, name: str) -> None:
+        nth = h.seen[name] = h.seen.get(name, 0) + 1
+        if nth <= len(h.done.get(name, [])):
+            return  # an earlier attempt completed it; the module skips it too
+        h.open[uuid] = _Open(self.store.start_step(h.task_id, name), time.monotonic())
+
+    def _skipped(self, h: _Host, uuid: str, name: str) -> None:
+        h.seen[name] -= 1
+        opened = h.open.pop(uuid, None)
+        if opened is not None:
+            self.store.discard_step(opened.step_id)
+
+    def _ended(
+        self, host: str, h: _Host, uuid: str, name: str, kind: str, data: dict[str, Any]
+    ) -> None:
+        opened = h.open.pop(uuid, None)
+        res = data.get("res") or {}
+        if res.get("skipped"):  # the module said its step did not apply
+            h.seen[name] -= 1
+            if opened is not None:
+                self.store.discard_step(opened.step_id)
+            return
+        if opened is None:
+            return  # resumed: an earlier attempt's record stands
+        failed = kind != "runner_on_ok"
+        outcome = str(res.get("outcome") or ("failed" if failed else "succeeded"))
+        if outcome not in ("succeeded", "failed", "timeout"):
+            outcome = "failed"
+        error_class = res.get("error_class")
+        if outcome != "succeeded" and not error_class:
+            error_class = "unreachable" if kind == "runner_on_unreachable" else "task_failed"
+        message = res.get("message") or res.get("msg")
+        duration = data.get("duration")
+        if not isinstance(duration, int | float):
+            duration = time.monotonic() - opened.started
+        via = res.get("via")
+        if via:
+            h.via = via
+        self.store.end_step(
+            opened.step_id,
+            outcome,
+            float(duration),
+            error_class=None if outcome == "succeeded" else error_class,
+            error=None if outcome == "succeeded" else _one_line(message),
+            via=via,
+        )
+        if failed and not data.get("ignore_errors"):
+            reason = f"{name}: {_one_line(message)}"
+            self._end(host, h, HostTaskState.FAILED, error_class, reason)
+
+
+def _finished(stats: dict[str, Any], host: str) -> bool:
+    """The play's stats show `host` processed without failures or unreachability."""
+    return (
+        host in (stats.get("processed") or {})
+        and not (stats.get("failures") or {}).get(host)
+        and not (stats.get("dark") or {}).get(host)
+    )
+
+
+def _one_line(text: object) -> str:
+    return " ".join(str(text or "failed").split())[:500]

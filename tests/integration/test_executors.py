@@ -1,0 +1,186 @@
+"""The two executors agree: the same simulated rollout, run natively and as action
+playbooks through ansible-runner (`maasctl run --executor ansible`), gives the same
+per-host results, the same recorded steps, and the same effect on the machines as the
+simulator recorded it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.simfleet import running_sim
+
+pytestmark = pytest.mark.slow
+
+RUN = {
+    "timeout": 2.0,
+    "retries": 0,
+    "power_timeout": 15.0,
+    "poll_interval": 0.1,
+    "poll": 0.1,
+    "install_timeout": 20.0,
+    "claim_ttl": 5.0,
+}
+
+
+@pytest.fixture(scope="module")
+def sim(tmp_path_factory):
+    with running_sim(
+        tmp_path_factory.mktemp("execsim"),
+        ipmi=4,
+        redfish=3,
+        dead=1,
+        bad_install=1,
+        power_delay=0.2,
+        install_time=0.8,
+    ) as s:
+        yield s
+
+
+@pytest.fixture
+def fleet(sim, monkeypatch):
+    for key, value in sim.env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("MAAS_DB", str(sim.db))
+    with sim.fleet() as f:
+        yield f
+
+
+def _rollout(sim, fleet, executor, action, **submit):
+    """Run one request over the whole fleet; what the store and the simulator recorded."""
+    hosts = sorted(h.name for h in fleet.hosts())
+    alive = [h for h in hosts if h not in sim.hosts(fault="dead", kind="ipmi")]
+    alive = [h for h in alive if h not in sim.hosts(fault="dead", kind="redfish")]
+    assert all(r.ok for r in fleet.bmc_power("on", alive))
+    since = time.time()
+    rid = fleet.submit(action, hosts, batch_size="3", max_failures="100%", **submit).id
+    report = fleet.run(executor=executor, **RUN)
+    assert report.errors == []
+    status = fleet.status(rid)
+    machines = sim.state()
+    steps: dict[str, list[tuple]] = {}
+    for s in fleet.steps(rid):
+        steps.setdefault(s["host"], []).append((s["step"], s["outcome"], s["error_class"]))
+        assert s["duration_s"] is not None and s["duration_s"] >= 0
+    history = {h: [p for t, p in machines[h]["power_history"] if t >= since] for h in hosts}
+    return {
+        "state": status.state,
+        # The step a host failed at, not the message: a native worker's abandoned BMC call
+        # may still hold the endpoint when the next step starts ("BMC still busy"), while
+        # each Ansible task is a process of its own.
+        "hosts": {
+            h.host: (h.state, h.error_class, (h.reason or "").split(":")[0], h.batch)
+            for h in status.hosts
+        },
+        "steps": steps,
+        "power": history,
+        "image": {h: machines[h]["installed_image"] == submit.get("image") for h in hosts},
+    }
+
+
+def _compare(native, ansible):
+    assert ansible["state"] == native["state"]
+    assert ansible["hosts"] == native["hosts"]
+    assert ansible["steps"] == native["steps"]
+    assert ansible["power"] == native["power"]
+    assert ansible["image"] == native["image"]
+
+
+def test_a_reimage_rollout_gives_the_same_results_with_both_executors(sim, fleet):
+    native = _rollout(sim, fleet, "native", "reimage", image="ubuntu-24.04")
+    ansible = _rollout(sim, fleet, "ansible", "reimage", image="debian-13")
+    # The rollout had successes and both failure kinds; images per the simulator.
+    classes = {h: v[1] for h, v in native["hosts"].items()}
+    assert sorted(c for c in classes.values() if c) == [
+        "install_failed",
+        "install_failed",
+        "unreachable",
+        "unreachable",
+    ]
+    ok = [h for h, v in native["hosts"].items() if v[0] == "succeeded"]
+    assert len(ok) == 3 and all(native["image"][h] for h in ok)
+    assert native["steps"][ok[0]] == [
+        (step, "succeeded", None)
+        for step in (
+            "set-install-target",
+            "power-off",
+            "boot-image",
+            "power-on",
+            "wait-install",
+            "verify-image",
+        )
+    ]
+    # The second rollout installed its own image (debian-13) on the same machines.
+    _compare(native, ansible)
+
+
+def test_a_reboot_that_falls_back_to_hard_off_agrees_across_executors(sim, fleet):
+    # The simulated OS needs 0.2 s to shut down: a 0.05 s soft timeout forces the
+    # hard power-off (a step whose condition comes from the soft-off's result).
+    RUN["soft_timeout"] = 0.05
+    try:
+        native = _rollout(sim, fleet, "native", "reboot")
+        ansible = _rollout(sim, fleet, "ansible", "reboot")
+    finally:
+        RUN.pop("soft_timeout")
+    ok = [h for h, v in native["hosts"].items() if v[0] == "succeeded"]
+    assert len(ok) == 5
+    assert native["steps"][ok[0]] == [
+        ("soft-off", "timeout", "timeout"),
+        ("power-off", "succeeded", None),
+        ("power-on", "succeeded", None),
+    ]
+    assert native["power"][ok[0]] == ["off", "on"]
+    _compare(native, ansible)
+
+
+def test_the_ansible_executor_keeps_bmc_passwords_out_of_its_records(sim, fleet):
+    rid = fleet.submit("power-cycle", sim.hosts(kind="ipmi")[:2]).id
+    fleet.run(executor="ansible", **RUN)
+    assert fleet.status(rid).state == "succeeded"
+    secrets = [v for k, v in os.environ.items() if k.startswith("MAAS_CRED_") and v]
+    passwords = [s.split(":", 1)[-1] for s in secrets] + secrets
+    text = repr(fleet.steps(rid)) + repr(fleet.status(rid)) + repr(fleet.store.events(rid))
+    assert passwords and not [p for p in passwords if len(p) > 3 and p in text]
+
+
+def test_a_sigkilled_ansible_worker_is_resumed_without_repeating_completed_steps(sim, fleet):
+    """The playbook a killed worker started may outlive it; once another worker holds the
+    request, its remaining steps are refused (`fenced`), so no completed step repeats."""
+    hosts = sim.hosts(kind="ipmi")
+    assert all(r.ok for r in fleet.bmc_power("on", hosts))
+    since = time.time()
+    rid = fleet.submit("power-cycle", hosts, batch_size="1").id
+    args = [sys.executable, "-m", "maas_lib", "run", "--executor", "ansible", "--claim-ttl", "3"]
+    args += ["--timeout", "2", "--power-timeout", "15", "--poll", "0.1"]
+    env = {**os.environ}
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while fleet.status(rid).counts.get("succeeded", 0) < 1:
+            assert time.monotonic() < deadline, "no host finished within 60 s"
+            time.sleep(0.1)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    done_before = {h.host for h in fleet.status(rid).hosts if h.state == "succeeded"}
+    assert 1 <= len(done_before) < len(hosts)
+
+    resumed = subprocess.run(
+        [*args, "--until-idle"], env=env, capture_output=True, text=True, timeout=180
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    st = fleet.status(rid)
+    assert st.state == "succeeded", st.reason
+    machines = sim.state()
+    for h in hosts:
+        offs = sum(1 for t, p in machines[h]["power_history"] if t >= since and p == "off")
+        assert offs == 1 if h in done_before else offs >= 1, (h, offs)
+    ok = [(s["host"], s["step"]) for s in fleet.steps(rid) if s["outcome"] == "succeeded"]
+    assert sorted(ok) == sorted(set(ok)) and len(ok) == 2 * len(hosts)
+    assert any(e.kind == "request_resumed" for e in fleet.events(rid))
