@@ -374,6 +374,36 @@ def list_requests(c: _Ctx, state: tuple[str, ...], limit: int | None, as_json: b
     )
 
 
+@cli.group()
+def db() -> None:
+    """The job-queue database itself."""
+
+
+@db.command("copy")
+@click.option(
+    "--to",
+    "to",
+    required=True,
+    metavar="DB",
+    help="The new, empty database: a path, sqlite:///path or postgresql://… URL.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print rows copied per table as JSON.")
+@pass_ctx
+def db_copy(c: _Ctx, to: str, as_json: bool) -> None:
+    """Copy the whole database (--db / $MAAS_DB) into a new one, e.g. SQLite to PostgreSQL.
+
+    Hosts keep their standing, requests their ids, steps and events; the copy is one
+    transaction. Stop the schedulers and let running requests end first."""
+    copied = c.fleet().copy_to(to)
+    if as_json:
+        from maas_lib.output import emit_json
+
+        emit_json(copied)
+        return
+    for table, n in copied.items():
+        click.echo(f"{table}: {n}")
+
+
 @cli.command("workers")
 @click.option(
     "--claim-ttl",

@@ -486,6 +486,21 @@ class Fleet:
         """Run the scheduler in this process; by default until no request is in flight."""
         return self.worker(settings, **fields).run(until_idle=until_idle)
 
+    def copy_to(self, url: str) -> dict[str, int]:
+        """Copy this fleet's whole store (hosts and their standing, requests, steps,
+        events, install reports) into the new, empty store at `url` (`maasctl db copy`):
+        how to move from SQLite to PostgreSQL. Returns rows copied per table."""
+        from maas_lib.store import open_store
+        from maas_lib.store.copy import copy_store
+
+        if url == self.store.url or url == self.store.child_url():
+            raise InputError("--to names the database being copied")
+        target = open_store(url)
+        try:
+            return copy_store(self.store, target)  # type: ignore[arg-type]
+        finally:
+            target.close()
+
     def workers(self, ttl: float | None = None) -> list[WorkerInfo]:
         """Scheduler workers (`maasctl workers`): heartbeat age, `alive` if that is within
         `ttl` (default: the claim TTL), the running requests each holds, hosts leased."""

@@ -256,6 +256,22 @@ class PostgresStore(SqlStore):
                 return
         super()._migrate()
 
+    def _column_types(self, table: str) -> dict[str, str]:
+        rows = self._exec(
+            "SELECT column_name, data_type FROM information_schema.columns "
+            "WHERE table_schema = current_schema() AND table_name = ?",
+            (table,),
+        )
+        return {name: str(kind).lower() for name, kind in rows}
+
+    def _after_copy(self, table: str) -> None:
+        # Ids were copied as they were: the identity must go on after the largest.
+        if "id" in self._column_types(table):
+            self._exec(
+                f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
+                f"COALESCE(MAX(id), 1), MAX(id) IS NOT NULL) FROM {table}"
+            )
+
     def _prepare_migrations(self) -> None:
         # Several processes may open a fresh database at once: one migrates, the others
         # wait here and then find it done.

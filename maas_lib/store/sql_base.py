@@ -196,6 +196,44 @@ class SqlBase(Store):
         row = self._exec("SELECT MAX(version) FROM schema_migrations").fetchone()
         return row[0] or 0
 
+    # -- copying a whole store (`maas_lib.store.copy`) -----------------------------------
+
+    def copy_rows_from(self, source: SqlBase) -> dict[str, int]:
+        """Copy every table of `source` into this (empty) store in one transaction."""
+        from maas_lib.store.copy import CHUNK, TABLES, check_empty, rows_in_order
+
+        copied: dict[str, int] = {}
+        with self._write():
+            check_empty(self)
+            for table in TABLES:
+                types = self._column_types(table)
+                rows = rows_in_order(source, table)
+                if not rows:
+                    copied[table] = 0
+                    continue
+                columns = [c for c in rows[0] if c in types and c != "seq"]
+                insert = (
+                    f"INSERT INTO {table} ({', '.join(columns)}) "
+                    f"VALUES ({', '.join('?' for _ in columns)})"
+                )
+                bools = {c for c in columns if types[c] == "boolean"}
+                values = [
+                    [bool(r[c]) if c in bools and r[c] is not None else r[c] for c in columns]
+                    for r in rows
+                ]
+                for start in range(0, len(values), CHUNK):
+                    self._many(insert, values[start : start + CHUNK])
+                self._after_copy(table)
+                copied[table] = len(rows)
+        return copied
+
+    @abstractmethod
+    def _column_types(self, table: str) -> dict[str, str]:
+        """`table`'s columns and their declared types (lower case)."""
+
+    def _after_copy(self, table: str) -> None:
+        """After rows with explicit ids were copied into `table` (e.g. move a sequence)."""
+
     # -- events (written inside the caller's transaction) ---------------------------------
 
     def _event(

@@ -124,6 +124,9 @@ class SqliteStore(SqlStore):
     def _total(self, expr: str) -> str:
         return f"TOTAL({expr})"
 
+    def _column_types(self, table: str) -> dict[str, str]:
+        return {row[1]: str(row[2]).lower() for row in self._exec(f"PRAGMA table_info({table})")}
+
     # -- migrations -----------------------------------------------------------------------
 
     def _prepare_migrations(self) -> None:

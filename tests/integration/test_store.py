@@ -20,7 +20,15 @@ from hypothesis import strategies as st
 
 import maas_lib
 from maas_lib.errors import InputError, NotFound, StoreError
-from maas_lib.models import Action, BatchPolicy, HostSpec, HostTaskState, PoolSpec
+from maas_lib.models import (
+    Action,
+    BatchPolicy,
+    HostSpec,
+    HostStatus,
+    HostTaskState,
+    PoolSpec,
+    RequestState,
+)
 from maas_lib.store import NewRequest, open_store, pg_schema
 from maas_lib.store.pg_url import parse_pg_url
 from maas_lib.store.sqlite_schema import LATEST_VERSION
@@ -656,3 +664,69 @@ def test_rolling_power_cycle_on_postgres_never_exceeds_pool_budget(tmp_path, pg_
             assert fleet.stats().actions[0].succeeded == len(ipmi + redfish)
     finally:
         sim.stop(directory)
+
+
+def test_a_sqlite_store_copies_into_postgresql_whole(db_path, pg_url, cli):
+    """`maasctl db copy`: hosts keep their standing, requests their ids, hosts' order,
+    steps and events; stats read the same; the target goes on numbering after them."""
+    src = open_store(db_path)
+    src.upsert_hosts(hosts("c", "a", "b"), [PoolSpec(name="p", max_unavailable="1")], actor="t")
+    done = src.create_request(new_request(["c", "a", "b"], Action.POWER_CYCLE))
+    assert src.claim_request("w1", ttl=30) == done
+    began = src.begin_hosts(done, ["c", "a"], batch=0, action="power-cycle", holder="w1", limits={})
+    for host, task in began.started.items():
+        step = src.start_step(task, "power-off")
+        src.end_step(step, "succeeded", 0.5, via="ipmi://x:623")
+        ok = host == "c"
+        src.end_task(
+            task,
+            HostTaskState.SUCCEEDED if ok else HostTaskState.FAILED,
+            error_class=None if ok else "unreachable",
+            holder="w1",
+            host_status=None if ok else HostStatus.QUARANTINED,
+        )
+    src.cancel_pending(done, "test")
+    src.finish_request(done, "w1", RequestState.PARTIAL, "1 of 3 hosts succeeded")
+    src.add_install_report("b", "ubuntu", None)
+    queued = src.create_request(new_request(["b"]))
+    before = {
+        "requests": [src.get_request(r) for r in (done, queued)],
+        "steps": src.steps(done),
+        "hosts": src.list_hosts(),
+        "events": [(e.kind, e.message) for e in src.events(done)],
+        "stats": src.stats(None, None, None).actions,
+        "reports": src.install_reports(),
+    }
+    src.close()
+
+    r = cli("db", "copy", "--to", pg_url, "--json")
+    assert r.code == 0, r
+    assert r.json()["request_hosts"] == 4 and r.json()["step_results"] == 2
+
+    dst = open_store(pg_url)
+    after = {
+        "requests": [dst.get_request(r) for r in (done, queued)],
+        "steps": dst.steps(done),
+        "hosts": dst.list_hosts(),
+        "events": [(e.kind, e.message) for e in dst.events(done)],
+        "stats": dst.stats(None, None, None).actions,
+        "reports": dst.install_reports(),
+    }
+    assert after == before
+    assert [h.host for h in after["requests"][0].hosts] == ["c", "a", "b"]
+    assert dst.get_host("a").status == HostStatus.QUARANTINED
+    assert dst.create_request(new_request(["c"])) == queued + 1
+    dst.close()
+    # A second copy into the same database is refused: it is no longer empty.
+    again = cli("db", "copy", "--to", pg_url)
+    assert again.code == 2 and "not empty" in again.err
+
+
+def test_copy_refuses_a_source_with_a_running_request(db_path, tmp_path, cli):
+    src = open_store(db_path)
+    src.upsert_hosts(hosts("a"), [], actor="t")
+    rid = src.create_request(new_request(["a"]))
+    src.claim_request("w1", ttl=30)
+    src.close()
+    r = cli("db", "copy", "--to", str(tmp_path / "new.db"))
+    assert r.code == 2 and f"request {rid} is running" in r.err, r

@@ -1,0 +1,80 @@
+"""Copy a whole job-queue store into an empty one: moving from SQLite to PostgreSQL.
+
+Everything an SRE would miss is carried over, ids included: hosts with their standing
+(a quarantined host stays quarantined), pools and their budgets, every request with its
+hosts, batches, tasks, steps and events, install targets and reports. Not carried: the
+`workers` table (the old schedulers are gone) and the schema version rows (the target
+has its own, which must be the same version).
+
+The copy is one transaction on the target, so it is all or nothing. The source must be
+drained first: a running request belongs to a scheduler of the old database.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from maas_lib.errors import InputError
+from maas_lib.models import RequestState
+
+if TYPE_CHECKING:
+    from maas_lib.store.sql_base import SqlBase
+
+#: In foreign-key order.
+TABLES = (
+    "hosts",
+    "pools",
+    "requests",
+    "request_hosts",
+    "batches",
+    "host_tasks",
+    "step_results",
+    "host_leases",
+    "events",
+    "install_targets",
+    "install_reports",
+)
+
+#: Rows written per statement batch.
+CHUNK = 5000
+
+
+def copy_store(source: SqlBase, target: SqlBase) -> dict[str, int]:
+    """Copy every table of `source` into the empty store `target`; rows copied per table.
+
+    Raises `InputError` if the target is not empty, the schema versions differ, or a
+    request is still running in the source."""
+    if source.schema_version() != target.schema_version():
+        raise InputError(
+            f"schema versions differ: {source.schema_version()} (source) and "
+            f"{target.schema_version()} (target); upgrade both to the same maas-lib"
+        )
+    running = source.list_requests([RequestState.RUNNING], limit=1)
+    if running:
+        raise InputError(
+            f"request {running[0].id} is running in the source: let it finish or cancel "
+            "it, and stop its schedulers, before copying"
+        )
+    return target.copy_rows_from(source)
+
+
+def rows_in_order(source: SqlBase, table: str) -> list[dict]:
+    """Every row of `table`, in the order that keeps ids and submission order."""
+    order = {
+        "hosts": "name",
+        "pools": "name",
+        "request_hosts": f"request_id, {source.ROW_ORDER}",
+        "batches": "request_id, idx",
+        "install_targets": "host",
+        "host_leases": "host",
+    }.get(table, "id")
+    return source._rows(f"SELECT * FROM {table} ORDER BY {order}")
+
+
+def check_empty(target: SqlBase) -> None:
+    for table in ("hosts", "requests"):
+        (n,) = target._exec(f"SELECT COUNT(*) FROM {table}").fetchone()
+        if n:
+            raise InputError(
+                f"the target database is not empty ({n} rows in {table}); copy into a new one"
+            )
