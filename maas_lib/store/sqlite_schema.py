@@ -7,8 +7,10 @@ declared once as data. A migration is never edited after release: add a new one.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-import sqlite_utils
+if TYPE_CHECKING:  # imported when a migration runs (see maas_lib.store.sqlite)
+    import sqlite_utils
 
 
 def _v1(db: sqlite_utils.Database) -> None:
