@@ -184,3 +184,36 @@ def test_a_sigkilled_ansible_worker_is_resumed_without_repeating_completed_steps
     ok = [(s["host"], s["step"]) for s in fleet.steps(rid) if s["outcome"] == "succeeded"]
     assert sorted(ok) == sorted(set(ok)) and len(ok) == 2 * len(hosts)
     assert any(e.kind == "request_resumed" for e in fleet.events(rid))
+
+
+def test_sigterm_cancels_the_batch_playbook_and_hands_the_request_over(sim, fleet):
+    """SIGTERM kills the running playbook (its task workers too): the steps in flight are
+    `interrupted`, the request is handed back at once, and the next worker finishes it
+    without repeating a completed step."""
+    hosts = sim.hosts(kind="ipmi")
+    assert all(r.ok for r in fleet.bmc_power("on", hosts))
+    rid = fleet.submit("power-cycle", hosts, batch_size="100%").id
+    args = [sys.executable, "-m", "maas_lib", "run", "--executor", "ansible", "--claim-ttl", "300"]
+    args += ["--timeout", "2", "--power-timeout", "15", "--poll", "0.1"]
+    proc = subprocess.Popen(
+        args, env={**os.environ}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 60
+    while not any(s["outcome"] == "succeeded" for s in fleet.steps(rid)):
+        assert time.monotonic() < deadline, "no step finished within 60 s"
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert f"request {rid}: left for another worker" in out
+    st = fleet.status(rid)
+    assert st.state == "running" and st.claimed_by is None
+    assert not any(s["outcome"] == "running" for s in fleet.steps(rid))
+
+    resumed = subprocess.run(
+        [*args, "--until-idle"], env={**os.environ}, capture_output=True, text=True, timeout=180
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    assert fleet.status(rid).state == "succeeded"
+    ok = [(s["host"], s["step"]) for s in fleet.steps(rid) if s["outcome"] == "succeeded"]
+    assert sorted(ok) == sorted(set(ok)) and len(ok) == 2 * len(hosts)
