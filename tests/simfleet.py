@@ -13,6 +13,17 @@ from typing import Any
 import maas_lib
 from maas_lib import sim
 
+#: Fast, but not so tight that a loaded CI machine times out a healthy simulated BMC.
+FAST_RUN = {
+    "timeout": 2.0,
+    "retries": 1,
+    "power_timeout": 15.0,
+    "poll_interval": 0.1,
+    "poll": 0.1,
+    "install_timeout": 20.0,
+    "claim_ttl": 5.0,
+}
+
 
 def free_udp_base(count: int, start: int = 21000) -> int:
     """A base port with `count` consecutive free UDP ports on loopback."""

@@ -18,20 +18,11 @@ import time
 import pytest
 
 from maas_lib.errors import InputError
-from tests.simfleet import running_sim
+from tests.simfleet import FAST_RUN, running_sim
 
 pytestmark = pytest.mark.slow
 
-#: Fast, but not so tight that a loaded CI machine times out a healthy simulated BMC.
-RUN = {
-    "timeout": 2.0,
-    "retries": 1,
-    "power_timeout": 15.0,
-    "poll_interval": 0.1,
-    "poll": 0.1,
-    "install_timeout": 20.0,
-    "claim_ttl": 5.0,
-}
+RUN = dict(FAST_RUN)
 
 
 @pytest.fixture(scope="module")
