@@ -29,7 +29,9 @@ def sim(tmp_path_factory):
         redfish=3,
         dead=1,
         bad_install=1,
-        power_delay=0.2,
+        # Well above the reboot test's soft timeout (0.05 s) even when one BMC read of a
+        # loaded machine takes a few hundred ms: the soft-off must time out every time.
+        power_delay=0.8,
         install_time=0.8,
     ) as s:
         yield s
@@ -113,7 +115,7 @@ def test_a_reimage_rollout_gives_the_same_results_with_both_executors(sim, fleet
 
 
 def test_a_reboot_that_falls_back_to_hard_off_agrees_across_executors(sim, fleet):
-    # The simulated OS needs 0.2 s to shut down: a 0.05 s soft timeout forces the
+    # The simulated OS needs 0.8 s to shut down: a 0.05 s soft timeout forces the
     # hard power-off (a step whose condition comes from the soft-off's result).
     RUN["soft_timeout"] = 0.05
     try:
