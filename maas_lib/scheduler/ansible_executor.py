@@ -26,13 +26,16 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
+from maas_lib.bmc.base import BmcTarget
 from maas_lib.errors import InputError
-from maas_lib.models import Action, HostTaskState
+from maas_lib.models import Action, HostSpec, HostTaskState
 from maas_lib.scheduler.host import TaskOutcome, final_standing
 from maas_lib.scheduler.playbook import PlaybookRun, run_playbook
 from maas_lib.scheduler.steps import steps_for
@@ -81,6 +84,31 @@ def run_timeout(run: RequestRun) -> float:
     return sum(s.timeout(ctx) + _TASK_OVERHEAD_S for s in steps_for(run.action))  # type: ignore[arg-type]
 
 
+def waves(records: Mapping[str, HostSpec], hosts: list[str], limit: int) -> list[list[str]]:
+    """`hosts` in playbook runs made one after another, in order, so that no run has more
+    than `limit` hosts behind one BMC endpoint (address and port, primary or fallback).
+
+    The native executor caps calls in flight per endpoint in-process; ansible's forks
+    are processes of their own that cannot share that cap, so a batch of many hosts
+    behind one chassis manager or Redfish aggregator is split instead."""
+    runs: list[list[str]] = []
+    loads: list[Counter[tuple[str, int | None]]] = []
+    for host in hosts:
+        target = BmcTarget.from_host(records[host])
+        ends = [target.primary] + ([target.fallback] if target.fallback else [])
+        keys = {(e.address, e.port) for e in ends}
+        fits = [i for i, load in enumerate(loads) if all(load[k] < limit for k in keys)]
+        if fits:
+            i = fits[0]
+        else:
+            i = len(runs)
+            runs.append([])
+            loads.append(Counter())
+        runs[i].append(host)
+        loads[i].update(keys)
+    return runs
+
+
 @dataclass
 class _Open:
     step_id: int
@@ -110,6 +138,21 @@ class AnsibleBatch:
     # -- the run --------------------------------------------------------------------------
 
     def execute(self) -> list[TaskOutcome]:
+        """Run the batch's hosts, in as many playbook runs (waves) as the per-endpoint
+        BMC limit needs; hosts left when the worker stops are handed over."""
+        run = self.run
+        outcomes: list[TaskOutcome] = []
+        limit = run.s.settings.bmc.endpoint_concurrency
+        for wave in waves({h: run.records[h] for h in self.hosts}, list(self.hosts), limit):
+            if run._stopping():
+                for name in wave:
+                    self.store.interrupt_task(self.hosts[name].task_id)
+                    outcomes.append(TaskOutcome(name, None, reason="worker stopping"))
+                continue
+            outcomes += self._finish(self._run(wave), wave)
+        return outcomes
+
+    def _run(self, wave: list[str]) -> PlaybookRun:
         run = self.run
         settings = run.s.settings
         playbook = playbook_for(run.action, settings.action_playbooks)
@@ -117,7 +160,8 @@ class AnsibleBatch:
         inventory_hosts: dict[str, Any] = {}
         from maas_lib.scheduler.request import host_vars
 
-        for name, h in self.hosts.items():
+        for name in wave:
+            h = self.hosts[name]
             hv = host_vars(run.records[name])
             hv["maas_task_id"] = h.task_id
             if h.done:
@@ -129,10 +173,10 @@ class AnsibleBatch:
         path = collections_path()
         if path:
             env["ANSIBLE_COLLECTIONS_PATH"] = path
-        result = run_playbook(
+        return run_playbook(
             playbook,
             {"all": {"hosts": inventory_hosts}},
-            limit=",".join(self.hosts),
+            limit=",".join(wave),
             timeout=run_timeout(run),
             extravars={
                 "maas_request_id": run.id,
@@ -143,13 +187,12 @@ class AnsibleBatch:
             label=f"request-{run.id}",
             cancel=run._stopping,
             on_event=self._on_event,
-            forks=min(settings.forks, len(self.hosts)),
+            forks=min(settings.forks, len(wave)),
             envvars=env,
             pass_credentials=True,
         )
-        return self._finish(result)
 
-    def _finish(self, result: PlaybookRun) -> list[TaskOutcome]:
+    def _finish(self, result: PlaybookRun, wave: list[str]) -> list[TaskOutcome]:
         """Hosts the play did not fail: succeeded, or (worker stopping) left to resume.
 
         A host ran the whole play if the run succeeded, or if it failed only because some
@@ -161,7 +204,8 @@ class AnsibleBatch:
         stats = (ends[-1].get("event_data") or {}) if ends else {}
         clean = status == "failed" and result.rc in (2, 4)
         outcomes: list[TaskOutcome] = []
-        for name, h in self.hosts.items():
+        for name in wave:
+            h = self.hosts[name]
             if h.outcome is not None:
                 outcomes.append(h.outcome)
                 continue
