@@ -163,6 +163,25 @@ class BatchPolicy(BaseModel):
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:@-]*$")
 _CRED_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+#: A Redfish resource Id as one path segment (no '/', '?', '#', '%' or whitespace).
+_SYSTEM_ID_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:~@+=-]*$")
+SYSTEMS_PREFIX = "/redfish/v1/Systems/"
+
+
+def redfish_system_path(value: str) -> str:
+    """`/redfish/v1/Systems/<id>` from a Systems member path or a bare id; anything else
+    (a Chassis or Manager path, the collection itself, a URL) is refused: acting on a
+    chassis would read or switch the wrong resource's power."""
+    text = value.strip()
+    ident = text[len(SYSTEMS_PREFIX) :].rstrip("/") if text.startswith(SYSTEMS_PREFIX) else text
+    if not _SYSTEM_ID_RE.match(ident) or ident in (".", ".."):
+        raise ValueError(
+            "must be a Redfish Systems member path (/redfish/v1/Systems/<id>) or a bare "
+            f"system id (got {value!r})"
+        )
+    return SYSTEMS_PREFIX + ident
+
+
 _HOSTNAME_RE = re.compile(
     r"^(?=.{1,253}$)([A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)"
     r"(\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$"
@@ -241,6 +260,11 @@ class HostSpec(BaseModel):
             raise ValueError(f"must be letters, digits, '-' or '_' (got {v!r})")
         return v
 
+    @field_validator("bmc_system")
+    @classmethod
+    def _system(cls, v: str | None) -> str | None:
+        return None if v is None else redfish_system_path(v)
+
     @field_validator("bmc_address", "bmc_fallback_address")
     @classmethod
     def _address(cls, v: str | None) -> str | None:
@@ -282,6 +306,16 @@ class HostRecord(HostSpec):
     status_reason: str | None = None
     created: str
     updated: str
+
+    @field_validator("bmc_system")
+    @classmethod
+    def _system(cls, v: str | None) -> str | None:
+        # Rows imported before bmc_system was checked still load (and still fail at the
+        # BMC, as they did); a bare id is resolved as an import would now store it.
+        try:
+            return None if v is None else redfish_system_path(v)
+        except ValueError:
+            return v
 
     def public(self) -> dict[str, Any]:
         data = self.model_dump(mode="json", exclude={"name", "vars"})

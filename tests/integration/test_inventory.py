@@ -86,6 +86,10 @@ def test_ungrouped_host_gets_pool_ungrouped(write_file):
         ("bmc_address: 'not valid!'", "host bad1: bmc_address:"),
         ("bmc_credential: 'a b'", "host bad1: bmc_credential:"),
         ("bmc_address: https://x.example\n          bmc_protocol: ipmi", "host bad1: bmc_address:"),
+        ("bmc_system: /redfish/v1/Chassis/1", "host bad1: bmc_system: must be a Redfish Systems"),
+        ("bmc_system: /redfish/v1/Systems/", "host bad1: bmc_system: must be a Redfish Systems"),
+        ("bmc_system: /redfish/v1/Systems/1/Bios", "host bad1: bmc_system:"),
+        ("bmc_system: 'https://x/redfish/v1/Systems/1'", "host bad1: bmc_system:"),
     ],
 )
 def test_invalid_host_var_names_host_and_var(write_file, hostvars, words):
@@ -98,6 +102,20 @@ def test_invalid_host_var_names_host_and_var(write_file, hostvars, words):
     with pytest.raises(InputError) as exc:
         load_inventory([str(path)])
     assert str(exc.value).startswith(words)
+
+
+def test_bmc_system_is_stored_as_a_systems_member_path(write_file):
+    path = write_file(
+        "sys.yml",
+        "all:\n  hosts:\n"
+        "    bare: {bmc_address: 'https://10.0.0.1', bmc_system: '1'}\n"
+        "    full: {bmc_address: 'https://10.0.0.2', bmc_system: /redfish/v1/Systems/Node0/}\n"
+        "    none: {bmc_address: 'https://10.0.0.3'}\n",
+    )
+    hosts = by_name(load_inventory([str(path)])[0])
+    assert hosts["bare"].bmc_system == "/redfish/v1/Systems/1"
+    assert hosts["full"].bmc_system == "/redfish/v1/Systems/Node0"
+    assert hosts["none"].bmc_system is None
 
 
 def test_missing_bmc_address_is_named(write_file):
