@@ -827,7 +827,20 @@ def _bmc_options(fn: Any) -> Any:
             type=float,
             default=10.0,
             show_default=True,
-            help="Seconds for one BMC call (a dead BMC costs this once).",
+            help="Seconds a BMC may take to answer one request; slower is `timeout`.",
+        ),
+        click.option(
+            "--connect-timeout",
+            type=float,
+            default=5.0,
+            show_default=True,
+            help="Seconds to open a Redfish connection; a BMC not there is `unreachable`.",
+        ),
+        click.option(
+            "--deadline",
+            type=float,
+            help="Seconds for one whole BMC operation (all its requests) "
+            "[connect-timeout + 4 x timeout].",
         ),
         click.option("--json", "as_json", is_flag=True, help="Print a JSON list."),
     ]
@@ -836,13 +849,24 @@ def _bmc_options(fn: Any) -> Any:
     return fn
 
 
-def _bmc_settings(concurrency: int, timeout: float, wait_timeout: float | None = None) -> Any:
+def _bmc_settings(
+    concurrency: int,
+    timeout: float,
+    connect_timeout: float,
+    deadline: float | None,
+    wait_timeout: float | None = None,
+) -> Any:
     from pydantic import ValidationError
 
     from maas_lib.bmc import BmcSettings
     from maas_lib.validation import option_error
 
-    fields: dict[str, Any] = {"concurrency": concurrency, "timeout": timeout}
+    fields: dict[str, Any] = {
+        "concurrency": concurrency,
+        "timeout": timeout,
+        "connect_timeout": connect_timeout,
+        "deadline": deadline,
+    }
     if wait_timeout is not None:
         fields["power_timeout"] = wait_timeout
     try:
@@ -863,7 +887,7 @@ def _bmc_report(results: list[Any], as_json: bool) -> None:
             [
                 [
                     r.host,
-                    r.power,
+                    r.power if r.power_raw is None else f"{r.power} ({r.power_raw})",
                     "ok" if r.ok else r.error_class,
                     r.via,
                     f"{r.elapsed_s:.2f}",
@@ -888,11 +912,15 @@ def bmc_status(
     hosts_file: str | None,
     concurrency: int,
     timeout: float,
+    connect_timeout: float,
+    deadline: float | None,
     as_json: bool,
 ) -> None:
     """Read power state from each host's BMC. Exit 1 if any host failed."""
     results = c.fleet().bmc_status(
-        patterns, hosts_file=hosts_file, settings=_bmc_settings(concurrency, timeout)
+        patterns,
+        hosts_file=hosts_file,
+        settings=_bmc_settings(concurrency, timeout, connect_timeout, deadline),
     )
     _bmc_report(results, as_json)
 
@@ -921,6 +949,8 @@ def bmc_power(
     hosts_file: str | None,
     concurrency: int,
     timeout: float,
+    connect_timeout: float,
+    deadline: float | None,
     as_json: bool,
 ) -> None:
     """Power hosts on, off (hard), soft (OS shutdown) or cycle (off, then on).
@@ -932,7 +962,7 @@ def bmc_power(
         patterns,
         wait=not no_wait,
         hosts_file=hosts_file,
-        settings=_bmc_settings(concurrency, timeout, wait_timeout),
+        settings=_bmc_settings(concurrency, timeout, connect_timeout, deadline, wait_timeout),
     )
     _bmc_report(results, as_json)
 
@@ -951,6 +981,8 @@ def bmc_boot(
     hosts_file: str | None,
     concurrency: int,
     timeout: float,
+    connect_timeout: float,
+    deadline: float | None,
     as_json: bool,
 ) -> None:
     """Set the boot device (pxe, disk, cd, bios) for the next boot. Exit 1 if any failed."""
@@ -959,7 +991,7 @@ def bmc_boot(
         patterns,
         persistent=persistent,
         hosts_file=hosts_file,
-        settings=_bmc_settings(concurrency, timeout),
+        settings=_bmc_settings(concurrency, timeout, connect_timeout, deadline),
     )
     _bmc_report(results, as_json)
 

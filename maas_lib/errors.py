@@ -65,3 +65,10 @@ class BmcUnsupported(BmcError):
 
 class BmcTlsError(BmcError):
     error_class = "tls"
+
+
+class BmcPowerUnknown(BmcError):
+    """The BMC answered, but not with a power state we can act on (absent, null, Paused,
+    an unrecognised value, a garbled reply) while a step needed to confirm one."""
+
+    error_class = "power_unknown"

@@ -28,12 +28,14 @@ def emit_json(obj: Any) -> None:
 def emit_table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(title=title, show_edge=False, header_style="bold")
     for col in columns:
         table.add_column(col)
     for row in rows:
-        table.add_row(*("" if v is None else str(v) for v in row))
+        # Cells are data (BMC messages, host names): plain Text, never parsed as markup.
+        table.add_row(*(Text("" if v is None else str(v)) for v in row))
     # Piped output (logs, CI, `| less`) gets room for whole host names and reasons.
     width = None if sys.stdout.isatty() else int(os.environ.get("COLUMNS") or 200)
     Console(width=width).print(table)

@@ -11,14 +11,40 @@ from dataclasses import dataclass
 from enum import StrEnum
 from urllib.parse import urlsplit
 
+from maas_lib.errors import BmcError, BmcUnreachable
 from maas_lib.models import BmcProtocol, HostRecord, HostSpec
 
 IPMI_DEFAULT_PORT = 623
 
 
 class PowerState(StrEnum):
+    """What a BMC says about power. Only ON and OFF are known states; a transition is
+    polled until it ends, and UNKNOWN is never taken for either (see `PowerReading`)."""
+
     ON = "on"
     OFF = "off"
+    POWERING_ON = "powering_on"
+    POWERING_OFF = "powering_off"
+    UNKNOWN = "unknown"
+
+    @property
+    def transitional(self) -> bool:
+        return self in (PowerState.POWERING_ON, PowerState.POWERING_OFF)
+
+
+@dataclass(frozen=True)
+class PowerReading:
+    """One power-state answer from a BMC: the state, and the BMC's own words for it when
+    they were not a plain on/off (`PowerState: "Paused"`, a missing property, a short IPMI
+    reply as hex), so an unknown state can be reported as what the BMC really said."""
+
+    state: PowerState
+    raw: str | None = None
+
+    def __str__(self) -> str:
+        if self.raw is None or self.state in (PowerState.ON, PowerState.OFF):
+            return str(self.state)
+        return f"{self.state} ({self.raw})"
 
 
 class PowerAction(StrEnum):
@@ -123,9 +149,24 @@ class BmcDriver(ABC):
     """One BMC endpoint. Every method raises a `maas_lib.errors.BmcError` subclass on failure."""
 
     endpoint: BmcEndpoint
+    #: Seconds one request may take (see `BmcSettings.timeout`).
+    timeout: float = 10.0
+
+    @property
+    def call_deadline(self) -> float:
+        """Seconds one operation of this driver may take in all before the controller stops
+        waiting for it. One IPMI operation is one exchange (plus a login); a Redfish driver
+        makes several requests per operation and says so by overriding this."""
+        return self.timeout + 1.0
+
+    def deadline_error(self, what: str, seconds: float) -> BmcError:
+        """What an operation that outlived `call_deadline` failed with. Over UDP an
+        unanswered request cannot be told from an absent BMC: unreachable."""
+        return BmcUnreachable(f"{what}: no answer within {seconds:g}s", via=self.via)
 
     @abstractmethod
-    def power_state(self) -> PowerState: ...
+    def power_state(self) -> PowerReading:
+        """The BMC's answer as it is: never ON or OFF unless the BMC said exactly that."""
 
     @abstractmethod
     def power(self, action: PowerAction) -> None:

@@ -31,14 +31,29 @@ from maas_lib.bmc.base import (
     BmcTarget,
     BootDevice,
     PowerAction,
+    PowerReading,
     PowerState,
 )
 from maas_lib.credentials import Credential, resolve_credential
-from maas_lib.errors import BmcError, BmcTimeout, BmcUnreachable, CredentialError
+from maas_lib.errors import (
+    BmcError,
+    BmcPowerUnknown,
+    BmcTimeout,
+    CredentialError,
+)
 from maas_lib.models import BmcProtocol
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+
+def _said(reading: PowerReading) -> str:
+    """'PowerState "Paused"' — the BMC's own word for an unusable state, for messages."""
+    if reading.raw is None:
+        return str(reading.state)
+    return f"{reading.state} (BMC said {reading.raw})"
+
+
 #: Hosts worked on side by side in one fan-out (each mostly waits on its BMC).
 MAX_WORKERS = 1024
 
@@ -46,7 +61,28 @@ MAX_WORKERS = 1024
 class BmcSettings(BaseModel):
     """Timeouts and limits for BMC work."""
 
-    timeout: float = Field(default=10.0, gt=0, description="seconds for one BMC call")
+    timeout: float = Field(
+        default=10.0,
+        gt=0,
+        le=3600,
+        description="seconds a BMC may take to answer one request (an HTTP read, an IPMI "
+        "exchange); a BMC that answers slower is `timeout`",
+    )
+    connect_timeout: float = Field(
+        default=5.0,
+        gt=0,
+        le=3600,
+        description="seconds to open a connection to a Redfish BMC; a BMC that refuses or "
+        "is not there is `unreachable` within it",
+    )
+    deadline: float | None = Field(
+        default=None,
+        gt=0,
+        le=86400,
+        description="seconds for one BMC operation, all its requests together (login, "
+        "service root, the system, a task monitor, Retry-After waits); default "
+        "connect_timeout + 4 x timeout",
+    )
     power_timeout: float = Field(
         default=300.0, gt=0, description="seconds for a BMC to reach a requested power state"
     )
@@ -64,6 +100,13 @@ class BmcSettings(BaseModel):
         description="BMC calls in flight at once to one endpoint (address and port)",
     )
 
+    @property
+    def operation_deadline(self) -> float:
+        """Seconds one BMC operation may take in all (`deadline`, or its default)."""
+        if self.deadline is not None:
+            return self.deadline
+        return self.connect_timeout + 4 * self.timeout
+
 
 @dataclass
 class BmcResult:
@@ -71,11 +114,14 @@ class BmcResult:
 
     host: str
     ok: bool
+    #: on, off, powering_on, powering_off or unknown (never a guess: see PowerReading).
     power: str | None = None
     error_class: str | None = None
     error: str | None = None
     via: str | None = None
     elapsed_s: float = 0.0
+    #: What the BMC said when it was not a plain on/off (e.g. "Paused", "absent").
+    power_raw: str | None = None
 
     def public(self) -> dict[str, Any]:
         data = asdict(self)
@@ -149,7 +195,13 @@ def make_driver(endpoint: BmcEndpoint, credential: Credential, settings: BmcSett
         return IpmiDriver(endpoint, credential, timeout=settings.timeout)
     from maas_lib.bmc.redfish import RedfishDriver
 
-    return RedfishDriver(endpoint, credential, timeout=settings.timeout)
+    return RedfishDriver(
+        endpoint,
+        credential,
+        timeout=settings.timeout,
+        connect_timeout=settings.connect_timeout,
+        deadline=settings.operation_deadline,
+    )
 
 
 class BmcController:
@@ -192,17 +244,12 @@ class BmcController:
             return primary
         from maas_lib.bmc.fallback import FallbackDriver
 
-        return FallbackDriver(
-            primary,
-            self._make_driver(target.fallback, cred, self.settings),
-            timeout=self.settings.timeout,
-        )
+        return FallbackDriver(primary, self._make_driver(target.fallback, cred, self.settings))
 
     def call(self, driver: BmcDriver, fn: Callable[[BmcDriver], T], what: str) -> T:
         """One BMC call under a deadline, retried with backoff while the error is transient."""
         s = self.settings
-        # A fallback driver may spend one timeout per path.
-        deadline = s.timeout * (2 if hasattr(driver, "secondary") else 1) + 1.0
+        deadline = driver.call_deadline
 
         endpoint_slots = self.endpoint_slots(driver.endpoint)
 
@@ -221,9 +268,7 @@ class BmcController:
             endpoint_slots.acquire()
             self._slots.acquire()
             return run_with_deadline(
-                guarded,
-                deadline,
-                lambda: BmcUnreachable(f"{what}: no answer within {deadline:g}s", via=driver.via),
+                guarded, deadline, lambda: driver.deadline_error(what, deadline)
             )
 
         started = time.monotonic()
@@ -233,7 +278,7 @@ class BmcController:
         except BmcError as exc:
             if not exc.transient or s.retries == 0:
                 raise
-        budget = s.timeout * (s.retries + 1) - (time.monotonic() - started)
+        budget = deadline * (s.retries + 1) - (time.monotonic() - started)
         if budget <= 0:
             return attempt()
         time.sleep(min(0.2, budget))
@@ -245,11 +290,15 @@ class BmcController:
         )
         return retrying(attempt)
 
+    def read_power(self, driver: BmcDriver) -> PowerReading:
+        return self.call(driver, lambda d: d.power_state(), "read power state")
+
     def wait_power(
         self, driver: BmcDriver, want: PowerState, started: float, timeout: float | None = None
-    ) -> None:
-        """Poll until the BMC reports `want`, or fail with `timeout` after `timeout` seconds
-        (default: power_timeout).
+    ) -> PowerReading:
+        """Poll until the BMC reports exactly `want`, or fail: `timeout` after `timeout`
+        seconds (default: power_timeout), `power_unknown` as soon as the BMC answers with a
+        state that is neither on, off nor a transition — a guess is never a confirmation.
 
         Polls start 0.1 s apart and back off to `poll_interval`: most BMCs settle within a
         second or two, and a fast first look saves a full interval per host."""
@@ -257,44 +306,58 @@ class BmcController:
         limit = s.power_timeout if timeout is None else timeout
         pause = min(0.1, s.poll_interval)
         while True:
-            state = self.call(driver, lambda d: d.power_state(), "read power state")
-            if state is want:
-                return
+            reading = self.read_power(driver)
+            if reading.state is want:
+                return reading
+            if reading.state is PowerState.UNKNOWN:
+                raise BmcPowerUnknown(
+                    f"cannot confirm power {want}: BMC reports {_said(reading)}", via=driver.via
+                )
             waited = time.monotonic() - started
             if waited >= limit:
                 raise BmcTimeout(
-                    f"power still {state} {waited:.0f}s after requesting {want}", via=driver.via
+                    f"power still {reading} {waited:.0f}s after requesting {want}",
+                    via=driver.via,
                 )
             time.sleep(min(pause, max(0.0, limit - waited)))
             pause = min(pause * 2, s.poll_interval)
 
-    def set_power(self, driver: BmcDriver, action: PowerAction, *, wait: bool = True) -> PowerState:
+    def set_power(
+        self, driver: BmcDriver, action: PowerAction, *, wait: bool = True
+    ) -> PowerReading:
         """Request a power action; with `wait`, return only once the BMC confirms it."""
         if action is PowerAction.CYCLE:
             # Off, confirmed off, on, confirmed on: the host was really down in between.
-            if self.call(driver, lambda d: d.power_state(), "read power state") is PowerState.ON:
+            # Only an explicit Off skips the off: an unknown or transitional state may be a
+            # running host.
+            if self.read_power(driver).state is not PowerState.OFF:
+                started = time.monotonic()
                 self.call(driver, lambda d: d.power(PowerAction.OFF), "power off")
-                self.wait_power(driver, PowerState.OFF, time.monotonic())
+                self.wait_power(driver, PowerState.OFF, started)
             action = PowerAction.ON
         started = time.monotonic()
         self.call(driver, lambda d: d.power(action), f"power {action}")
         # A reset reboots a running host: it is confirmed by the host still being on.
         want = PowerState.ON if action in (PowerAction.ON, PowerAction.RESET) else PowerState.OFF
         if wait:
-            self.wait_power(driver, want, started)
-            return want
-        return self.call(driver, lambda d: d.power_state(), "read power state")
+            return self.wait_power(driver, want, started)
+        return self.read_power(driver)
 
     # -- per-host operations returning results -------------------------------------------
 
-    def _run(self, target: BmcTarget, op: Callable[[BmcDriver], str | None]) -> BmcResult:
+    def _run(self, target: BmcTarget, op: Callable[[BmcDriver], PowerReading | None]) -> BmcResult:
         started = time.monotonic()
         driver: BmcDriver | None = None
         try:
             driver = self.driver(target)
-            power = op(driver)
+            reading = op(driver)
             return BmcResult(
-                target.host, True, power=power, via=driver.via, elapsed_s=time.monotonic() - started
+                target.host,
+                True,
+                power=str(reading.state) if reading else None,
+                power_raw=reading.raw if reading and reading.raw is not None else None,
+                via=driver.via,
+                elapsed_s=time.monotonic() - started,
             )
         except BmcError as exc:
             via = exc.via or (driver.via if driver else target.primary.label)
@@ -318,12 +381,10 @@ class BmcController:
             )
 
     def status(self, target: BmcTarget) -> BmcResult:
-        return self._run(
-            target, lambda d: str(self.call(d, lambda x: x.power_state(), "read power state"))
-        )
+        return self._run(target, self.read_power)
 
     def power(self, target: BmcTarget, action: PowerAction, *, wait: bool = True) -> BmcResult:
-        return self._run(target, lambda d: str(self.set_power(d, action, wait=wait)))
+        return self._run(target, lambda d: self.set_power(d, action, wait=wait))
 
     def boot(self, target: BmcTarget, device: BootDevice, *, persistent: bool = False) -> BmcResult:
         def op(d: BmcDriver) -> None:

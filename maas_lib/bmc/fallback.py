@@ -1,8 +1,8 @@
 """A driver that tries a host's primary BMC path, then its secondary one.
 
-The secondary is tried only when the primary is unreachable or does not support the verb;
-an `auth`, `tls` or BMC-reported error on the primary is the answer (trying another path
-would hide a real problem). `via` says which path acted.
+The secondary is tried only when the primary is unreachable, times out, or does not support
+the verb; an `auth`, `tls` or BMC-reported error on the primary is the answer (trying another
+path would hide a real problem). `via` says which path acted.
 """
 
 from __future__ import annotations
@@ -10,17 +10,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TypeVar
 
-from maas_lib.bmc.base import BmcDriver, BootDevice, PowerAction, PowerState
-from maas_lib.errors import BmcError, BmcUnreachable, BmcUnsupported
+from maas_lib.bmc.base import BmcDriver, BootDevice, PowerAction, PowerReading
+from maas_lib.errors import BmcError, BmcTimeout, BmcUnreachable, BmcUnsupported
 
 T = TypeVar("T")
 
 
 class FallbackDriver(BmcDriver):
-    def __init__(self, primary: BmcDriver, secondary: BmcDriver, *, timeout: float = 10.0):
+    def __init__(self, primary: BmcDriver, secondary: BmcDriver):
         self.primary = primary
-        self.timeout = timeout
         self.secondary = secondary
+        self.timeout = max(primary.timeout, secondary.timeout)
         self.endpoint = primary.endpoint
         self._via = primary.via
         #: Why the primary was passed over on the last call, if it was.
@@ -30,19 +30,28 @@ class FallbackDriver(BmcDriver):
     def via(self) -> str:
         return self._via
 
+    @property
+    def call_deadline(self) -> float:
+        # Each path gets its own: a dead primary must leave the secondary its full time.
+        return self.primary.call_deadline + self.secondary.call_deadline
+
+    def deadline_error(self, what: str, seconds: float) -> BmcError:
+        return self.secondary.deadline_error(what, seconds)
+
     def _try(self, call: Callable[[BmcDriver], T]) -> T:
         from maas_lib.bmc.control import run_with_deadline
 
         try:
             # The primary gets one timeout of its own, so the secondary still has time.
+            deadline = self.primary.call_deadline
             result = run_with_deadline(
                 lambda: call(self.primary),
-                self.timeout,
-                lambda: BmcUnreachable(f"no answer within {self.timeout:g}s", via=self.primary.via),
+                deadline,
+                lambda: self.primary.deadline_error("primary path", deadline),
             )
             self._via, self.fallback_reason = self.primary.via, None
             return result
-        except (BmcUnreachable, BmcUnsupported) as exc:
+        except (BmcUnreachable, BmcTimeout, BmcUnsupported) as exc:
             self.fallback_reason = f"{exc.error_class} via {self.primary.via}: {exc}"
         try:
             result = call(self.secondary)
@@ -52,7 +61,7 @@ class FallbackDriver(BmcDriver):
         self._via = self.secondary.via
         return result
 
-    def power_state(self) -> PowerState:
+    def power_state(self) -> PowerReading:
         return self._try(lambda d: d.power_state())
 
     def power(self, action: PowerAction) -> None:

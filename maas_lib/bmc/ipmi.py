@@ -6,7 +6,14 @@ import socket
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from maas_lib.bmc.base import BmcDriver, BmcEndpoint, BootDevice, PowerAction, PowerState
+from maas_lib.bmc.base import (
+    BmcDriver,
+    BmcEndpoint,
+    BootDevice,
+    PowerAction,
+    PowerReading,
+    PowerState,
+)
 from maas_lib.bmc.sessions import IPMI_SESSIONS
 from maas_lib.credentials import Credential
 from maas_lib.errors import (
@@ -123,9 +130,11 @@ class IpmiDriver(BmcDriver):
             raise IpmiException(response["error"], response.get("code", 0))
         return response["data"]
 
-    def power_state(self) -> PowerState:
+    def power_state(self) -> PowerReading:
         data = self._call(lambda c: self._raw(c, 0x01))
-        return PowerState.ON if data[0] & 1 else PowerState.OFF
+        if not data:
+            return PowerReading(PowerState.UNKNOWN, "empty chassis status")
+        return PowerReading(PowerState.ON if data[0] & 1 else PowerState.OFF)
 
     def power(self, action: PowerAction) -> None:
         if action not in _CHASSIS_CONTROL:

@@ -11,12 +11,20 @@ import re
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from maas_lib.bmc.base import BmcDriver, BmcEndpoint, BootDevice, PowerAction, PowerState
+from maas_lib.bmc.base import (
+    BmcDriver,
+    BmcEndpoint,
+    BootDevice,
+    PowerAction,
+    PowerReading,
+    PowerState,
+)
 from maas_lib.bmc.sessions import REDFISH_SESSIONS
 from maas_lib.credentials import Credential
 from maas_lib.errors import (
     BmcAuthError,
     BmcError,
+    BmcTimeout,
     BmcTlsError,
     BmcUnreachable,
     BmcUnsupported,
@@ -68,13 +76,30 @@ def classify_redfish_error(exc: BaseException, via: str) -> BmcError:
 
 
 class RedfishDriver(BmcDriver):
-    def __init__(self, endpoint: BmcEndpoint, credential: Credential, *, timeout: float = 10.0):
+    def __init__(
+        self,
+        endpoint: BmcEndpoint,
+        credential: Credential,
+        *,
+        timeout: float = 10.0,
+        connect_timeout: float = 5.0,
+        deadline: float | None = None,
+    ):
         self.endpoint = endpoint
         self._credential = credential
         self.timeout = timeout
+        self.connect_timeout = connect_timeout
+        self.deadline = connect_timeout + 4 * timeout if deadline is None else deadline
         verify: bool | str = endpoint.tls_ca or endpoint.tls_verify
         self._verify = verify
         self._key = (endpoint.address, endpoint.system, credential.fingerprint, verify)
+
+    @property
+    def call_deadline(self) -> float:
+        return self.deadline
+
+    def deadline_error(self, what: str, seconds: float) -> BmcError:
+        return BmcTimeout(f"{what}: not done within {seconds:g}s", via=self.via)
 
     def _connect(self) -> tuple[Any, str]:
         import sushy
@@ -95,7 +120,7 @@ class RedfishDriver(BmcDriver):
             auth=auth.BasicAuth(self._credential.username, self._credential.password),
             verify=self._verify,
             read_timeout=self.timeout,
-            connect_timeout=min(self.timeout, 5.0),
+            connect_timeout=self.connect_timeout,
             # sushy's defaults retry a dead BMC for ~27 s; the controller retries instead.
             server_side_retries=1,
             server_side_retries_delay=0.5,
@@ -127,13 +152,19 @@ class RedfishDriver(BmcDriver):
         except Exception as exc:
             raise classify_redfish_error(exc, self.via) from None
 
-    def power_state(self) -> PowerState:
+    def power_state(self) -> PowerReading:
         import sushy
 
         state = self._call(lambda s: s.power_state)
-        # Report the state the machine is in now; a transition counts when it completes.
-        on = state in (sushy.PowerState.ON, sushy.PowerState.POWERING_OFF)
-        return PowerState.ON if on else PowerState.OFF
+        known = {
+            sushy.PowerState.ON: PowerState.ON,
+            sushy.PowerState.OFF: PowerState.OFF,
+            sushy.PowerState.POWERING_ON: PowerState.POWERING_ON,
+            sushy.PowerState.POWERING_OFF: PowerState.POWERING_OFF,
+        }
+        if state in known:
+            return PowerReading(known[state])
+        return PowerReading(PowerState.UNKNOWN, "absent" if state is None else str(state))
 
     def power(self, action: PowerAction) -> None:
         import sushy

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from maas_lib.bmc import BmcController, BmcTarget, BootDevice, PowerAction, PowerState
-from maas_lib.bmc.base import BmcDriver
+from maas_lib.bmc.base import BmcDriver, PowerReading
 from maas_lib.errors import BmcTimeout
 from maas_lib.models import Action, BmcProtocol, HostRecord, InstallReport, RequestOptions
 
@@ -58,7 +58,7 @@ class _Guarded(BmcDriver):
         if self.abort.is_set():
             raise BmcTimeout("step abandoned after its timeout", via=self.inner.via)
 
-    def power_state(self) -> PowerState:
+    def power_state(self) -> PowerReading:
         self._check()
         return self.inner.power_state()
 
@@ -188,7 +188,7 @@ def _power(action: PowerAction) -> Callable[[HostContext], None]:
 def _soft_off(ctx: HostContext) -> None:
     started = time.monotonic()
     c = ctx.controller
-    if c.call(ctx.driver, lambda d: d.power_state(), "read power state") is PowerState.OFF:
+    if c.read_power(ctx.driver).state is PowerState.OFF:
         ctx.notes["off"] = True
         return
     c.call(ctx.driver, lambda d: d.power(PowerAction.SOFT), "soft power off")

@@ -28,6 +28,7 @@ from maas_lib.bmc.base import (
     BmcTarget,
     BootDevice,
     PowerAction,
+    PowerReading,
     PowerState,
 )
 from maas_lib.bmc.control import BmcSettings
@@ -65,8 +66,8 @@ class MachineDriver(BmcDriver):
         with self.fleet.in_flight(self._slot):
             return fn()
 
-    def power_state(self) -> PowerState:
-        return self._call(lambda: PowerState(self.machine.power_state()))
+    def power_state(self) -> PowerReading:
+        return self._call(lambda: PowerReading(PowerState(self.machine.power_state())))
 
     def power(self, action: PowerAction) -> None:
         if action is PowerAction.ON:

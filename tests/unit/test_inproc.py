@@ -108,9 +108,9 @@ def test_driver_verbs_act_on_the_machine() -> None:
     d = sim.driver_factory(
         BmcEndpoint.build(BmcProtocol.IPMI, "127.0.0.1", 6300), CRED, BmcSettings()
     )
-    assert d.power_state() is PowerState.ON
+    assert d.power_state().state is PowerState.ON
     d.power(PowerAction.SOFT)
-    assert d.power_state() is PowerState.OFF and machine.power_offs == 1
+    assert d.power_state().state is PowerState.OFF and machine.power_offs == 1
     d.set_boot(BootDevice.PXE, persistent=True)
     assert (machine.boot_target, machine.boot_persistent) == (BootTarget.PXE, True)
     d.insert_media("https://images.example/ubuntu.iso")
