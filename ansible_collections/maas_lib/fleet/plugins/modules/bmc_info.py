@@ -61,10 +61,18 @@ host:
   type: str
   sample: web01
 power:
-  description: The power state, V(on) or V(off).
+  description:
+    - The power state as the BMC reports it, V(on) or V(off); V(powering_on) or
+      V(powering_off) during a transition; V(unknown) when the BMC gave no usable state
+      (see RV(power_raw)). Unknown is never read as off.
   returned: success
   type: str
   sample: "on"
+power_raw:
+  description: What the BMC said when it was not a plain on or off (V(Paused), V(absent)).
+  returned: when RV(power) is V(unknown) or a transition
+  type: str
+  sample: Paused
 via:
   description: The BMC path that answered, for example V(ipmi://10.20.1.7:623).
   returned: success and BMC failures
@@ -122,7 +130,8 @@ def main() -> None:
     def info() -> dict:
         bmc = Bmc(module.params)
         now = bmc.status()
-        return bmc.result(changed=False, power=now.power, via=now.via)
+        extra = {} if now.power_raw is None else {"power_raw": now.power_raw}
+        return bmc.result(changed=False, power=now.power, via=now.via, **extra)
 
     run(module, info)
 

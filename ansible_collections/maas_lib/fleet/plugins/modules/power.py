@@ -91,7 +91,10 @@ host:
   sample: web01
 power:
   description:
-    - The power state after the task (V(on) or V(off)); in check mode, the current state.
+    - The power state after the task (V(on) or V(off)); in check mode, the current state,
+      which may also be a transition (V(powering_on), V(powering_off)) or V(unknown). A
+      power change is confirmed only by the exact state asked for; a BMC that reports an
+      unknown state fails the task with error class C(power_unknown).
   returned: success
   type: str
   sample: "on"
