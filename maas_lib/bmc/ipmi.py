@@ -1,4 +1,5 @@
-"""IPMI over RMCP+ (lanplus) through pyghmi, one reused session per BMC per process."""
+"""IPMI through pyghmi (RMCP+, or IPMI 1.5 where a BMC offers only that): one reused,
+logged-out-when-done session per BMC per process, and the failure classes of its errors."""
 
 from __future__ import annotations
 
@@ -39,6 +40,24 @@ _CHASSIS_CONTROL = {
     PowerAction.RESET: 3,
     PowerAction.SOFT: 5,
 }
+# RMCP+ status codes (IPMI 2.0 table 13-15) in the session-opening messages' replies.
+_RMCP_BUSY = {0x01: "no free session slot", 0x0B: "no free session slot at this role"}
+_RMCP_AUTH = {0x09, 0x0A, 0x0C, 0x0D, 0x0E, 0x0F}  # role, user name, GUID, RAKP3 check
+_RMCP_STALE = {0x02, 0x08}  # invalid/inactive session id: a retried message crossed over
+_RMCP_UNSUPPORTED = {0x03, 0x04, 0x05, 0x06, 0x07, 0x10, 0x11, 0x12}  # no common algorithms
+# IPMI 1.5 login completion codes (IPMI 2.0 tables 22-15 and 22-16).
+_CHALLENGE_AUTH = {0x81, 0x82}  # invalid user name, null user name not enabled
+_ACTIVATE_BUSY = {0x81, 0x82, 0x83}  # no session slot (at all / for this user / this role)
+_ACTIVATE_STALE = {0x84, 0x85}  # sequence number out of range, invalid session id
+_ACTIVATE_AUTH = {0x86}  # requested privilege above the user's or channel's limit
+# Generic completion codes: node busy, timeout, out of space, unspecified — worth a retry.
+_TRANSIENT_CODES = {0xC0, 0xC3, 0xC4, 0xFF}
+_UNSUPPORTED_CODES = {0xC1, 0xC2, 0xCC}  # invalid command, invalid for LUN, invalid field
+_PRIVILEGE_CODE = 0xD4  # insufficient privilege for the command
+_NO_ANSWER_CODE = 0xFFFF  # pyghmi's own: the BMC never answered the request
+
+# Last resort, for failures pyghmi reports with text only (e.g. a wrong password is found
+# by the client's own RAKP2 check).
 _AUTH_MARKERS = (
     "incorrect password",
     "unauthorized name",
@@ -48,16 +67,47 @@ _AUTH_MARKERS = (
     "wrong kg",
     "invalid integrity check",
 )
+_BUSY_MARKERS = ("insufficient resources", "no session slot", "node busy")
+_TRANSIENT_MARKERS = ("timeout while processing", "out of space", "unspecified")
 _UNREACHABLE_MARKERS = ("timeout", "no longer connected", "failed to initialize")
 _UNSUPPORTED_MARKERS = ("invalid command", "unknown bootdevice", "invalid data field")
-# Completion-code texts of a busy or flaky BMC (pyghmi raises most without the code).
-_TRANSIENT_MARKERS = ("node busy", "timeout while processing", "out of space", "unspecified")
-# IPMI completion codes: node busy, timeout, out of space, unspecified — worth a retry.
-_TRANSIENT_CODES = {0xC0, 0xC3, 0xC4, 0xFF}
+_DISPATCH_FAILURE = "BMC reply could not be handled"
+
+
+def _busy(msg: str, via: str) -> BmcError:
+    return BmcError(f"BMC busy: {msg}", via=via, transient=True)
+
+
+def _classify_login(step: str, code: int, msg: str, via: str) -> BmcError | None:
+    """A failed login from the step that failed and its status/completion code."""
+    what = f"{msg} ({step} status 0x{code:02X})"
+    if step in ("rmcp+", "rakp2", "rakp4"):
+        if code in _RMCP_BUSY:
+            return _busy(f"{_RMCP_BUSY[code]}: {what}", via)
+        if code in _RMCP_AUTH:
+            return BmcAuthError(f"credentials refused: {what}", via=via)
+        if code in _RMCP_STALE:
+            return BmcError(what, via=via, transient=True)
+        if code in _RMCP_UNSUPPORTED:
+            return BmcUnsupported(f"no common RMCP+ algorithms: {what}", via=via)
+    elif step == "session_challenge" and code in _CHALLENGE_AUTH:
+        return BmcAuthError(f"credentials refused: {what}", via=via)
+    elif step == "activate_session":
+        if code in _ACTIVATE_BUSY:
+            return _busy(f"no free session slot: {what}", via)
+        if code in _ACTIVATE_STALE:
+            return BmcError(what, via=via, transient=True)
+        if code in _ACTIVATE_AUTH:
+            return BmcAuthError(f"credentials refused: {what}", via=via)
+    if code in _TRANSIENT_CODES:
+        return _busy(what, via)
+    return None
 
 
 def classify_ipmi_error(exc: BaseException, via: str) -> BmcError:
-    """Map a pyghmi/socket failure onto maas-lib's failure classes."""
+    """Map a pyghmi/socket failure onto maas-lib's failure classes: by the RMCP+ status or
+    completion code where pyghmi kept one (see pyghmi_fixes, fix 7), by its text only as a
+    last resort."""
     from pyghmi import exceptions as pexc
 
     if isinstance(exc, BmcError):
@@ -68,12 +118,29 @@ def classify_ipmi_error(exc: BaseException, via: str) -> BmcError:
         return BmcUnreachable("no answer from BMC", via=via)
     msg = msg or type(exc).__name__
     low = msg.lower()
-    if isinstance(exc, pexc.UnsupportedFunctionality) or any(
-        m in low for m in _UNSUPPORTED_MARKERS
-    ):
+    status = getattr(exc, "login_status", None)
+    if status:
+        classified = _classify_login(status[0], status[1], msg, via)
+        if classified is not None:
+            return classified
+    code = getattr(exc, "ipmicode", 0) or 0
+    if isinstance(exc, pexc.UnsupportedFunctionality) or code in _UNSUPPORTED_CODES:
         return BmcUnsupported(msg, via=via)
-    code = getattr(exc, "ipmicode", 0)
-    if code in _TRANSIENT_CODES or any(m in low for m in _TRANSIENT_MARKERS):
+    if code in _TRANSIENT_CODES:
+        return _busy(msg, via)
+    if code == _PRIVILEGE_CODE:
+        return BmcAuthError(f"privilege too low: {msg}", via=via)
+    if code == _NO_ANSWER_CODE:
+        return BmcUnreachable(f"no answer from BMC ({msg})", via=via)
+    if code:
+        return BmcError(msg, via=via)
+    if msg.startswith(_DISPATCH_FAILURE):
+        return BmcError(msg, via=via)
+    if any(m in low for m in _UNSUPPORTED_MARKERS):
+        return BmcUnsupported(msg, via=via)
+    if any(m in low for m in _BUSY_MARKERS):
+        return _busy(msg, via)
+    if any(m in low for m in _TRANSIENT_MARKERS):
         return BmcError(f"BMC busy or flaky: {msg}", via=via, transient=True)
     if any(m in low for m in _AUTH_MARKERS):
         return BmcAuthError(f"credentials refused: {msg}", via=via)
@@ -84,6 +151,30 @@ def classify_ipmi_error(exc: BaseException, via: str) -> BmcError:
     return BmcError(msg, via=via)
 
 
+def reading_from_chassis_status(data: bytes | bytearray) -> PowerReading:
+    """Get Chassis Status (IPMI 2.0 table 28-3): bit 0 of the first of at least three data
+    bytes is "power is on". A shorter reply is not a power state: UNKNOWN, with its hex."""
+    data = bytes(data)
+    if len(data) < 3:
+        return PowerReading(PowerState.UNKNOWN, f"chassis status reply {data.hex() or 'empty'}")
+    return PowerReading(PowerState.ON if data[0] & 1 else PowerState.OFF)
+
+
+class IpmiClient:
+    """What the session pool keeps for one BMC: a logged-in pyghmi `Command`, and how to
+    log out of it (`close`: Close Session, so the BMC frees the slot now, not at its idle
+    timeout)."""
+
+    def __init__(self, command: Any):
+        self.command = command
+
+    def close(self) -> None:
+        session = getattr(self.command, "ipmi_session", None)
+        if session is None or session.broken:
+            return
+        session.logout()
+
+
 class IpmiDriver(BmcDriver):
     def __init__(self, endpoint: BmcEndpoint, credential: Credential, *, timeout: float = 10.0):
         self.endpoint = endpoint
@@ -91,30 +182,33 @@ class IpmiDriver(BmcDriver):
         self.timeout = timeout
         self._key = (endpoint.address, endpoint.port, credential.fingerprint)
 
-    def _connect(self) -> Any:
+    def _connect(self) -> IpmiClient:
         from pyghmi.ipmi.command import Command
 
         from maas_lib.bmc import pyghmi_fixes
 
         pyghmi_fixes.apply()
         # bytes credentials: see sessions.py for why str hangs on a second Command.
-        return Command(
-            bmc=self.endpoint.address,
-            port=self.endpoint.port,
-            userid=self._credential.username.encode(),
-            password=self._credential.password.encode(),
-            keepalive=True,
+        return IpmiClient(
+            Command(
+                bmc=self.endpoint.address,
+                port=self.endpoint.port,
+                userid=self._credential.username.encode(),
+                password=self._credential.password.encode(),
+                keepalive=True,
+            )
         )
 
     def _call(self, fn: Callable[[Any], T]) -> T:
         try:
             with IPMI_SESSIONS.hold(self._key, self.timeout, self.via) as entry:
-                command = IPMI_SESSIONS.client(entry, self._connect)
+                client: IpmiClient = IPMI_SESSIONS.client(entry, self._connect)
                 try:
-                    return fn(command)
+                    return fn(client.command)
                 except BaseException:
-                    # A failed call may leave the session unusable; the next logs in anew.
-                    entry.client = None
+                    # A failed call may leave the session unusable; log out (freeing the
+                    # BMC's slot if it still counts one) and let the next call log in anew.
+                    IPMI_SESSIONS.drop(entry)
                     raise
         except Exception as exc:
             raise classify_ipmi_error(exc, self.via) from None

@@ -1,7 +1,7 @@
-"""Work-arounds for pyghmi 1.6.19 bugs that bite many threads in one process.
+"""Work-arounds for pyghmi 1.6.19 bugs that bite many threads (and many BMCs) in one process.
 
 Both the IPMI driver (clients) and the simulator (servers) apply them before creating any
-session. Each fix is a behaviour pyghmi intends; neither changes what goes on the wire.
+session. Each fix is a behaviour pyghmi intends; none changes what goes on the wire.
 
 1. ABBA deadlock: `awaitresponse()` holds WAITING_SESSIONS and, on a timeout, sends a
    payload that takes KEEPALIVE_SESSIONS, while another thread's `send_payload()` holds
@@ -15,14 +15,42 @@ session. Each fix is a behaviour pyghmi intends; neither changes what goes on th
    calls `logout()` — setting `broken` — *before* it records `errormsg`; a thread waiting
    on the same session sees `broken` and reads the missing `errormsg`: AttributeError
    instead of "Incorrect password provided". Fix: record the error first.
+4. One BMC's fault fails another host: every session's packets and retry/keepalive timers
+   are handled by whichever thread pumps the shared loop, so an exception raised while
+   handling BMC X's packet surfaced in host Y's call (and X's caller waited on). Fix: an
+   exception raised while dispatching a session's packet or timer belongs to that
+   session: it is marked broken with the error, which its own caller then raises.
+5. IPMI 1.5 logins pad the (bytes) user name and password with a `str`: "can't concat str
+   to bytes", raised in whichever thread handled the BMC's reply (see 4). Fix: pad with
+   bytes.
+6. A caller waiting for a login that another thread completes (the thread that received
+   RAKP4 runs `_req_priv_level`) may already be asleep in the shared poller with a
+   deadline taken from the keepalive timers (~25 s): it wakes only when some packet
+   arrives. Fix: every wait in the poller is bounded (POLL_BOUND_S), so a waiter re-checks
+   its session's state at least that often.
+7. Login failures carry only text (pyghmi turns RMCP+ status codes and completion codes
+   into messages). Fix: the session records the last failing login step and its code,
+   and the exception raised by a failed login carries it as `login_status`
+   (e.g. `("rmcp+", 0x01)`: no free session slot), so callers classify by code.
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import select
+import struct
+import threading
+from collections.abc import Callable
 from typing import Any
 
+log = logging.getLogger(__name__)
+
+#: Longest a thread sleeps in pyghmi's poller before re-checking its session (fix 6).
+POLL_BOUND_S = 0.2
+
 _applied = False
+_apply_lock = threading.Lock()
 
 
 def _io_sendto(sock: Any, packet: bytes, sockaddr: Any) -> None:
@@ -38,22 +66,179 @@ def _io_sendto(sock: Any, packet: bytes, sockaddr: Any) -> None:
             return  # as pyghmi does: the retransmit logic covers a lost datagram
 
 
+def _bounded_io_wait(session_module: Any) -> Callable[..., None]:
+    """pyghmi's `_io_wait`, except that the caller sleeps at most POLL_BOUND_S (fix 6)."""
+
+    def _io_wait(timeout: float, myaddr: Any = None, evq: Any = None) -> None:
+        evt = threading.Event()
+        if evq is not None:
+            evq.append(evt)
+        deadline = timeout + session_module._monotonic_time()
+        session_module.ioqueue.append((deadline, evt, myaddr))
+        if deadline < session_module.selectdeadline:
+            # As pyghmi does: break the IO thread out of a select() that would sleep
+            # past our deadline.
+            intsock = session_module.iosockets[0]
+            intsock = getattr(intsock, "fd", intsock)
+            intsock.sendto(
+                b"\x01", (session_module.myself, session_module.iosockets[0].getsockname()[1])
+            )
+        evt.wait(max(0.0, min(timeout, POLL_BOUND_S)))
+
+    return _io_wait
+
+
+def _fail_session(session: Any, exc: BaseException) -> None:
+    """Fix 4: `exc` was raised while handling `session`'s packet or timer: end that session
+    with the error (its own caller raises it) instead of raising in whichever thread was
+    pumping the loop."""
+    error = f"BMC reply could not be handled: {type(exc).__name__}: {exc}"
+    log.debug("IPMI session to %s failed while dispatching", session.bmc, exc_info=exc)
+    session.dispatch_error = error
+    # Nothing more will be answered: a logout must not wait for the command in flight.
+    session.incommand = False
+    try:
+        session._mark_broken(error)
+    except Exception:  # pragma: no cover - best effort; the session is unusable anyway
+        session.broken = True
+        session.logging = False
+        session.logged = 0
+    while session.evq:
+        session.evq.popleft().set()
+
+
+def _owned(method: Callable[..., Any]) -> Callable[..., Any]:
+    def dispatch(self: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except Exception as exc:
+            if getattr(self, "servermode", False):
+                # A simulated BMC drops a request it cannot handle, as a real one would.
+                log.debug("IPMI server session dropped a packet", exc_info=exc)
+                return None
+            _fail_session(self, exc)
+            return None
+
+    dispatch.__wrapped__ = method  # type: ignore[attr-defined]
+    return dispatch
+
+
+def _raises_own_error(method: Callable[..., Any], pexc: Any) -> Callable[..., Any]:
+    """A command on a session that failed while dispatching raises that failure, not
+    pyghmi's generic "Session no longer connected"."""
+
+    def raw_command(self: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except pexc.IpmiException:
+            error = getattr(self, "dispatch_error", None)
+            if error:
+                raise pexc.IpmiException(error) from None
+            raise
+
+    return raw_command
+
+
+def _ipmi15authcode(self: Any, payload: Any, checkremotecode: bool = False) -> Any:
+    """pyghmi's IPMI 1.5 MD5 auth code, with bytes padding (fix 5)."""
+    from pyghmi import exceptions as pexc
+
+    if self.authtype == 0:
+        return ()
+    password = bytes(self.password)
+    if len(password) > 16:
+        raise pexc.IpmiException("Password is too long for ipmi 1.5")
+    password = password.ljust(16, b"\x00")
+    seq = self.remseqnumber if checkremotecode else self.sequencenumber
+    body = password + struct.pack("<I", self.sessionid) + bytes(payload)
+    return hashlib.md5(body + struct.pack("<I", seq) + password).digest()
+
+
+def _get_session_challenge(self: Any) -> None:
+    """pyghmi's IPMI 1.5 Get Session Challenge, with bytes padding (fix 5)."""
+    from pyghmi import exceptions as pexc
+
+    userid = bytes(self.userid)
+    if len(userid) > 16:
+        raise pexc.IpmiException("Username too long for IPMI, must not exceed 16")
+    self.ipmicallback = self._got_session_challenge
+    self._send_ipmi_net_payload(
+        netfn=0x6, command=0x39, data=bytearray([2]) + userid.ljust(16, b"\x00")
+    )
+
+
+def _records_rmcp_status(step: str, method: Callable[..., Any]) -> Callable[..., Any]:
+    def handler(self: Any, data: Any) -> Any:
+        # A step that went through clears an earlier refusal (e.g. SHA-256 before SHA-1).
+        if len(data) > 1:
+            self.login_status = (step, data[1]) if data[1] else None
+        return method(self, data)
+
+    return handler
+
+
+def _records_completion_code(step: str, method: Callable[..., Any]) -> Callable[..., Any]:
+    def handler(self: Any, response: Any) -> Any:
+        code = response.get("code") if isinstance(response, dict) else None
+        self.login_status = (step, code) if code else None
+        return method(self, response)
+
+    return handler
+
+
+def _carries_login_status(method: Callable[..., Any], pexc: Any) -> Callable[..., Any]:
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        try:
+            method(self, *args, **kwargs)
+        except pexc.IpmiException as exc:
+            exc.login_status = getattr(self, "login_status", None)
+            raise
+
+    return __init__
+
+
+#: Login steps whose codes fix 7 records: RMCP+ status codes of the session-opening
+#: messages, and IPMI completion codes of the IPMI 1.5 login commands.
+_RMCP_STEPS = {"_got_rmcp_response": "rmcp+", "_got_rakp2": "rakp2", "_got_rakp4": "rakp4"}
+_CC_STEPS = {
+    "_got_channel_auth_cap": "channel_auth",
+    "_got_session_challenge": "session_challenge",
+    "_activated_session": "activate_session",
+}
+
+
 def apply() -> None:
     """Patch pyghmi's session module once per process."""
     global _applied
-    if _applied:
-        return
-    from pyghmi.ipmi.private import session
+    with _apply_lock:
+        if _applied:
+            return
+        from pyghmi import exceptions as pexc
+        from pyghmi.ipmi.private import session
 
-    session.KEEPALIVE_SESSIONS = session.WAITING_SESSIONS
-    session._io_sendto = _io_sendto
-    mark_broken = session.Session._mark_broken
+        session.KEEPALIVE_SESSIONS = session.WAITING_SESSIONS
+        session._io_sendto = _io_sendto
+        session._io_wait = _bounded_io_wait(session)
+        cls = session.Session
+        mark_broken = cls._mark_broken
 
-    def _mark_broken(self: Any, error: Any = None) -> None:
-        self.errormsg = error
-        mark_broken(self, error)
+        def _mark_broken(self: Any, error: Any = None) -> None:
+            self.errormsg = error
+            mark_broken(self, error)
 
-    session.Session._mark_broken = _mark_broken
-    # A session closed by a plain logout has no error of its own.
-    session.Session.errormsg = "IPMI session closed"
-    _applied = True
+        cls._mark_broken = _mark_broken
+        # A session closed by a plain logout has no error of its own.
+        cls.errormsg = "IPMI session closed"
+        cls.dispatch_error = None
+        cls.login_status = None
+        for name in ("process_pktqueue", "_timedout", "_keepalive"):
+            setattr(cls, name, _owned(getattr(cls, name)))
+        cls.raw_command = _raises_own_error(cls.raw_command, pexc)
+        cls._ipmi15authcode = _ipmi15authcode
+        cls._get_session_challenge = _get_session_challenge
+        for name, step in _RMCP_STEPS.items():
+            setattr(cls, name, _records_rmcp_status(step, getattr(cls, name)))
+        for name, step in _CC_STEPS.items():
+            setattr(cls, name, _records_completion_code(step, getattr(cls, name)))
+        cls.__init__ = _carries_login_status(cls.__init__, pexc)
+        _applied = True

@@ -41,6 +41,14 @@ class SchedulerSettings(BaseModel):
         description="hook playbooks run at once (each ansible-playbook costs ~1.5 s of CPU "
         "to start)",
     )
+    session_idle_s: float = Field(
+        default=60.0,
+        ge=5,
+        le=3600,
+        description="seconds (5-3600) a BMC session may sit unused before the worker logs "
+        "out of it; BMCs have few session slots, and pyghmi's keepalives would otherwise "
+        "hold an IPMI session for as long as the worker runs",
+    )
     wipe_image: str = Field(default="wipe", description="image a wipe boots, unless named")
     image_url: str | None = Field(
         default=None,

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from maas_lib.bmc import BmcController
 from maas_lib.bmc.base import BmcDriver, BmcEndpoint
 from maas_lib.bmc.control import BmcSettings
+from maas_lib.bmc.sessions import IdleSessionCloser, close_all_sessions
 from maas_lib.credentials import Credential, resolve_credential
 from maas_lib.models import IN_FLIGHT_REQUEST_STATES, RequestState
 from maas_lib.scheduler.installs import InstallWatcher
@@ -127,8 +128,10 @@ class Worker:
                 # Our heartbeats would keep the claim alive forever: let another worker try.
                 self.store.release_claim(request_id, self.id)
 
+        idle_sessions = IdleSessionCloser(s.session_idle_s)
         try:
             while not self.stop_event.is_set():
+                idle_sessions.tick()
                 for rid in [r for r, t in active.items() if not t.is_alive()]:
                     active.pop(rid).join()
                     state = results.pop(rid, None)
@@ -160,6 +163,7 @@ class Worker:
                     report.finished[rid] = str(state)
             executor.shutdown(wait=True)
             installs.close()
+            close_all_sessions()
             beating.set()
             beat.join(timeout=5)
             if alerts is not None:
