@@ -11,6 +11,7 @@ from typing import TypeVar
 
 from maas_lib.bmc.base import BmcTarget, BootDevice, PowerAction, PowerState
 from maas_lib.bmc.control import BmcController, BmcResult, BmcSettings
+from maas_lib.bmc.sessions import close_all_sessions
 from maas_lib.credentials import resolve_credential
 from maas_lib.errors import InputError
 from maas_lib.models import HostRecord
@@ -54,14 +55,19 @@ def run_bmc(
     # a hundred auth failures.
     creds = {name: resolve_credential(name) for name in sorted({t.credential for t in targets})}
     controller = BmcController(settings, resolve=creds.__getitem__)
-    if verb == "status":
-        return controller.fan_out(targets, controller.status)
-    if verb == "power":
-        assert action is not None
-        return controller.fan_out(targets, lambda t: controller.power(t, action, wait=wait))
-    if verb == "boot":
-        assert device is not None
-        return controller.fan_out(
-            targets, lambda t: controller.boot(t, device, persistent=persistent)
-        )
-    raise InputError(f"unknown BMC verb {verb!r}")
+    try:
+        if verb == "status":
+            return controller.fan_out(targets, controller.status)
+        if verb == "power":
+            assert action is not None
+            return controller.fan_out(targets, lambda t: controller.power(t, action, wait=wait))
+        if verb == "boot":
+            assert device is not None
+            return controller.fan_out(
+                targets, lambda t: controller.boot(t, device, persistent=persistent)
+            )
+        raise InputError(f"unknown BMC verb {verb!r}")
+    finally:
+        # BMCs have few session slots and keep an abandoned session until their idle
+        # timeout: log out now (sessions another call is using are left to it).
+        close_all_sessions()

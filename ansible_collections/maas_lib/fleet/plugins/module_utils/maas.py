@@ -141,7 +141,18 @@ def run(module: AnsibleModule, body: Callable[[], dict[str, Any]]) -> None:
         )
     finally:
         log.removeHandler(handler)
+        _close_bmc_sessions()
     module.exit_json(**result)
+
+
+def _close_bmc_sessions() -> None:
+    """Log out of the BMC sessions the module opened: BMCs have few session slots and keep
+    an abandoned one until their idle timeout."""
+    if MAAS_LIB_IMPORT_ERROR is None:
+        with suppress(Exception):  # logging out is best effort; the result stands
+            from maas_lib.bmc.sessions import close_all_sessions
+
+            close_all_sessions()
 
 
 def validated(model: Any, **fields: Any) -> Any:
