@@ -75,9 +75,18 @@ class _Resp:
                 sexc.ConnectionError(url="u", error="e"),
                 requests.exceptions.ReadTimeout("read timed out"),
             ),
+            "timeout",
+            False,
+        ),
+        (
+            _chained(
+                sexc.ConnectionError(url="u", error="e"),
+                requests.exceptions.ConnectTimeout("connect timed out"),
+            ),
             "unreachable",
             False,
         ),
+        (sexc.HTTPError("POST", "u", _Resp(429)), "bmc_error", True),
         (sexc.AccessError("GET", "u", _Resp(401)), "auth", False),
         (sexc.HTTPError("POST", "u", _Resp(501)), "unsupported", False),
         (sexc.HTTPError("POST", "u", _Resp(503)), "bmc_error", True),
