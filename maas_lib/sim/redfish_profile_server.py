@@ -464,7 +464,9 @@ class RedfishService:
         self._server = _Server(("127.0.0.1", 0), _Handler)
         self._server.state = self.state
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, args=(0.05,), daemon=True
+        )
         self._thread.start()
         # Tasks complete on their own clock, whether or not anyone polls their monitor.
         self._ticker = threading.Thread(target=self._tick, daemon=True)
