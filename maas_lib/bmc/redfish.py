@@ -208,6 +208,7 @@ class RedfishDriver(BmcDriver):
                     error = classify_redfish_error(exc, self.via)
                     if error.error_class in ("unreachable", "tls", "auth", "timeout"):
                         entry.client = None  # connect afresh next time
+                        client.abandon()
                     raise error from None
         except BmcError as exc:
             exc.via = exc.via or self.via

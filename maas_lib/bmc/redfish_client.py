@@ -71,6 +71,13 @@ class RedfishClient:
             raise BmcError(f"GET {path}: the BMC answered without a JSON object")
         return doc, response
 
+    def abandon(self) -> None:
+        """Forget the client without logging out (its BMC did not answer, or refused us):
+        sushy would otherwise try the logout from whichever thread garbage-collects it."""
+        if self._closed.acquire(blocking=False):
+            self.root._auth = None
+            self.conn.close()
+
     def close(self) -> None:
         """Log out (DELETE the session) within one request's timeouts; never raises."""
         if not self._closed.acquire(blocking=False):

@@ -224,6 +224,7 @@ class _Handler(BaseHTTPRequestHandler):
             token = secrets.token_hex(16)
             st.sessions[token] = sid
             st.record.sessions_created += 1
+            st.record.tokens.append(token)
         uri = f"{SESSIONS}/{sid}"
         raise _Reply(
             201,

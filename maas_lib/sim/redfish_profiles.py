@@ -198,6 +198,8 @@ class Record:
     resets: list[tuple[str, str]] = field(default_factory=list)
     patches: list[tuple[str, dict[str, Any], str | None]] = field(default_factory=list)
     sessions_created: int = 0
+    #: Every X-Auth-Token handed out, so tests can check none ever shows up in output.
+    tokens: list[str] = field(default_factory=list)
 
     def count(self, method: str, path_part: str = "") -> int:
         return sum(1 for r in self.requests if r["method"] == method and path_part in r["path"])

@@ -146,3 +146,38 @@ def test_target_from_host_with_fallback():
     h2 = host.model_copy(update={"bmc_fallback_protocol": "redfish"})
     t2 = BmcTarget.from_host(h2)
     assert t2.fallback.label == "https://bmc-h:8443/redfish/v1/Systems/1"
+
+
+@pytest.mark.parametrize(
+    ("system", "state", "raw"),
+    [
+        ({"PowerState": "On"}, "on", None),
+        ({"PowerState": "Off"}, "off", None),
+        ({"PowerState": "PoweringOn"}, "powering_on", None),
+        ({"PowerState": "PoweringOff"}, "powering_off", None),
+        ({}, "unknown", "absent"),
+        ({"PowerState": None}, "unknown", "null"),
+        ({"PowerState": "Paused"}, "unknown", "Paused"),
+        ({"PowerState": "off"}, "unknown", "off"),  # the schema's enum is case-sensitive
+        ({"PowerState": 1}, "unknown", "1"),
+        ({"PowerState": "On\x1b[2J" + "x" * 80}, "unknown", "On?[2J" + "x" * 33 + "…"),
+    ],
+)
+def test_redfish_power_state_is_on_or_off_only_when_the_bmc_says_so(system, state, raw):
+    from maas_lib.bmc.redfish import power_reading
+
+    reading = power_reading(system)
+    assert (str(reading.state), reading.raw) == (state, raw)
+
+
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [(None, None), ("3", 3.0), ("soon", None), ("Wed, 21 Oct 2015 07:28:00 GMT", 0.0)],
+)
+def test_retry_after_header(header, seconds):
+    from maas_lib.bmc.redfish_http import retry_after_seconds
+
+    response = requests.Response()
+    if header is not None:
+        response.headers["Retry-After"] = header
+    assert retry_after_seconds(response) == seconds
