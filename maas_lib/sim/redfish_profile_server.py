@@ -3,6 +3,9 @@ follow a `Profile` (see redfish_profiles.py), with every request kept in its rec
 
     with serve(PROFILES["ilo5"]) as bmc:
         ... bmc.url, bmc.state.record.resets, bmc.state.open_sessions ...
+
+By hand: `python -m maas_lib.sim.redfish_profile_server ilo5 --set power_state=absent`
+serves one until interrupted and prints an inventory line for it.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import secrets
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
@@ -124,7 +127,7 @@ class _Handler(BaseHTTPRequestHandler):
                 user, _, password = base64.b64decode(basic[6:]).decode().partition(":")
             except ValueError:
                 user, password = "", ""
-            if user == st.username and hmac.compare_digest(password, st.password):
+            if user == st.username and hmac.compare_digest(password.encode(), st.password.encode()):
                 return None
         raise _Reply(401, _error("Base.1.8.InsufficientPrivilege", "Authentication required."))
 
@@ -206,7 +209,7 @@ class _Handler(BaseHTTPRequestHandler):
         ok = (
             isinstance(body, dict)
             and body.get("UserName") == st.username
-            and hmac.compare_digest(str(body.get("Password", "")), st.password)
+            and hmac.compare_digest(str(body.get("Password", "")).encode(), st.password.encode())
         )
         if not ok:
             raise _Reply(401, _error("Base.1.8.InvalidCredentials", "Login failed."))
@@ -506,3 +509,37 @@ def serve(
         yield service
     finally:
         service.stop()
+
+
+def _value(text: str) -> Any:
+    """A --set value: JSON when it parses (numbers, true, null, lists), else the string."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return text
+    return tuple(value) if isinstance(value, list) else value
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    from maas_lib.sim.redfish_profiles import PROFILES
+
+    parser = argparse.ArgumentParser(description="Serve one Redfish profile on loopback.")
+    parser.add_argument("profile", choices=[*sorted(PROFILES), "custom"])
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE")
+    parser.add_argument("--username", default="admin")
+    parser.add_argument("--password", default="profile-pass-0")
+    args = parser.parse_args(argv)
+    profile = PROFILES.get(args.profile, Profile())
+    changes = dict(item.partition("=")[::2] for item in args.set)
+    profile = profile.but(**{k: _value(v) for k, v in changes.items()})
+    with serve(profile, username=args.username, password=args.password) as bmc:
+        print(f"{profile.name}: {bmc.url} systems {', '.join(bmc.state.systems)}", flush=True)
+        print(f"  host: {{bmc_address: '{bmc.url}', bmc_system: '{bmc.system_url()}'}}")
+        with suppress(KeyboardInterrupt):
+            bmc.state.stopping.wait()
+
+
+if __name__ == "__main__":
+    main()
