@@ -20,14 +20,19 @@ session. Each fix is a behaviour pyghmi intends; none changes what goes on the w
    handling BMC X's packet surfaced in host Y's call (and X's caller waited on). Fix: an
    exception raised while dispatching a session's packet or timer belongs to that
    session: it is marked broken with the error, which its own caller then raises.
-5. IPMI 1.5 logins pad the (bytes) user name and password with a `str`: "can't concat str
-   to bytes", raised in whichever thread handled the BMC's reply (see 4). Fix: pad with
-   bytes.
-6. A caller waiting for a login that another thread completes (the thread that received
-   RAKP4 runs `_req_priv_level`) may already be asleep in the shared poller with a
-   deadline taken from the keepalive timers (~25 s): it wakes only when some packet
-   arrives. Fix: every wait in the poller is bounded (POLL_BOUND_S), so a waiter re-checks
-   its session's state at least that often.
+5. IPMI 1.5 logins never worked: they pad the (bytes) user name and password with a
+   `str` ("can't concat str to bytes", raised in whichever thread handled the BMC's reply,
+   see 4), and `_parse_ipmi_payload`, after running a reply's callback, forgets the request
+   that callback has just sent (its "recheck" removes the *current* expected request), so
+   the Get Session Challenge reply is dropped as unsolicited and retried until the login
+   times out. Fix: pad with bytes; the recheck removes only a request sent before.
+6. A caller waiting for its login, which another thread may complete (the thread that
+   received RAKP4 runs `_req_priv_level`), checks `while self.logging` and then sleeps in
+   the shared poller with a deadline taken from the keepalive timers (~25 s): if the login
+   completed in between, it sleeps until some packet arrives. Fix: a login's waiter is
+   registered before it sleeps and woken when that login ends (success or failure); it
+   re-checks the login after registering, so a completion cannot slip in between. As a
+   backstop, every poller wait is bounded (POLL_BOUND_S).
 7. Login failures carry only text (pyghmi turns RMCP+ status codes and completion codes
    into messages). Fix: the session records the last failing login step and its code,
    and the exception raised by a failed login carries it as `login_status`
@@ -47,10 +52,53 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 #: Longest a thread sleeps in pyghmi's poller before re-checking its session (fix 6).
-POLL_BOUND_S = 0.2
+POLL_BOUND_S = 0.5
 
 _applied = False
 _apply_lock = threading.Lock()
+
+# Fix 6: what each thread waits for (`_tls.login`: the session it is logging in, set in
+# `Session.__init__`; `_tls.awaiting`: the session, netfn and command whose reply it awaits,
+# set in `awaitresponse`), and the waiting threads' events by session, woken when that
+# session's login ends or a reply of it has been handled, by whichever thread did it.
+_tls = threading.local()
+_waits: dict[int, set[threading.Event]] = {}
+_waits_lock = threading.Lock()
+
+
+def _wake_waiters(session: Any) -> None:
+    with _waits_lock:
+        events = _waits.pop(id(session), ())
+    for evt in events:
+        evt.set()
+
+
+def _waited_for(myaddr: Any, session_module: Any) -> tuple[Any, Callable[[], bool]]:
+    """The session this thread's wait is for (None if unknown), and whether it need not
+    sleep: what it waits for has happened, or a packet it would be woken for has already
+    been queued (pyghmi loses that wake-up: the IO thread queues a packet, then finds no
+    waiter yet for it, and the waiter then sleeps until its deadline)."""
+    if myaddr is None:
+        login = getattr(_tls, "login", None)
+        if login is None:
+            return None, lambda: bool(session_module.sessionqueue)
+        return login, lambda: not login.logging or login.broken or bool(session_module.sessionqueue)
+    awaiting = getattr(_tls, "awaiting", None)
+    if awaiting is None or awaiting[0].sockaddr != myaddr:
+        return None, lambda: False
+    session, netfn, command = awaiting
+    return (
+        session,
+        lambda: (
+            session.broken
+            or bool(session.pktqueue)
+            or _matches(session.lastresponse, netfn, command)
+        ),
+    )
+
+
+def _matches(response: Any, netfn: int, command: int) -> bool:
+    return bool(response) and response["command"] == command and response["netfn"] == netfn
 
 
 def _io_sendto(sock: Any, packet: bytes, sockaddr: Any) -> None:
@@ -83,7 +131,23 @@ def _bounded_io_wait(session_module: Any) -> Callable[..., None]:
             intsock.sendto(
                 b"\x01", (session_module.myself, session_module.iosockets[0].getsockname()[1])
             )
-        evt.wait(max(0.0, min(timeout, POLL_BOUND_S)))
+        # Registered first, checked after: a completion or packet cannot slip in between.
+        session, ready = _waited_for(myaddr, session_module)
+        if session is not None:
+            with _waits_lock:
+                _waits.setdefault(id(session), set()).add(evt)
+        if ready():
+            evt.set()
+        try:
+            evt.wait(max(0.0, min(timeout, POLL_BOUND_S)))
+        finally:
+            if session is not None:
+                with _waits_lock:
+                    events = _waits.get(id(session))
+                    if events is not None:
+                        events.discard(evt)
+                        if not events:
+                            del _waits[id(session)]
 
     return _io_wait
 
@@ -167,6 +231,29 @@ def _get_session_challenge(self: Any) -> None:
     )
 
 
+def _parse_ipmi_payload(self: Any, payload: Any) -> Any:
+    """pyghmi's client-side reply matching, except that a request sent by the reply's own
+    callback stays expected (fix 5)."""
+    if len(payload) < 7:
+        return None  # as pyghmi: too short to be an IPMI message
+    entry = (payload[1] >> 2, payload[4] >> 2, payload[5])
+    if not self._lookup_request_entry(entry):
+        return -1  # not a reply to anything we sent
+    self._remove_request_entry(entry)
+    # A bridged request's first reply only says the message was sent on (pyghmi's rule).
+    if entry[0] in (0x06, 0x07) and entry[2] == 0x34 and payload[-2] == 0x0:
+        return -1
+    sent_before = set(self.request_entry)
+    try:
+        self._parse_payload(payload)
+    finally:
+        _wake_waiters(self)  # fix 6: the thread awaiting this reply may be asleep
+    current = (self.expectednetfn, self.seqlun, self.expectedcmd)
+    if current in sent_before:
+        self._remove_request_entry(current)
+    return None
+
+
 def _records_rmcp_status(step: str, method: Callable[..., Any]) -> Callable[..., Any]:
     def handler(self: Any, data: Any) -> Any:
         # A step that went through clears an earlier refusal (e.g. SHA-256 before SHA-1).
@@ -187,12 +274,19 @@ def _records_completion_code(step: str, method: Callable[..., Any]) -> Callable[
 
 
 def _carries_login_status(method: Callable[..., Any], pexc: Any) -> Callable[..., Any]:
+    """`Session.__init__` (the login), recording which session this thread waits for
+    (fix 6) and putting the failing step's code on the exception (fix 7)."""
+
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        outer = getattr(_tls, "login", None)
+        _tls.login = self
         try:
             method(self, *args, **kwargs)
         except pexc.IpmiException as exc:
             exc.login_status = getattr(self, "login_status", None)
             raise
+        finally:
+            _tls.login = outer
 
     return __init__
 
@@ -224,9 +318,32 @@ def apply() -> None:
 
         def _mark_broken(self: Any, error: Any = None) -> None:
             self.errormsg = error
-            mark_broken(self, error)
+            try:
+                mark_broken(self, error)
+            finally:
+                _wake_waiters(self)
 
         cls._mark_broken = _mark_broken
+        req_priv_level = cls._req_priv_level
+
+        def _req_priv_level(self: Any) -> None:
+            try:
+                req_priv_level(self)
+            finally:
+                _wake_waiters(self)
+
+        cls._req_priv_level = _req_priv_level
+        awaitresponse = cls.awaitresponse
+
+        def _awaitresponse(self: Any, retry: Any, netfn: int, command: int) -> Any:
+            outer = getattr(_tls, "awaiting", None)
+            _tls.awaiting = (self, netfn, command)
+            try:
+                return awaitresponse(self, retry, netfn, command)
+            finally:
+                _tls.awaiting = outer
+
+        cls.awaitresponse = _awaitresponse
         # A session closed by a plain logout has no error of its own.
         cls.errormsg = "IPMI session closed"
         cls.dispatch_error = None
@@ -236,6 +353,14 @@ def apply() -> None:
         cls.raw_command = _raises_own_error(cls.raw_command, pexc)
         cls._ipmi15authcode = _ipmi15authcode
         cls._get_session_challenge = _get_session_challenge
+        parse_ipmi_payload = cls._parse_ipmi_payload
+
+        def _parse_reply(self: Any, payload: Any) -> Any:
+            if self.servermode:
+                return parse_ipmi_payload(self, payload)
+            return _parse_ipmi_payload(self, payload)
+
+        cls._parse_ipmi_payload = _parse_reply
         for name, step in _RMCP_STEPS.items():
             setattr(cls, name, _records_rmcp_status(step, getattr(cls, name)))
         for name, step in _CC_STEPS.items():
