@@ -11,11 +11,27 @@ import logging
 import threading
 from typing import Any
 
+import sushy
+from sushy import auth
+
 from maas_lib.bmc.redfish_http import DeadlineConnector
 from maas_lib.credentials import Credential
 from maas_lib.errors import BmcError
 
 log = logging.getLogger(__name__)
+
+
+class SessionIfAdvertised(auth.SessionOrBasicAuth):  # type: ignore[misc]
+    """A session where the service root advertises one (`Links.Sessions`, which the
+    specification requires), Basic straight away where it does not: no failed login per
+    connection, and no error logged for it, on services without sessions."""
+
+    def _do_authenticate(self) -> None:
+        links = self._root_resource.json.get("Links")
+        if isinstance(links, dict) and isinstance(links.get("Sessions"), dict):
+            super()._do_authenticate()
+        else:
+            self._fallback_to_basic_authentication()
 
 
 class RedfishClient:
@@ -31,9 +47,6 @@ class RedfishClient:
         connect_timeout: float,
         deadline: float,
     ) -> None:
-        import sushy
-        from sushy import auth
-
         self.base_url = base_url
         self.conn = DeadlineConnector(
             base_url + "/redfish/v1/",
@@ -47,7 +60,7 @@ class RedfishClient:
         # Basic when the BMC has no session service.
         self.root: Any = sushy.Sushy(
             base_url + "/redfish/v1/",
-            auth=auth.SessionOrBasicAuth(credential.username, credential.password),
+            auth=SessionIfAdvertised(credential.username, credential.password),
             connector=self.conn,
         )
 
