@@ -19,10 +19,11 @@ import yaml
 
 import maas_lib
 from maas_lib.bmc import BmcSettings
-from maas_lib.bmc.base import BmcEndpoint
+from maas_lib.bmc.base import BmcEndpoint, PowerAction
 from maas_lib.bmc.redfish import RedfishDriver
 from maas_lib.bmc.sessions import REDFISH_SESSIONS
 from maas_lib.credentials import Credential
+from maas_lib.errors import BmcError, BmcTimeout
 from maas_lib.models import BmcProtocol
 from maas_lib.sim.redfish_profile_server import RedfishService, serve
 from maas_lib.sim.redfish_profiles import PROFILES, Profile
@@ -86,7 +87,7 @@ def lab(tmp_path, monkeypatch):
     monkeypatch.setenv("MAAS_CRED_RF_PASSWORD", PASSWORD)
     with ExitStack() as stack:
         yield Lab(tmp_path, stack)
-    REDFISH_SESSIONS.close_all()
+        REDFISH_SESSIONS.close_all()  # sessions of direct driver calls, while BMCs listen
 
 
 def resets(bmc: RedfishService) -> list[tuple[str, int | None]]:
@@ -262,14 +263,18 @@ def test_wrong_state_resets_refused_with_400_are_reread(lab):
     assert resets(bmc) == [("On", 400), ("ForceOff", 400), ("ForceRestart", 400)]
 
 
-def test_task_monitor_is_followed_and_a_failed_task_is_reported(lab):
-    bmc = lab.add("tasks", Profile(tasks=True, task_time=0.6, power_delay=0.1))
-    driver = RedfishDriver(
+def _driver(bmc: RedfishService, deadline: float) -> RedfishDriver:
+    return RedfishDriver(
         BmcEndpoint.build(BmcProtocol.REDFISH, bmc.url, None, system=bmc.system_url()),
         Credential("rf", USER, PASSWORD),
         timeout=5,
-        deadline=20,
+        deadline=deadline,
     )
+
+
+def test_task_monitor_is_followed_and_a_failed_task_is_reported(lab):
+    bmc = lab.add("tasks", Profile(tasks=True, task_time=0.6, power_delay=0.1))
+    driver = _driver(bmc, deadline=20)
     driver.insert_media("http://images.example/installer.iso")
     # Returned once the BMC's task had finished: the media is in.
     assert bmc.state.systems["1"].media_image == "http://images.example/installer.iso"
@@ -281,6 +286,12 @@ def test_task_monitor_is_followed_and_a_failed_task_is_reported(lab):
     assert r.error_class == "bmc_error" and "Power supply 2 failed" in r.error, r
     assert time.monotonic() - started < QUICK.power_timeout
     assert bmc.state.power("1") == "Off"
+    # A task that outlives the operation's deadline is a timeout, at the deadline.
+    bmc.state.profile = bmc.state.profile.but(task_failure=None, task_time=60)
+    started = time.monotonic()
+    with pytest.raises(BmcTimeout, match="still running"):
+        _driver(bmc, deadline=2).power(PowerAction.ON)
+    assert time.monotonic() - started < 2 + 1.5
 
 
 def test_busy_bmc_is_retried_after_its_retry_after(lab):
@@ -293,6 +304,12 @@ def test_busy_bmc_is_retried_after_its_retry_after(lab):
     gaps = [b["at"] - a["at"] for a, b in itertools.pairwise(to_system[:3])]
     assert all(gap >= 0.9 for gap in gaps), gaps  # no request before Retry-After
     assert resets(bmc) == [("On", 204)]
+    # A Retry-After beyond the operation's deadline: a transient failure now, no sleep.
+    bmc.state.busy_left, bmc.state.profile = 1, bmc.state.profile.but(retry_after="60")
+    started = time.monotonic()
+    with pytest.raises(BmcError, match="retry after 60s") as busy:
+        _driver(bmc, deadline=3).power_state()
+    assert busy.value.transient and time.monotonic() - started < 3
 
 
 @pytest.mark.parametrize(
