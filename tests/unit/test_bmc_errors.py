@@ -181,3 +181,62 @@ def test_retry_after_header(header, seconds):
     if header is not None:
         response.headers["Retry-After"] = header
     assert retry_after_seconds(response) == seconds
+
+
+def _login_failure(text: str, status: tuple[str, int] | None) -> Exception:
+    exc = pexc.IpmiException(text)
+    exc.login_status = status  # what pyghmi_fixes puts on a failed login
+    return exc
+
+
+SLOTS_FULL = "Insufficient resources to create new session (wait for existing sessions to timeout)"
+
+
+@pytest.mark.parametrize(
+    ("exc", "error_class", "transient"),
+    [
+        # Out of session slots is a busy BMC (retried), not an unreachable one, whatever
+        # words the message holds.
+        (_login_failure(SLOTS_FULL, ("rmcp+", 0x01)), "bmc_error", True),
+        (_login_failure(SLOTS_FULL, None), "bmc_error", True),
+        (
+            _login_failure("No session slot available", ("activate_session", 0x81)),
+            "bmc_error",
+            True,
+        ),
+        (_login_failure("Unauthorized name in RAKP2", ("rakp2", 0x0D)), "auth", False),
+        (_login_failure("Invalid integrity check value", ("rakp4", 0x0F)), "auth", False),
+        (_login_failure("Invalid user name", ("session_challenge", 0x81)), "auth", False),
+        (_login_failure("No Cipher suite match", ("rmcp+", 0x11)), "unsupported", False),
+        (pexc.IpmiException("timeout", 0xFFFF), "unreachable", False),
+        (pexc.IpmiException("Insufficient privilege level", 0xD4), "auth", False),
+        # An exception pyghmi raised while handling this BMC's reply: its own failure.
+        (
+            pexc.IpmiException("BMC reply could not be handled: TypeError: timeout"),
+            "bmc_error",
+            False,
+        ),
+    ],
+)
+def test_ipmi_failures_classified_by_status_and_completion_codes(exc, error_class, transient):
+    err = classify_ipmi_error(exc, "ipmi://x:623")
+    assert (err.error_class, err.transient) == (error_class, transient), err
+
+
+@pytest.mark.parametrize(
+    ("data", "state", "raw"),
+    [
+        (b"\x01\x00\x40", "on", None),
+        (b"\x21\x10\x00\x00", "on", None),
+        (b"\x00\x00\x00", "off", None),
+        # A short or empty Get Chassis Status reply is no power state: never "off".
+        (b"", "unknown", "chassis status reply empty"),
+        (b"\x00", "unknown", "chassis status reply 00"),
+        (b"\x01\x00", "unknown", "chassis status reply 0100"),
+    ],
+)
+def test_ipmi_chassis_status_reading(data, state, raw):
+    from maas_lib.bmc.ipmi import reading_from_chassis_status
+
+    reading = reading_from_chassis_status(data)
+    assert (str(reading.state), reading.raw) == (state, raw)
