@@ -37,6 +37,10 @@ session. Each fix is a behaviour pyghmi intends; none changes what goes on the w
    into messages). Fix: the session records the last failing login step and its code,
    and the exception raised by a failed login carries it as `login_status`
    (e.g. `("rmcp+", 0x01)`: no free session slot), so callers classify by code.
+8. `logout()` lowers its socket's use count twice (and again on an already broken
+   session), so as sessions are closed the counts drift below zero and new sessions crowd
+   onto one socket. Fix: a logout lowers the count once, and only for a session that was
+   still counted.
 """
 
 from __future__ import annotations
@@ -333,6 +337,18 @@ def apply() -> None:
                 _wake_waiters(self)
 
         cls._req_priv_level = _req_priv_level
+        logout = cls.logout
+
+        def _logout(self: Any, sessionok: bool = True) -> Any:
+            pool, sock, counted = self.socketpool, self.socket, not self.broken
+            before = pool.get(sock)
+            try:
+                return logout(self, sessionok)
+            finally:
+                if before is not None and sock in pool:
+                    pool[sock] = before - 1 if counted else before
+
+        cls.logout = _logout
         awaitresponse = cls.awaitresponse
 
         def _awaitresponse(self: Any, retry: Any, netfn: int, command: int) -> Any:
