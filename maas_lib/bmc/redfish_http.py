@@ -12,6 +12,7 @@ import email.utils
 import logging
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 from sushy import connector, exceptions
@@ -97,6 +98,7 @@ class DeadlineConnector(connector.Connector):
         **kwargs: Any,
     ) -> requests.Response:
         what = f"{method} {_path_of(path)}"
+        self._check_origin(path, what)
         while True:
             try:
                 response = super()._op(
@@ -119,6 +121,15 @@ class DeadlineConnector(connector.Connector):
                 return self._follow_task(what, response)
             return response
 
+    def _check_origin(self, path: str, what: str) -> None:
+        """Links come from the BMC (untrusted): one naming another host would carry our
+        credentials there, so only this BMC's own URLs are followed."""
+        target = urlsplit(path)
+        if target.netloc:
+            base = urlsplit(self._url)
+            if (target.scheme, target.netloc) != (base.scheme, base.netloc):
+                raise BmcError(f"{what}: the BMC linked to another host; not followed")
+
     def _wait_busy(self, what: str, status: int) -> None:
         asked = retry_after_seconds(self._last)
         pause = DEFAULT_RETRY_AFTER if asked is None else asked
@@ -137,6 +148,7 @@ class DeadlineConnector(connector.Connector):
         if not monitor:
             # Accepted without a monitor: nothing to follow; the caller confirms by state.
             return accepted
+        self._check_origin(monitor, what)
         response = accepted
         while True:
             pause = retry_after_seconds(response)
@@ -186,6 +198,4 @@ def _raise_for_task(what: str, response: requests.Response) -> None:
 
 def _path_of(path: str) -> str:
     """The path alone: never a URL's userinfo or query."""
-    from urllib.parse import urlsplit
-
     return urlsplit(path).path or path

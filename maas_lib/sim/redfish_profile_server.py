@@ -272,7 +272,9 @@ class _Handler(BaseHTTPRequestHandler):
             if p.boot_targets is not None:
                 boot["BootSourceOverrideTarget@Redfish.AllowableValues"] = list(p.boot_targets)
             doc["Boot"] = boot
-        reset: dict[str, Any] = {"target": f"{uri}/Actions/ComputerSystem.Reset"}
+        reset: dict[str, Any] = {
+            "target": (p.reset_target_base or "") + f"{uri}/Actions/ComputerSystem.Reset"
+        }
         if p.reset_action_info:
             reset["@Redfish.ActionInfo"] = f"{uri}/ResetActionInfo"
         else:

@@ -85,6 +85,9 @@ class Profile:
     #: update, a power transition): that PATCH's If-Match is stale.
     etag_stale_once: bool = False
     virtual_media: bool = True
+    #: Another service's base URL the Reset action's target points at (a hostile or
+    #: misconfigured BMC); a client must not carry its credentials there.
+    reset_target_base: str | None = None
 
     def but(self, **changes: Any) -> Profile:
         return replace(self, **changes)

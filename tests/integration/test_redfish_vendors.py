@@ -329,6 +329,15 @@ def test_patch_carries_if_match_where_the_bmc_requires_it(lab, profile):
     assert all(if_match for _, _, if_match in bmc.record.patches)
 
 
+def test_links_to_another_host_are_not_followed_with_our_credentials(lab):
+    other = lab.add("other", Profile())
+    bmc = lab.add("lure", Profile(reset_target_base=other.url))
+    with lab.fleet() as fleet:
+        (r,) = fleet.bmc_power("on", ["lure"], settings=QUICK)
+    assert r.error_class == "bmc_error" and "another host" in r.error, r
+    assert other.record.requests == [] and resets(bmc) == []
+
+
 # -- 5. bmc_system is a Systems member --------------------------------------------------------
 
 
