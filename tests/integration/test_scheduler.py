@@ -372,7 +372,10 @@ def test_a_rollout_with_failures_is_reported_as_the_simulator_saw_it(sched, flee
     threading.Thread(target=server.serve_forever, daemon=True).start()
     _Hook.received = []
     monkeypatch.setenv("MAAS_ALERT_WEBHOOK", f"http://127.0.0.1:{server.server_port}/hook")
-    since = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(time.time() - 1))
+    # `since` has whole seconds: start in a second of our own, so steps an earlier test
+    # ended a moment ago are not counted.
+    time.sleep(1.01 - time.time() % 1)
+    since = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
     rid = fleet.submit(
         "reimage", ok + broken + down, image="ubuntu-24.04", batch_size="3", max_failures="100%"
     ).id
