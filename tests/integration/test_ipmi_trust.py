@@ -1,16 +1,16 @@
-"""The IPMI client under concurrency, against real peers: OpenIPMI's `ipmi_sim` (IPMI 2.0,
-a real session table), the same behind an IPMI-1.5-only front (tests/ipmi_peers.py), and
-`ipmitool` as the reference client. Issue 12, items 6 to 9."""
+"""The IPMI client under concurrency, against real peers: OpenIPMI's `ipmi_sim` BMCs
+(IPMI 2.0 with a real session table, IPMI-1.5-only ones, a wrong-password one; launched by
+maas_lib.sim.ipmisim) and `ipmitool` as the reference client. Issue 12, items 6 to 9."""
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 
@@ -19,34 +19,33 @@ from maas_lib.bmc.base import BmcEndpoint, BmcTarget
 from maas_lib.bmc.control import make_driver
 from maas_lib.bmc.sessions import IPMI_SESSIONS, close_all_sessions
 from maas_lib.credentials import Credential
-from tests.ipmi_peers import (
-    PASSWORD,
-    USER,
-    Ipmi15Front,
+from maas_lib.sim.ipmisim import (
     IpmiSim,
-    have_ipmi_tools,
-    ipmi_sim,
+    IpmiSimFleet,
+    IpmiSimOptions,
+    ipmi_sim_path,
+    running_ipmi_sims,
 )
 
 pytestmark = pytest.mark.skipif(
-    not have_ipmi_tools(), reason="needs ipmi_sim (Debian openipmi) and ipmitool"
+    not (ipmi_sim_path() and shutil.which("ipmitool")),
+    reason="needs ipmi_sim (Debian openipmi) and ipmitool",
 )
 
-GOOD = Credential("trust", USER, PASSWORD, "test")
-WRONG = Credential("trust-wrong", USER, "not-the-password", "test")
+OPTIONS = IpmiSimOptions()
+GOOD = Credential("ipmisim", OPTIONS.username, OPTIONS.password, "test")
 SETTINGS = BmcSettings(timeout=5, retries=3, poll_interval=0.1, power_timeout=20)
+#: The shared BMCs: healthy ones, one whose password is not the one we are given, and
+#: IPMI-1.5-only ones (no RMCP+).
+NAMES = ["a", "b", "c", "d", "wrong", "v15-1", "v15-2", "v15-3"]
 
 
 @pytest.fixture(scope="module")
-def bmcs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[IpmiSim]]:
-    """Three ipmi_sim BMCs shared by the tests that leave no session behind."""
-    base = tmp_path_factory.mktemp("ipmisim")
-    with (
-        ipmi_sim(base / "a") as a,
-        ipmi_sim(base / "b") as b,
-        ipmi_sim(base / "c", extra_users=2) as c,
-    ):
-        yield [a, b, c]
+def bmcs() -> Iterator[IpmiSimFleet]:
+    specs = [OPTIONS] * 4 + [IpmiSimOptions(wrong_password=True)]
+    specs += [IpmiSimOptions(ipmi15_only=True)] * 3
+    with running_ipmi_sims(specs, names=NAMES) as fleet:
+        yield fleet
 
 
 @pytest.fixture(autouse=True)
@@ -56,53 +55,54 @@ def _fresh_sessions() -> Iterator[None]:
     close_all_sessions()
 
 
-def _target(name: str, port: int, credential: str = "trust") -> BmcTarget:
-    return BmcTarget(name, credential, BmcEndpoint.build("ipmi", "127.0.0.1", port))
+def _target(sim: IpmiSim) -> BmcTarget:
+    return BmcTarget(sim.name, "ipmisim", BmcEndpoint.build("ipmi", sim.host, sim.port))
 
 
 def _controller(settings: BmcSettings = SETTINGS) -> BmcController:
-    creds = {"trust": GOOD, "trust-wrong": WRONG}
-    return BmcController(settings, resolve=creds.__getitem__)
+    return BmcController(settings, resolve=lambda _name: GOOD)
+
+
+def _active_sessions(sim: IpmiSim) -> int:
+    """Sessions the BMC counts as active, as ipmitool reads them (its own not counted)."""
+    proc = sim.ipmitool("session", "info", "active", lanplus=False)
+    for line in proc.stdout.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "active sessions":
+            return int(value) - 1
+    raise AssertionError(f"no session count from ipmitool: {proc.stdout!r} {proc.stderr!r}")
 
 
 # -- item 6: IPMI 1.5 BMCs work, and one BMC's fault reaches its own caller only ---------
 
 
 def test_ipmi15_only_bmcs_work_beside_ipmi2_bmcs_in_one_fan_out(bmcs):
-    a, b, _ = bmcs
-    fronts = [Ipmi15Front(port) for port in (a.port, b.port, a.port, b.port)]
-    try:
-        # The peer is genuine: the reference client speaks IPMI 1.5 to it, not RMCP+.
-        assert "Chassis Power is" in a.ipmitool(
-            "chassis", "power", "status", interface="lan", port=fronts[0].port
-        )
-        with pytest.raises(RuntimeError, match="RMCP"):
-            a.ipmitool("chassis", "power", "status", interface="lanplus", port=fronts[0].port)
-        targets = [_target(f"v15-{i}", f.port) for i, f in enumerate(fronts)]
-        targets += [_target("v2-a", a.port), _target("v2-b", b.port)]
-        for _round in range(3):
-            close_all_sessions()
-            controller = _controller()
-            results = controller.fan_out(targets, controller.status)
-            assert [(r.host, r.ok, r.error_class) for r in results] == [
-                (t.host, True, None) for t in targets
-            ], results
-            assert all(r.power in ("on", "off") for r in results), results
-    finally:
-        for front in fronts:
-            front.close()
+    v15 = [s for s in bmcs if s.options.ipmi15_only]
+    # The peers are genuine: the reference client speaks IPMI 1.5 to them, not RMCP+.
+    for sim in v15:
+        assert sim.ipmitool("chassis", "power", "status", lanplus=False).returncode == 0
+        assert "RMCP+" in sim.ipmitool("chassis", "power", "status").stderr
+    targets = [_target(s) for s in bmcs if not s.options.wrong_password]
+    for _round in range(3):
+        close_all_sessions()
+        controller = _controller()
+        results = controller.fan_out(targets, controller.status)
+        assert [(r.host, r.ok, r.error_class) for r in results] == [
+            (t.host, True, None) for t in targets
+        ], results
+        assert all(r.power in ("on", "off") for r in results), results
 
 
 def test_a_fault_while_handling_one_bmcs_reply_fails_that_bmc_only(bmcs, monkeypatch):
     """A reply that pyghmi cannot handle (injected: a real peer would need a pyghmi bug)
     fails the call to that BMC, whichever thread handled the reply; the other BMC's
-    calls, logins and commands alike, all succeed."""
+    calls all succeed."""
     from pyghmi.ipmi.private import session
 
     from maas_lib.bmc import pyghmi_fixes
 
     pyghmi_fixes.apply()
-    a, b, _ = bmcs
+    a, b = bmcs["a"], bmcs["b"]
     real = session.Session._parse_payload
 
     def faulty(self, payload):
@@ -111,11 +111,10 @@ def test_a_fault_while_handling_one_bmcs_reply_fails_that_bmc_only(bmcs, monkeyp
         return real(self, payload)
 
     monkeypatch.setattr(session.Session, "_parse_payload", faulty)
-    targets = [_target("a", a.port), _target("b", b.port)] * 1
     for _round in range(15):
         close_all_sessions()
         controller = _controller(BmcSettings(timeout=3, retries=0))
-        ra, rb = controller.fan_out(targets, controller.status)
+        ra, rb = controller.fan_out([_target(a), _target(b)], controller.status)
         assert ra.ok, ra
         assert (rb.ok, rb.error_class) == (False, "bmc_error"), rb
         assert "injected fault in BMC b's reply" in rb.error, rb
@@ -125,19 +124,16 @@ def test_a_fault_while_handling_one_bmcs_reply_fails_that_bmc_only(bmcs, monkeyp
 
 
 def test_healthy_login_beside_a_wrong_password_login_is_never_held_up(bmcs):
-    """Before the fix, 2 of 30 rounds here left the healthy login asleep for ~24 s."""
-    a, b, c = bmcs
-    good = make_driver(BmcEndpoint.build("ipmi", "127.0.0.1", a.port), GOOD, SETTINGS)
-    wrong = make_driver(BmcEndpoint.build("ipmi", "127.0.0.1", b.port), WRONG, SETTINGS)
+    """Before the fix, this left the healthy login asleep for ~24-28 s in some rounds."""
+
+    def driver(sim: IpmiSim):
+        return make_driver(BmcEndpoint.build("ipmi", sim.host, sim.port), GOOD, SETTINGS)
+
+    good, wrong = driver(bmcs["a"]), driver(bmcs["wrong"])
     # Other BMCs' established sessions, as in any fan-out: their keepalive timers (~25 s)
     # are what a waiter that missed its login's completion used to sleep on.
-    for user in c.users:
-        idle = make_driver(
-            BmcEndpoint.build("ipmi", "127.0.0.1", c.port),
-            Credential(user, user, PASSWORD),
-            SETTINGS,
-        )
-        idle.power_state()
+    for name in ("b", "c", "d"):
+        driver(bmcs[name]).power_state()
 
     def timed(driver):
         started = time.monotonic()
@@ -150,119 +146,104 @@ def test_healthy_login_beside_a_wrong_password_login_is_never_held_up(bmcs):
     slowest = 0.0
     with ThreadPoolExecutor(2) as pool:
         for _round in range(30):
-            close_all_sessions()
+            for key in (good._key, wrong._key):  # fresh logins, the idle sessions stay
+                IPMI_SESSIONS.drop(IPMI_SESSIONS.entry(key))
             healthy = pool.submit(timed, good)
             refused = pool.submit(timed, wrong)
             (elapsed, error), (_, wrong_error) = healthy.result(), refused.result()
             assert error is None and wrong_error == "auth", (error, wrong_error)
             slowest = max(slowest, elapsed)
-    # The bug left a healthy login asleep until the next keepalive timer: ~24-29 s.
+    # Healthy logins take ~0.01-0.1 s here (0.09 s with both cores busy); the bug: ~24 s.
     assert slowest < 1.0, f"a healthy login took {slowest:.2f}s"
 
 
 # -- item 8: sessions are logged out when a call ends ----------------------------------------
 
 
-def _inventory(tmp_path: Path, hosts: dict[str, int]) -> Path:
-    lines = ["all:", "  hosts:"]
-    for name, port in hosts.items():
-        lines.append(
-            f"    {name}: {{bmc_address: 127.0.0.1, bmc_port: {port}, bmc_credential: trust}}"
-        )
-    path = tmp_path / "inventory.yml"
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
-CRED_ENV = {"MAAS_CRED_TRUST_USERNAME": USER, "MAAS_CRED_TRUST_PASSWORD": PASSWORD}
-
-
 def test_bmc_status_leaves_no_session_open_on_the_bmc(bmcs, cli, tmp_path):
-    a = bmcs[0]
-    assert cli("hosts", "import", str(_inventory(tmp_path, {"h1": a.port}))).code == 0
-    before = a.active_sessions()
+    a = bmcs["a"]
+    inventory = tmp_path / "inventory.yml"
+    inventory.write_text(
+        f"all:\n  hosts:\n    h1: {{bmc_address: {a.host}, bmc_port: {a.port}, "
+        "bmc_credential: ipmisim}\n"
+    )
+    assert cli("hosts", "import", str(inventory)).code == 0
+    before = _active_sessions(a)
     for _ in range(4):
-        r = cli("bmc", "status", "h1", "--json", env=CRED_ENV)
+        r = cli("bmc", "status", "h1", "--json", env=bmcs.env())
         assert r.code == 0 and r.json()[0]["power"] in ("on", "off"), r
-    # ipmitool and ipmipower leave none; the BMC has few slots.
-    assert a.active_sessions() == before
+    # Before: one more active session per call (4 calls: 5 with ipmitool's own).
+    assert _active_sessions(a) == before
 
 
-def test_scheduler_setting_closes_idle_sessions(bmcs):
+def test_scheduler_closes_sessions_idle_longer_than_its_setting(bmcs):
     from maas_lib.bmc.sessions import IdleSessionCloser
     from maas_lib.scheduler.settings import SchedulerSettings
 
-    a = bmcs[0]
     assert SchedulerSettings().session_idle_s == 60
     with pytest.raises(ValueError):
         SchedulerSettings(session_idle_s=1)
-    before = a.active_sessions()
-    controller = _controller()
-    assert controller.status(_target("h1", a.port)).ok
-    assert a.active_sessions() == before + 1 and len(IPMI_SESSIONS) == 1
+    a = bmcs["a"]
+    before = _active_sessions(a)
+    assert _controller().status(_target(a)).ok
+    assert _active_sessions(a) == before + 1 and len(IPMI_SESSIONS) == 1
     closer = IdleSessionCloser(5)
-    closer._next = 0  # due now; the session was used just now, so not idle yet
-    assert closer.tick() == 0 and a.active_sessions() == before + 1
+    closer._next = 0  # due now; but the session was used just now: not idle yet
+    assert closer.tick() == 0 and _active_sessions(a) == before + 1
     for entry in IPMI_SESSIONS._entries.values():
         entry.last_used -= 10  # as if unused for 10 s
     closer._next = 0
     assert closer.tick() == 1
-    assert a.active_sessions() == before and len(IPMI_SESSIONS) == 0
+    assert _active_sessions(a) == before and len(IPMI_SESSIONS) == 0
 
 
 # -- item 9: a BMC out of session slots is busy, not unreachable -----------------------------
 
 
-def test_bmc_out_of_session_slots_is_busy_and_retried_until_a_slot_frees(tmp_path):
-    with ipmi_sim(tmp_path / "full", extra_users=61) as sim:
-        holders = []
+def test_bmc_out_of_session_slots_is_busy_and_retried_until_a_slot_frees():
+    # 62 of ipmi_sim's 63 slots held by the launcher; the last one by an ipmitool shell
+    # that logs out when told to exit.
+    with running_ipmi_sims(1, options=IpmiSimOptions(session_limit=1)) as sims:
+        sim = sims[0]
+        last = subprocess.Popen(
+            sim.ipmitool_argv("shell"),
+            env=os.environ | {"IPMI_PASSWORD": sim.options.password},
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         try:
-            # ipmi_sim has 63 session slots; pyghmi opens one session per user per process.
-            while True:
-                holder = subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-c",
-                        "from tests.ipmi_peers import hold_sessions; "
-                        f"hold_sessions({sim.port}, {sim.users!r})",
-                    ],
-                    stdin=subprocess.PIPE,
-                    stdout=subprocess.PIPE,
-                    text=True,
-                    cwd=Path(__file__).parents[2],
-                )
-                holders.append(holder)
-                line = holder.stdout.readline()
-                assert line.startswith("held"), line
-                if "refused ''" not in line:
-                    break
-                assert len(holders) < 4, "ipmi_sim never ran out of session slots"
-            assert "Insufficient resources" in line, line
+            last.stdin.write("chassis power status\n")  # ipmitool logs in at its first command
+            last.stdin.flush()
+            while "Chassis Power is" not in (line := last.stdout.readline()):
+                assert line, "ipmitool shell exited"
 
             # Full: not unreachable, but busy, and retried within the deadline.
-            controller = _controller(BmcSettings(timeout=2, retries=2))
-            r = controller.status(_target("full", sim.port))
+            r = _controller(BmcSettings(timeout=2, retries=2)).status(_target(sim))
             assert (r.ok, r.error_class) == (False, "bmc_error"), r
             assert "busy" in r.error and "session slot" in r.error, r
             assert r.elapsed_s > 0.4, r  # retried with backoff, not given up at once
 
             # A slot frees while the call is retrying: the call succeeds.
             results = []
-            worker = threading.Thread(
+            caller = threading.Thread(
                 target=lambda: results.append(
-                    _controller(BmcSettings(timeout=3, retries=4)).status(_target("full", sim.port))
+                    _controller(BmcSettings(timeout=3, retries=4)).status(_target(sim))
                 )
             )
-            worker.start()
+            caller.start()
             time.sleep(0.3)
-            holders[0].stdin.write("release one\n")
-            holders[0].stdin.flush()
-            assert holders[0].stdout.readline().strip() == "released"
-            worker.join(60)
+            last.stdin.write("exit\n")  # ipmitool closes its session
+            last.stdin.flush()
+            last.wait(30)
+            caller.join(60)
             (r,) = results
             assert r.ok and r.power in ("on", "off"), r
         finally:
             close_all_sessions()
-            for holder in holders:
-                holder.stdin.close()
-                holder.wait(30)
+            if last.poll() is None:
+                last.kill()
+            last.wait()
+            for stream in (last.stdin, last.stdout):
+                stream.close()
