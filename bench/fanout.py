@@ -13,6 +13,25 @@ Figures:
 - peer_over_ours (also `speedup`, target >= 20), collection_over_ours: ratios to ours;
 - ours_redfish_cycle_s: the same cycle for M Redfish hosts over HTTPS.
 
+The ipmipower column (`--only ipmipower` runs it alone) anchors us to the fastest real
+tool: FreeIPMI's `ipmipower` (C) against K OpenIPMI `ipmi_sim` BMCs (C; maas_lib.sim.ipmisim,
+power changes taking --power-delay), `--fanout 64`, IPMI 2.0, cipher suite 3 (the one both
+clients settle on: ipmi_sim has no SHA-256 suite), in the same run as maasctl against the
+same BMCs:
+- ipmipower_cycle_s: `ipmipower --off --wait-until-off`, then `--on --wait-until-on`, hosts
+  on (wall time of both processes); ours_ipmisim_cycle_s: `maasctl bmc power cycle`
+  (--concurrency 64); cycle_ratio = ours / ipmipower (goal <= 1.0);
+- ipmipower_status_s: `ipmipower --stat`; ours_ipmisim_status_s: `maasctl bmc status`;
+  status_ratio = ours / ipmipower (goal <= 1.5).
+Every host's success is checked for both tools: one "ok"/"on" line per host from
+ipmipower, an ok row per host from maasctl, and each BMC's own counters (one more power-off
+and power-on per host per cycle). ipmipower needs `workaround-flags opensesspriv` for
+ipmi_sim (it otherwise fails "privilege level cannot be obtained"); its password goes
+through a 0600 config file, not the command line. ipmipower confirms a power change by
+polling each host every --retransmission-wait-timeout (500 ms by default; set it with
+--ipmipower-wait-ms), maasctl from 0.1 s backing off: with --power-delay 0.2 that interval
+decides the cycle column, so it is part of the JSON line (ipmipower_wait_ms).
+
 Every host must succeed in every column (the maasctl rows, and each play recap: ok,
 failed=0, unreachable=0); otherwise the JSON line is still printed and the bench exits 1.
 
@@ -26,12 +45,15 @@ import argparse
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
 import zipfile
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 CACHE = HERE / ".cache"
@@ -188,6 +210,125 @@ def run_sim(tmp: Path, env: dict[str, str], name: str, *args: str) -> dict:
     return info
 
 
+COLUMNS = ("ipmi", "peer", "collection", "redfish", "ipmipower")
+
+
+def ipmipower(conf: Path, hosts: str, fanout: int, *args: str) -> tuple[float, list[str], int]:
+    """Run ipmipower on every host; wall time, each host's result line, exit code."""
+    started = time.perf_counter()
+    proc = subprocess.run(
+        ["ipmipower", "--config-file", str(conf), "-h", hosts, "--fanout", str(fanout), *args],
+        capture_output=True,
+        text=True,
+    )
+    elapsed = time.perf_counter() - started
+    # "127.0.0.1: ok" per host (the prefix names the address only, not the port).
+    results = [line.partition(": ")[2].strip() for line in proc.stdout.splitlines()]
+    return elapsed, results, proc.returncode
+
+
+def tool_failures(tool: str, results: list[str], expect: str, count: int, rc: int) -> list[str]:
+    bad = [r for r in results if r != expect]
+    if rc or bad or len(results) != count:
+        return [f"{tool}: rc={rc}, {len(results)}/{count} results, not {expect!r}: {bad[:3]}"]
+    return []
+
+
+def row_failures(tool: str, rows: list[dict], power: str, count: int) -> list[str]:
+    bad = [r for r in rows if not r["ok"] or r["power"] != power]
+    if bad or len(rows) != count:
+        return [f"{tool}: {len(rows)}/{count} rows, not ok/{power}: {bad[:3]}"]
+    return []
+
+
+def bmc_counters(sims: Iterable[Any]) -> dict[str, tuple[int, int]]:
+    """Each BMC's own count of power-offs and power-ons (its chassis-control hook)."""
+    states = {s.name: s.state() for s in sims}
+    return {name: (st["power_offs"], st["power_ons"]) for name, st in states.items()}
+
+
+def counter_failures(tool: str, before: dict, after: dict) -> list[str]:
+    """Hosts whose BMC did not go off once and on once (the BMC's own count)."""
+    bad = [
+        f"{h}: offs/ons {before[h]} -> {after[h]}"
+        for h in before
+        if after[h] != (before[h][0] + 1, before[h][1] + 1)
+    ]
+    return [f"{tool}: {len(bad)} BMCs not cycled exactly once: {bad[:3]}"] if bad else []
+
+
+def ipmipower_column(tmp: Path, args: argparse.Namespace, result: dict, failures: list) -> None:
+    """ipmipower vs maasctl against the same ipmi_sim BMCs, in this run."""
+    from maas_lib.sim.ipmisim import IpmiSimOptions, running_ipmi_sims
+
+    missing = [t for t in ("ipmi_sim", "ipmipower") if shutil.which(t) is None]
+    if missing:
+        result["ipmipower_skipped"] = f"not installed: {', '.join(missing)}"
+        return
+    n, fanout = args.ipmipower_hosts, args.concurrency
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAAS_")}
+    env["MAAS_DB"] = str(tmp / "ipmisim.db")
+    conc = ["--concurrency", str(args.concurrency)]
+    options = IpmiSimOptions(power_delay=args.power_delay)
+    with running_ipmi_sims(n, options=options, directory=tmp / "ipmisim") as sims:
+        result |= {"ipmipower_hosts": n, "ipmipower_fanout": fanout}
+        result["ipmisim_startup_s"] = round(sims.startup_s, 2)
+        env |= sims.env()
+        inventory = sims.write_inventory(tmp / "ipmisim.yml")
+        subprocess.run(
+            [sys.executable, "-m", "maas_lib", "hosts", "import", str(inventory)],
+            env=env,
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        conf = tmp / "freeipmi.conf"
+        conf.touch(mode=0o600)
+        conf.write_text(
+            f"username {options.username}\npassword {options.password}\n"
+            "driver-type LAN_2_0\ncipher-suite-id 3\nworkaround-flags opensesspriv\n"
+        )
+        if args.ipmipower_wait_ms:
+            with conf.open("a") as fh:
+                fh.write(f"ipmipower-retransmission-wait-timeout {args.ipmipower_wait_ms}\n")
+        result["ipmipower_wait_ms"] = args.ipmipower_wait_ms or 500
+        hosts = ",".join(f"{s.host}:{s.port}" for s in sims)
+
+        # Every host on first (untimed), so that both cycles really go off and on.
+        _, results, rc = ipmipower(conf, hosts, fanout, "--on", "--wait-until-on")
+        failures += tool_failures("ipmipower on (setup)", results, "ok", n, rc)
+
+        before = bmc_counters(sims)
+        off_s, results, rc = ipmipower(conf, hosts, fanout, "--off", "--wait-until-off")
+        failures += tool_failures("ipmipower off", results, "ok", n, rc)
+        on_s, results, rc = ipmipower(conf, hosts, fanout, "--on", "--wait-until-on")
+        failures += tool_failures("ipmipower on", results, "ok", n, rc)
+        after = bmc_counters(sims)
+        failures += counter_failures("ipmipower cycle", before, after)
+
+        ours, rows = maasctl(env, "bmc", "power", "cycle", "ipmisim-*", *conc)
+        failures += row_failures("maasctl cycle", rows, "on", n)
+        failures += counter_failures("maasctl cycle", after, bmc_counters(sims))
+
+        stat_s, results, rc = ipmipower(conf, hosts, fanout, "--stat")
+        failures += tool_failures("ipmipower --stat", results, "on", n, rc)
+        ours_stat, rows = maasctl(env, "bmc", "status", "ipmisim-*", *conc)
+        failures += row_failures("maasctl status", rows, "on", n)
+
+        cycle_s = off_s + on_s
+        result |= {
+            "ipmipower_cycle_s": round(cycle_s, 2),
+            "ipmipower_off_s": round(off_s, 2),
+            "ipmipower_on_s": round(on_s, 2),
+            "ours_ipmisim_cycle_s": round(ours, 2),
+            "cycle_ratio": round(ours / cycle_s, 2),
+            "cycle_ratio_goal": 1.0,
+            "ipmipower_status_s": round(stat_s, 2),
+            "ours_ipmisim_status_s": round(ours_stat, 2),
+            "status_ratio": round(ours_stat / stat_s, 2),
+            "status_ratio_goal": 1.5,
+        }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--ipmi", type=int, default=200)
@@ -197,7 +338,26 @@ def main() -> None:
     ap.add_argument("--power-delay", type=float, default=0.2)
     ap.add_argument("--skip-peer", action="store_true")
     ap.add_argument("--skip-collection", action="store_true")
+    ap.add_argument(
+        "--ipmipower-hosts", type=int, default=200, help="ipmi_sim BMCs for the ipmipower column"
+    )
+    ap.add_argument(
+        "--ipmipower-wait-ms",
+        type=int,
+        help="ipmipower's --retransmission-wait-timeout (its power-confirmation poll) [500]",
+    )
+    ap.add_argument(
+        "--only",
+        default=",".join(COLUMNS),
+        help=f"comma-separated columns to run, of {', '.join(COLUMNS)} (default: all)",
+    )
     args = ap.parse_args()
+    only = set(args.only.split(","))
+    if only - set(COLUMNS):
+        ap.error(f"--only: unknown column(s) {', '.join(sorted(only - set(COLUMNS)))}")
+    run_peer = "peer" in only and not args.skip_peer
+    run_collection = "collection" in only and not args.skip_collection
+    run_ipmi = bool(only & {"ipmi", "peer", "collection"})
 
     result: dict[str, object] = {
         "bench": "fanout",
@@ -213,113 +373,140 @@ def main() -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("MAAS_")}
         env["MAAS_DB"] = str(tmp / "fleet.db")
         conc = ["--concurrency", str(args.concurrency)]
-        run_sim(
-            tmp,
-            env,
-            "ipmi",
-            "--ipmi",
-            str(args.ipmi),
-            "--power-delay",
-            str(args.power_delay),
-            "--ipmi-base-port",
-            "26230",
-        )
-        hosts = [f"sim-ipmi-{i + 1:04d}" for i in range(args.ipmi)]
-        try:
-            _, rows = maasctl(env, "bmc", "power", "on", "sim-ipmi-*", *conc)
-            assert all(r["ok"] for r in rows), [r for r in rows if not r["ok"]][:3]
-            ours, rows = maasctl(env, "bmc", "power", "cycle", "sim-ipmi-*", *conc)
-            result["ours_ipmi_cycle_s"] = round(ours, 2)
-            result["ours_ipmi_failed"] = sum(not r["ok"] for r in rows)
-            if result["ours_ipmi_failed"] or len(rows) != args.ipmi:
-                bad = [r for r in rows if not r["ok"]][:3]
-                failures.append(f"ours: {len(rows)}/{args.ipmi} rows, failed {bad}")
-            inventory = tmp / "ansible.ini"
-            with inventory.open("w") as fh:
-                fh.write("[sim]\n")
-                for i, host in enumerate(hosts):
-                    fh.write(f"{host} bmc_port={26230 + i}\n")
-                fh.write(f"[all:vars]\nansible_python_interpreter={sys.executable}\n")
-            if not args.skip_peer:
-                (tmp / "peer.yml").write_text(PLAYBOOK)
-                peer_s, peer = ansible_playbook(
-                    env | {"ANSIBLE_COLLECTIONS_PATH": str(community_general())},
-                    inventory,
-                    tmp / "peer.yml",
-                    args.forks,
-                )
-                bad = recap_failures(play_recap(peer.stdout), hosts)
-                result["peer_ipmi_boot_s"] = round(peer_s, 2)
-                result["peer_rc"] = peer.returncode
-                result["peer_failed"] = len(bad)
-                result["peer_over_ours"] = round(peer_s / ours, 1)
-                result["speedup"] = result["peer_over_ours"]
-                result["speedup_target"] = 20
-                if bad or peer.returncode:
-                    failures.append(f"peer: rc={peer.returncode}, {len(bad)} hosts: {bad[:3]}")
-            if not args.skip_collection:
-                # The peer's boot leaves hosts on; make sure, as for ours (untimed).
-                _, rows = maasctl(env, "bmc", "power", "on", "sim-ipmi-*", *conc)
-                assert all(r["ok"] for r in rows), [r for r in rows if not r["ok"]][:3]
-                (tmp / "collection.yml").write_text(COLLECTION_PLAYBOOK)
-                coll_s, coll = ansible_playbook(
-                    env | {"ANSIBLE_COLLECTIONS_PATH": str(HERE.parent)},
-                    inventory,
-                    tmp / "collection.yml",
-                    args.forks,
-                )
-                bad = recap_failures(play_recap(coll.stdout), hosts)
-                result["collection_s"] = round(coll_s, 2)
-                result["collection_rc"] = coll.returncode
-                result["collection_failed"] = len(bad)
-                result["collection_over_ours"] = round(coll_s / ours, 1)
-                if bad or coll.returncode:
-                    failures.append(
-                        f"collection: rc={coll.returncode}, {len(bad)} hosts: {bad[:3]}"
-                    )
-        finally:
-            subprocess.run(
-                [sys.executable, "-m", "maas_lib", "sim", "down", "--dir", str(tmp / "ipmi")],
-                env=env,
-                stdout=subprocess.DEVNULL,
-            )
-        if args.redfish:
-            run_sim(
-                tmp,
-                env,
-                "redfish",
-                "--ipmi",
-                "0",
-                "--redfish",
-                str(args.redfish),
-                "--power-delay",
-                str(args.power_delay),
-            )
-            try:
-                maasctl(env, "bmc", "power", "on", "sim-rf-*", *conc)
-                ours, rows = maasctl(env, "bmc", "power", "cycle", "sim-rf-*", *conc)
-                result["ours_redfish_cycle_s"] = round(ours, 2)
-                result["ours_redfish_failed"] = sum(not r["ok"] for r in rows)
-                if result["ours_redfish_failed"] or len(rows) != args.redfish:
-                    bad = [r for r in rows if not r["ok"]][:3]
-                    failures.append(f"ours redfish: {len(rows)}/{args.redfish} rows, {bad}")
-            finally:
-                subprocess.run(
-                    [
-                        sys.executable,
-                        "-m",
-                        "maas_lib",
-                        "sim",
-                        "down",
-                        "--dir",
-                        str(tmp / "redfish"),
-                    ],
-                    env=env,
-                    stdout=subprocess.DEVNULL,
-                )
+        if "ipmipower" in only:
+            ipmipower_column(tmp, args, result, failures)
+        if run_ipmi:
+            ipmi_columns(tmp, env, conc, args, run_peer, run_collection, result, failures)
+        if args.redfish and "redfish" in only:
+            redfish_column(tmp, env, conc, args, result, failures)
     print(json.dumps(result), flush=True)
     if failures:
         raise SystemExit("fanout: not every host succeeded:\n" + "\n".join(failures))
+
+
+def ipmi_columns(
+    tmp: Path,
+    env: dict[str, str],
+    conc: list[str],
+    args: argparse.Namespace,
+    run_peer: bool,
+    run_collection: bool,
+    result: dict,
+    failures: list[str],
+) -> None:
+    """Ours, the Ansible peer and the collection against the pyghmi simulator."""
+    run_sim(
+        tmp,
+        env,
+        "ipmi",
+        "--ipmi",
+        str(args.ipmi),
+        "--power-delay",
+        str(args.power_delay),
+        "--ipmi-base-port",
+        "26230",
+    )
+    hosts = [f"sim-ipmi-{i + 1:04d}" for i in range(args.ipmi)]
+    try:
+        _, rows = maasctl(env, "bmc", "power", "on", "sim-ipmi-*", *conc)
+        assert all(r["ok"] for r in rows), [r for r in rows if not r["ok"]][:3]
+        ours, rows = maasctl(env, "bmc", "power", "cycle", "sim-ipmi-*", *conc)
+        result["ours_ipmi_cycle_s"] = round(ours, 2)
+        result["ours_ipmi_failed"] = sum(not r["ok"] for r in rows)
+        if result["ours_ipmi_failed"] or len(rows) != args.ipmi:
+            bad = [r for r in rows if not r["ok"]][:3]
+            failures.append(f"ours: {len(rows)}/{args.ipmi} rows, failed {bad}")
+        inventory = tmp / "ansible.ini"
+        with inventory.open("w") as fh:
+            fh.write("[sim]\n")
+            for i, host in enumerate(hosts):
+                fh.write(f"{host} bmc_port={26230 + i}\n")
+            fh.write(f"[all:vars]\nansible_python_interpreter={sys.executable}\n")
+        if run_peer:
+            (tmp / "peer.yml").write_text(PLAYBOOK)
+            peer_s, peer = ansible_playbook(
+                env | {"ANSIBLE_COLLECTIONS_PATH": str(community_general())},
+                inventory,
+                tmp / "peer.yml",
+                args.forks,
+            )
+            bad = recap_failures(play_recap(peer.stdout), hosts)
+            result["peer_ipmi_boot_s"] = round(peer_s, 2)
+            result["peer_rc"] = peer.returncode
+            result["peer_failed"] = len(bad)
+            result["peer_over_ours"] = round(peer_s / ours, 1)
+            result["speedup"] = result["peer_over_ours"]
+            result["speedup_target"] = 20
+            if bad or peer.returncode:
+                failures.append(f"peer: rc={peer.returncode}, {len(bad)} hosts: {bad[:3]}")
+        if run_collection:
+            # The peer's boot leaves hosts on; make sure, as for ours (untimed).
+            _, rows = maasctl(env, "bmc", "power", "on", "sim-ipmi-*", *conc)
+            assert all(r["ok"] for r in rows), [r for r in rows if not r["ok"]][:3]
+            (tmp / "collection.yml").write_text(COLLECTION_PLAYBOOK)
+            coll_s, coll = ansible_playbook(
+                env | {"ANSIBLE_COLLECTIONS_PATH": str(HERE.parent)},
+                inventory,
+                tmp / "collection.yml",
+                args.forks,
+            )
+            bad = recap_failures(play_recap(coll.stdout), hosts)
+            result["collection_s"] = round(coll_s, 2)
+            result["collection_rc"] = coll.returncode
+            result["collection_failed"] = len(bad)
+            result["collection_over_ours"] = round(coll_s / ours, 1)
+            if bad or coll.returncode:
+                failures.append(f"collection: rc={coll.returncode}, {len(bad)} hosts: {bad[:3]}")
+    finally:
+        subprocess.run(
+            [sys.executable, "-m", "maas_lib", "sim", "down", "--dir", str(tmp / "ipmi")],
+            env=env,
+            stdout=subprocess.DEVNULL,
+        )
+
+
+def redfish_column(
+    tmp: Path,
+    env: dict[str, str],
+    conc: list[str],
+    args: argparse.Namespace,
+    result: dict,
+    failures: list[str],
+) -> None:
+    """Ours against M Redfish hosts of the simulator (sushy-tools)."""
+    run_sim(
+        tmp,
+        env,
+        "redfish",
+        "--ipmi",
+        "0",
+        "--redfish",
+        str(args.redfish),
+        "--power-delay",
+        str(args.power_delay),
+    )
+    try:
+        maasctl(env, "bmc", "power", "on", "sim-rf-*", *conc)
+        ours, rows = maasctl(env, "bmc", "power", "cycle", "sim-rf-*", *conc)
+        result["ours_redfish_cycle_s"] = round(ours, 2)
+        result["ours_redfish_failed"] = sum(not r["ok"] for r in rows)
+        if result["ours_redfish_failed"] or len(rows) != args.redfish:
+            bad = [r for r in rows if not r["ok"]][:3]
+            failures.append(f"ours redfish: {len(rows)}/{args.redfish} rows, {bad}")
+    finally:
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "maas_lib",
+                "sim",
+                "down",
+                "--dir",
+                str(tmp / "redfish"),
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+        )
 
 
 if __name__ == "__main__":
