@@ -70,7 +70,9 @@ HOOK = r"""#!/bin/bash
 set -u
 dir=$1 delay=$2 op=$3
 shift 3
-now=${EPOCHREALTIME//[!0-9]/}
+now=${EPOCHREALTIME:-}
+now=${now//[!0-9]/}
+[[ -n $now ]] || now=$(date +%s%6N)  # bash < 5 has no EPOCHREALTIME
 prev=0 target=0 at=0
 read -r prev target at < "$dir/power"
 if (( now >= at )); then power=$target; else power=$prev; fi
@@ -342,7 +344,8 @@ class IpmiSimFleet:
         raise KeyError(key)
 
     def env(self) -> dict[str, str]:
-        """MAAS_CRED_<NAME>_USERNAME/PASSWORD for the credential every host uses."""
+        """MAAS_CRED_<NAME>_USERNAME/PASSWORD for the credential every host uses (the first
+        instance's username/password: give every spec the same ones)."""
         key = "MAAS_CRED_" + self.credential.upper().replace("-", "_")
         opts = self.sims[0].options if self.sims else IpmiSimOptions()
         return {f"{key}_USERNAME": opts.username, f"{key}_PASSWORD": opts.password}
