@@ -51,9 +51,12 @@ def zero_latency() -> MachineConfig:
 class MachineDriver(BmcDriver):
     """A BMC driver acting on one in-process `Machine`."""
 
-    def __init__(self, fleet: InProcessFleet, endpoint: BmcEndpoint, machine: Machine):
+    def __init__(
+        self, fleet: InProcessFleet, endpoint: BmcEndpoint, machine: Machine, timeout: float
+    ):
         self.fleet = fleet
         self.endpoint = endpoint
+        self.timeout = timeout  # one call is one request, as over IPMI
         self.machine = machine
         self._slot = (endpoint.address, endpoint.port)
         self._label = endpoint.label
@@ -166,7 +169,7 @@ class InProcessFleet:
             raise BmcUnreachable(
                 f"no simulated machine at {self.key(endpoint)}", via=endpoint.label
             )
-        return MachineDriver(self, endpoint, machine)
+        return MachineDriver(self, endpoint, machine, settings.timeout)
 
     @contextmanager
     def in_flight(self, slot: EndpointKey) -> Iterator[None]:
