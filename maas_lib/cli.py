@@ -1049,16 +1049,35 @@ _SIM_DIR_OPTION = click.option(
 @click.option("--flaky-rate", type=float, help="Share of calls a flaky BMC fails [0.3].")
 @click.option("--bad-install", type=int, help="Hosts (per protocol) whose installer always fails.")
 @click.option("--seed", type=int, help="Random seed for failures [1].")
+@click.option(
+    "--redfish-profile",
+    "redfish_profile",
+    multiple=True,
+    metavar="NAME[=COUNT]",
+    help="Also serve COUNT [1] hosts behind a Redfish service that behaves like NAME "
+    "(dmtf, ilo5, openbmc, cray-ex, or one behaviour such as power-absent); repeatable.",
+)
 @_SIM_DIR_OPTION
 @click.option("--json", "as_json", is_flag=True, help="Print what was started as JSON.")
 @pass_ctx
-def sim_up(c: _Ctx, directory: str | None, plain_http: bool, as_json: bool, **opts: Any) -> None:
+def sim_up(
+    c: _Ctx,
+    directory: str | None,
+    plain_http: bool,
+    as_json: bool,
+    redfish_profile: tuple[str, ...],
+    **opts: Any,
+) -> None:
     """Start a simulated fleet in the background and write its inventory and credentials."""
     from maas_lib.sim import sim_config, start
     from maas_lib.store import default_db_url
 
     config = sim_config(
-        directory=_sim_dir(directory), db=c.db or default_db_url(), https=not plain_http, **opts
+        directory=_sim_dir(directory),
+        db=c.db or default_db_url(),
+        https=not plain_http,
+        redfish_profile=list(redfish_profile),
+        **opts,
     )
     info = start(config)
     if as_json:
@@ -1069,6 +1088,11 @@ def sim_up(c: _Ctx, directory: str | None, plain_http: bool, as_json: bool, **op
     click.echo(
         f"simulator running (pid {info['pid']}): {info['hosts']} hosts"
         + (f", Redfish at {info['redfish_url']}" if info["redfish_url"] else "")
+        + (
+            f", {len(set(info['redfish_profiles'].values()))} Redfish profile BMCs (http)"
+            if info.get("redfish_profiles")
+            else ""
+        )
     )
     click.echo(f"  source {info['credentials_env']}")
     click.echo(f"  maasctl hosts import {info['inventory']}")

@@ -523,15 +523,15 @@ def _value(text: str) -> Any:
 def main(argv: list[str] | None = None) -> None:
     import argparse
 
-    from maas_lib.sim.redfish_profiles import PROFILES
+    from maas_lib.sim.redfish_profiles import PROFILE_NAMES, profile_named
 
     parser = argparse.ArgumentParser(description="Serve one Redfish profile on loopback.")
-    parser.add_argument("profile", choices=[*sorted(PROFILES), "custom"])
+    parser.add_argument("profile", choices=[*PROFILE_NAMES, "custom"])
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE")
     parser.add_argument("--username", default="admin")
     parser.add_argument("--password", default="profile-pass-0")
     args = parser.parse_args(argv)
-    profile = PROFILES.get(args.profile, Profile())
+    profile = Profile() if args.profile == "custom" else profile_named(args.profile)
     changes = dict(item.partition("=")[::2] for item in args.set)
     profile = profile.but(**{k: _value(v) for k, v in changes.items()})
     with serve(profile, username=args.username, password=args.password) as bmc:

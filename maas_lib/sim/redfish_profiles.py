@@ -2,9 +2,10 @@
 
 Written from the Redfish specification (DSP0266) and DMTF's schemas (ServiceRoot,
 ComputerSystem, ActionInfo, SessionService, Task, VirtualMedia); the HTTP side is
-`redfish_profile_http.py`. A `Profile` picks behaviours one by one (PowerState absent, slow
+`redfish_profile_server.py`. A `Profile` picks behaviours one by one (PowerState absent, slow
 answers, session-only auth, 400 on wrong-state resets, 202 + task monitors, Retry-After,
-If-Match required, …); `PROFILES` names the combinations the BMCs in issue 12 showed.
+If-Match required, …); `PROFILES` names the combinations the BMCs in issue 12 showed, and
+`BEHAVIOURS` single behaviours on the plain service, to try one at a time.
 
 Everything that reaches the service is kept in `RedfishService.record` so tests can assert
 on what the BMC really received: requests, resets, sessions still open.
@@ -160,6 +161,29 @@ PROFILES: dict[str, Profile] = {
         virtual_media=False,
     ),
 }
+
+
+#: One behaviour each on the plain service (system "1"), for `maasctl sim up --redfish-profile`
+#: and the profile server: what a client must survive, one quirk at a time.
+BEHAVIOURS: dict[str, Profile] = {
+    "power-absent": Profile(name="power-absent", power_state="absent"),
+    "power-null": Profile(name="power-null", power_state="null"),
+    "power-paused": Profile(name="power-paused", power_state="Paused"),
+    "slow": Profile(name="slow", latency=2.2),
+    "busy": Profile(name="busy", busy=2),
+    "sessions-only": Profile(name="sessions-only", basic_auth=False),
+    "tasks": Profile(name="tasks", tasks=True),
+    "if-match": Profile(name="if-match", if_match=True),
+}
+
+
+def profile_named(name: str) -> Profile:
+    """A vendor profile or a single behaviour by name (KeyError if neither)."""
+    return PROFILES[name] if name in PROFILES else BEHAVIOURS[name]
+
+
+#: Every name `profile_named` knows: vendors first, then behaviours.
+PROFILE_NAMES: tuple[str, ...] = (*PROFILES, *BEHAVIOURS)
 
 
 @dataclass

@@ -1,5 +1,8 @@
 """The simulator process: machines, their IPMI and Redfish BMCs, and the files users need.
 
+Besides the IPMI BMCs and sushy-tools' emulator it serves `--redfish-profile` hosts, each
+behind a Redfish profile service (redfish_profile_server.py: plain HTTP on loopback).
+
 `python -m maas_lib.sim.runner CONFIG.json` runs it in the foreground until SIGTERM;
 `maasctl sim up` starts it in the background. It writes into its directory:
   inventory.yml    an Ansible inventory of the simulated hosts (import with maasctl)
@@ -25,6 +28,8 @@ from typing import Any
 
 from maas_lib.sim.config import SimConfig, SimHost, layout
 from maas_lib.sim.machine import Machine, MachineConfig
+from maas_lib.sim.redfish_profile_server import ROOT, RedfishService
+from maas_lib.sim.redfish_profiles import profile_named
 
 log = logging.getLogger("maas_lib.sim")
 USER = "admin"
@@ -80,11 +85,69 @@ class InstallBridge:
             log.warning("install report for %s failed: %s", host, exc)
 
 
+def _profile_services(
+    hosts: list[SimHost], password: str, power_delay: float
+) -> dict[str, RedfishService]:
+    """Host name -> its running profile service; a host whose system is its profile's first
+    starts a new service, so a two-node blade's hosts share one BMC."""
+    services: dict[str, RedfishService] = {}
+    service = None
+    for h in hosts:
+        if h.profile is None:
+            continue
+        profile = profile_named(h.profile)
+        if service is None or h.system_id == profile.systems[0]:
+            service = RedfishService(profile.but(power_delay=power_delay), USER, password)
+        services[h.name] = service
+    return services
+
+
+#: Redfish boot override targets in the words `sim status` uses for every other machine.
+_BOOT_WORDS = {"Hdd": "disk", "BiosSetup": "bios"}
+
+
+def _profile_snapshot(name: str, service: RedfishService, system: str) -> dict[str, Any]:
+    """A profile host's row in state.json: the machine's own power, whatever the BMC says."""
+    st = service.state
+    with st.lock:
+        machine = st.systems[system]
+        machine.settle()
+        return {
+            "host": name,
+            "power": machine.power.lower(),
+            "boot_target": _BOOT_WORDS.get(machine.boot_target, machine.boot_target.lower()),
+            "boot_persistent": machine.boot_enabled == "Continuous",
+            "media_url": machine.media_image,
+            "os": None,
+            "installed_image": None,
+            "installs": 0,
+            "profile": st.profile.name,
+        }
+
+
 def _inventory(
-    config: SimConfig, hosts: list[SimHost], redfish_url: str | None, ca: Path | None, dead_url: str
+    config: SimConfig,
+    hosts: list[SimHost],
+    redfish_url: str | None,
+    ca: Path | None,
+    dead_url: str,
+    profile_urls: dict[str, str],
 ) -> dict[str, Any]:
     groups: dict[str, dict[str, Any]] = {}
     for h in hosts:
+        if h.profile:
+            # Ansible group names may not hold "-" (cray-ex -> sim_cray_ex).
+            group = groups.setdefault(f"sim_{h.profile.replace('-', '_')}", {"hosts": {}})
+            group["hosts"][h.name] = {
+                "rack": h.rack,
+                "bmc_credential": "sim",
+                "bmc_protocol": "redfish",
+                "bmc_address": profile_urls[h.name],  # http://: the services have no TLS
+                "bmc_system": f"{ROOT}/Systems/{h.system_id}",
+                "hw_model": f"sim-{h.profile}",
+                "bmc_vendor": h.profile,
+            }
+            continue
         group = groups.setdefault(f"sim_{h.kind}", {"hosts": {}})
         cred = "sim-wrong" if h.fault == "wrong_creds" else "sim"
         hv: dict[str, Any] = {"rack": h.rack, "bmc_credential": cred}
@@ -122,6 +185,8 @@ def run(config: SimConfig, stop: threading.Event | None = None) -> None:
     bridge = InstallBridge(config.db)
     machines: dict[str, Machine] = {}
     for h in hosts:
+        if h.profile:
+            continue  # its machine lives in its profile service
         delay = config.power_delay + (config.slow_latency if h.fault == "slow" else 0.0)
         machines[h.name] = Machine(
             h.name,
@@ -180,9 +245,18 @@ def run(config: SimConfig, stop: threading.Event | None = None) -> None:
             seed=config.seed,
         ).start()
 
+    profile_services = _profile_services(hosts, password, config.power_delay)
+    profile_systems = {h.name: h.system_id for h in hosts if h.profile and h.system_id}
     scheme = "https" if config.https else "http"
     dead_url = f"{scheme}://127.0.0.1:{_closed_port()}"
-    inventory = _inventory(config, hosts, emulator.url if emulator else None, ca, dead_url)
+    inventory = _inventory(
+        config,
+        hosts,
+        emulator.url if emulator else None,
+        ca,
+        dead_url,
+        {name: svc.url for name, svc in profile_services.items()},
+    )
     (directory / "inventory.yml").write_text(
         "# Written by the maas-lib fleet simulator.\n" + yaml.safe_dump(inventory, sort_keys=False)
     )
@@ -199,7 +273,11 @@ def run(config: SimConfig, stop: threading.Event | None = None) -> None:
     def dump_state() -> None:
         _atomic_json(
             directory / "state.json",
-            [{**m.snapshot(), "ipmi": dict(ipmi_stats.get(m.name, {}))} for m in machines.values()],
+            [{**m.snapshot(), "ipmi": dict(ipmi_stats.get(m.name, {}))} for m in machines.values()]
+            + [
+                _profile_snapshot(name, svc, profile_systems[name])
+                for name, svc in profile_services.items()
+            ],
         )
 
     if threading.current_thread() is threading.main_thread():
@@ -212,14 +290,16 @@ def run(config: SimConfig, stop: threading.Event | None = None) -> None:
             "pid": os.getpid(),
             "ipmi_ports": [b.port for b in bmcs],
             "redfish_url": emulator.url if emulator else None,
+            "redfish_profiles": {name: svc.url for name, svc in profile_services.items()},
             "hosts": len(hosts),
         },
     )
     log.info(
-        "simulating %d hosts (%d IPMI BMCs%s)",
+        "simulating %d hosts (%d IPMI BMCs%s%s)",
         len(hosts),
         len(bmcs),
         f", Redfish at {emulator.url}" if emulator else "",
+        f", {len(set(profile_services.values()))} Redfish profile BMCs" if profile_services else "",
     )
     try:
         last = 0.0
@@ -235,6 +315,8 @@ def run(config: SimConfig, stop: threading.Event | None = None) -> None:
     finally:
         if emulator:
             emulator.stop()
+        for svc in set(profile_services.values()):
+            svc.stop()
         for b in bmcs:
             b.serversocket.close()
         dump_state()
