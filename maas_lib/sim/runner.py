@@ -29,7 +29,7 @@ from typing import Any
 from maas_lib.sim.config import SimConfig, SimHost, layout
 from maas_lib.sim.machine import Machine, MachineConfig
 from maas_lib.sim.redfish_profile_server import ROOT, RedfishService
-from maas_lib.sim.redfish_profiles import profile_named
+from maas_lib.sim.redfish_profiles import Record, profile_named
 
 log = logging.getLogger("maas_lib.sim")
 USER = "admin"
@@ -271,6 +271,11 @@ def run(config: SimConfig, stop: threading.Event | None = None) -> None:
     ipmi_stats = {b.machine.name: b.stats for b in bmcs}
 
     def dump_state() -> None:
+        for svc in set(profile_services.values()):
+            # The record is for tests of one short call; a long-running simulator would
+            # otherwise keep every request (and session token) it ever served.
+            with svc.state.lock:
+                svc.state.record = Record()
         _atomic_json(
             directory / "state.json",
             [{**m.snapshot(), "ipmi": dict(ipmi_stats.get(m.name, {}))} for m in machines.values()]
