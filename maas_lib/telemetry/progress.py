@@ -120,7 +120,10 @@ def request_view(fleet: Fleet, request_id: int, *, slowest: int = 5) -> RequestV
 
 
 def render(view: RequestView) -> Any:
-    """A rich renderable: headline, a bar per batch, slowest hosts, failures by class."""
+    """A rich renderable: headline, a bar per batch, slowest hosts, failures by class.
+
+    Every string drawn is a `Text`, never markup: host names, reasons and error classes come
+    from the store, BMCs and installers, and may hold `[/red]` or `:emoji:` codes."""
     from rich.console import Group
     from rich.progress_bar import ProgressBar
     from rich.table import Table
@@ -141,15 +144,15 @@ def render(view: RequestView) -> Any:
     ended = sum(n for s, n in view.counts.items() if s in _ENDED)
     overall = Table.grid(padding=(0, 1))
     overall.add_row(
-        "  all     ",
+        Text("  all     "),
         ProgressBar(total=max(view.host_count, 1), completed=ended, width=40),
-        f"{ended}/{view.host_count} done",
+        Text(f"{ended}/{view.host_count} done"),
     )
     for b in view.batches:
         overall.add_row(
-            f"  batch {b.batch:<3}",
+            Text(f"  batch {b.batch:<3}"),
             ProgressBar(total=max(b.hosts, 1), completed=b.ended, width=40),
-            f"{b.ended}/{b.hosts}  {fmt(b.counts)}",
+            Text(f"{b.ended}/{b.hosts}  {fmt(b.counts)}"),
         )
     parts.append(overall)
     if view.slowest:
@@ -157,7 +160,9 @@ def render(view: RequestView) -> Any:
         for col in ("host", "seconds in steps", "slowest step", "state"):
             slow.add_column(col)
         for h in view.slowest:
-            slow.add_row(h.host, f"{h.seconds:.1f}", h.slowest_step or "", h.state)
+            slow.add_row(
+                Text(h.host), Text(f"{h.seconds:.1f}"), Text(h.slowest_step or ""), Text(h.state)
+            )
         parts.append(slow)
     if view.failures:
         fail = Table(title="failures by class", show_edge=False, title_justify="left")
@@ -165,7 +170,9 @@ def render(view: RequestView) -> Any:
             fail.add_column(col)
         for g in view.failures:
             shown = ", ".join(g.hosts[:5]) + (f" (+{len(g.hosts) - 5})" if len(g.hosts) > 5 else "")
-            fail.add_row(g.error_class, f"{len(g.hosts)}: {shown}", g.example or "")
+            fail.add_row(
+                Text(g.error_class), Text(f"{len(g.hosts)}: {shown}"), Text(g.example or "")
+            )
         parts.append(fail)
     return Group(*parts)
 
