@@ -439,7 +439,8 @@ def _wait_succeeded(fleet, rid, n, timeout=30):
         if fleet.status(rid).counts.get("succeeded", 0) >= n:
             return
         time.sleep(0.05)
-    raise AssertionError(f"fewer than {n} hosts succeeded in {timeout}s")
+    hosts = [(h.host, h.state, h.error_class, h.reason) for h in fleet.status(rid).hosts]
+    raise AssertionError(f"fewer than {n} hosts succeeded in {timeout}s: {hosts}")
 
 
 def test_sigkilled_scheduler_resumes_without_repeating_completed_hosts(sched, fleet, env):
@@ -516,7 +517,10 @@ def test_two_schedulers_share_one_queue_each_request_run_by_one(sched, fleet, en
         assert p.returncode == 0, err
     workers = set()
     for rid in ids:
-        assert fleet.status(rid).state == "succeeded"
+        status = fleet.status(rid)
+        assert status.state == "succeeded", [
+            (h.host, h.state, h.error_class, h.reason) for h in status.hosts
+        ]
         claims = [e for e in fleet.events(rid) if e.kind in ("request_claimed", "request_resumed")]
         assert len(claims) == 1, claims
         workers.add(claims[0].actor)
