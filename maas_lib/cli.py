@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from maas_lib.errors import InputError, MaasError
-from maas_lib.models import MAX_POLICY_HOSTS, Action, BatchPolicy, OverlapMode, RequestState
+from maas_lib.models import Action, OverlapMode, RequestState
 
 ACTIONS = [a.value for a in Action]
 
@@ -54,19 +54,6 @@ def cli(ctx: click.Context, db: str | None, verbose: int) -> None:
         logging.getLogger(noisy).setLevel(logging.DEBUG if verbose > 1 else logging.ERROR)
     ctx.obj = _Ctx(db)
     ctx.call_on_close(ctx.obj.close)
-
-
-def _span(model: Any, name: str) -> str:
-    """A model field's range as the help shows it: `range 0..86400`, `range >0..3600`."""
-    low, high, above = None, None, ""
-    for m in model.model_fields[name].metadata:
-        if getattr(m, "ge", None) is not None:
-            low = m.ge
-        if getattr(m, "gt", None) is not None:
-            low, above = m.gt, ">"
-        if getattr(m, "le", None) is not None:
-            high = m.le
-    return f"range {above}{low:g}..{high:g}"
 
 
 # -- hosts ------------------------------------------------------------------------------
@@ -134,35 +121,19 @@ def hosts_release(c: _Ctx, host: str, as_: str | None) -> None:
 @click.argument("action", type=click.Choice(ACTIONS), metavar="ACTION")
 @click.argument("patterns", nargs=-1, metavar="PATTERN...")
 @click.option("--hosts-file", type=click.Path(dir_okay=False), help="Host names, one per line.")
-@click.option(
-    "--batch-size",
-    metavar="N|N%",
-    help=f"Hosts per batch, 1..{MAX_POLICY_HOSTS} or 1..100% [default: 10%].",
-)
+@click.option("--batch-size", metavar="N|N%", help="Hosts per batch [default: 10%].")
 @click.option(
     "--max-failures",
     metavar="N|N%",
-    help=f"Stop starting batches once failures exceed this, 0..{MAX_POLICY_HOSTS} or 0..100% "
-    "[default: 5%].",
+    help="Stop starting batches once failures exceed this [default: 5%].",
 )
 @click.option(
     "--max-unavailable",
     metavar="N|N%",
-    help=f"Cap on each pool's hosts down at once, across all requests, 1..{MAX_POLICY_HOSTS} "
-    "or 1..100%.",
+    help="Cap on each pool's hosts down at once, across all requests.",
 )
-@click.option(
-    "--canary",
-    type=int,
-    metavar="N",
-    help=f"Hosts in a first, canary batch ({_span(BatchPolicy, 'canary')}).",
-)
-@click.option(
-    "--pause",
-    type=float,
-    metavar="SECONDS",
-    help=f"Wait between batches ({_span(BatchPolicy, 'pause')}).",
-)
+@click.option("--canary", type=int, metavar="N", help="Hosts in a first, canary batch.")
+@click.option("--pause", type=float, metavar="SECONDS", help="Wait between batches.")
 @click.option("--image", metavar="NAME", help="Image to install (reimage, wipe).")
 @click.option(
     "--on-overlap",
@@ -664,15 +635,14 @@ def _defaults(model: Any) -> dict[str, Any]:
     return {name: f.default for name, f in model.model_fields.items()}
 
 
-def _scheduler_models() -> tuple[Any, Any]:
+def _scheduler_defaults() -> tuple[dict[str, Any], dict[str, Any]]:
     from maas_lib.bmc.control import BmcSettings
     from maas_lib.scheduler.settings import SchedulerSettings
 
-    return BmcSettings, SchedulerSettings
+    return _defaults(BmcSettings), _defaults(SchedulerSettings)
 
 
-_BMC_M, _RUN_M = _scheduler_models()
-_BMC, _RUN = _defaults(_BMC_M), _defaults(_RUN_M)
+_BMC, _RUN = _scheduler_defaults()
 
 
 @cli.command("run")
@@ -684,59 +654,56 @@ _BMC, _RUN = _defaults(_BMC_M), _defaults(_RUN_M)
     type=int,
     default=_BMC["concurrency"],
     show_default=True,
-    help=f"BMC calls in flight at once ({_span(_BMC_M, 'concurrency')}).",
+    help="BMC calls in flight at once.",
 )
 @click.option(
     "--endpoint-concurrency",
     type=int,
     default=_BMC["endpoint_concurrency"],
     show_default=True,
-    help="BMC calls in flight at once to one BMC endpoint (address and port) "
-    f"({_span(_BMC_M, 'endpoint_concurrency')}).",
+    help="BMC calls in flight at once to one BMC endpoint (address and port).",
 )
 @click.option(
     "--timeout",
     type=float,
     default=_BMC["timeout"],
     show_default=True,
-    help=f"Seconds per BMC call ({_span(_BMC_M, 'timeout')}).",
+    help="Seconds per BMC call.",
 )
 @click.option(
     "--power-timeout",
     type=float,
     default=_BMC["power_timeout"],
     show_default=True,
-    help=f"Seconds for a BMC to confirm a power change ({_span(_BMC_M, 'power_timeout')}).",
+    help="Seconds for a BMC to confirm a power change.",
 )
 @click.option(
     "--soft-timeout",
     type=float,
     default=_RUN["soft_timeout"],
     show_default=True,
-    help="Seconds a reboot waits for a soft shutdown before a hard one "
-    f"({_span(_RUN_M, 'soft_timeout')}).",
+    help="Seconds a reboot waits for a soft shutdown before a hard one.",
 )
 @click.option(
     "--install-timeout",
     type=float,
     default=_RUN["install_timeout"],
     show_default=True,
-    help=f"Seconds to wait for an install-completion report ({_span(_RUN_M, 'install_timeout')}).",
+    help="Seconds to wait for an install-completion report.",
 )
 @click.option(
     "--claim-ttl",
     type=float,
     default=_RUN["claim_ttl"],
     show_default=True,
-    help="Seconds after a worker's last heartbeat before another resumes its requests "
-    f"({_span(_RUN_M, 'claim_ttl')}).",
+    help="Seconds after a worker's last heartbeat before another resumes its requests.",
 )
 @click.option(
     "--max-requests",
     type=int,
     default=_RUN["max_requests"],
     show_default=True,
-    help=f"Requests run side by side ({_span(_RUN_M, 'max_requests')}).",
+    help="Requests run side by side.",
 )
 @click.option(
     "--image-url",
@@ -746,11 +713,7 @@ _BMC, _RUN = _defaults(_BMC_M), _defaults(_RUN_M)
     "unset: network boot.",
 )
 @click.option(
-    "--poll",
-    type=float,
-    default=_RUN["poll"],
-    show_default=True,
-    help=f"Seconds between polls ({_span(_RUN_M, 'poll')}).",
+    "--poll", type=float, default=_RUN["poll"], show_default=True, help="Seconds between polls."
 )
 @click.option(
     "--executor",
@@ -765,7 +728,7 @@ _BMC, _RUN = _defaults(_BMC_M), _defaults(_RUN_M)
     type=int,
     default=_RUN["forks"],
     show_default=True,
-    help=f"Ansible forks per batch (--executor ansible) ({_span(_RUN_M, 'forks')}).",
+    help="Ansible forks per batch (--executor ansible).",
 )
 @click.option(
     "--action-playbooks",
@@ -773,6 +736,15 @@ _BMC, _RUN = _defaults(_BMC_M), _defaults(_RUN_M)
     metavar="DIR",
     help="Use DIR/<action>.yml instead of the collection's maas_lib.fleet.<action> "
     "(--executor ansible).",
+)
+@click.option(
+    "--allow-ansible-var",
+    "--allow-ansible-vars",
+    "allow_ansible_vars",
+    multiple=True,
+    metavar="NAME",
+    help="Honour this ansible_* host var from the database in hooks and action playbooks "
+    "(repeatable; e.g. ansible_host). By default the database sets none of them.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print what was done as JSON at the end.")
 @pass_ctx
@@ -792,6 +764,7 @@ def run_scheduler(
     executor: str,
     forks: int,
     action_playbooks: str | None,
+    allow_ansible_vars: tuple[str, ...],
     as_json: bool,
 ) -> None:
     """Run the scheduler: claim accepted requests and carry them out, batch by batch.
@@ -815,6 +788,7 @@ def run_scheduler(
         executor=executor,
         forks=forks,
         action_playbooks=action_playbooks,
+        allow_ansible_vars=list(allow_ansible_vars),
     )
 
     def on_signal(signum: int, _frame: Any) -> None:

@@ -1,6 +1,8 @@
 """Credential names → secrets, resolved at the moment of use and never stored.
 
 Lookup order for a name such as ``rack-a``:
+0. in a process the Ansible executor started (``MAAS_CREDENTIALS_SOCKET`` set): only the
+   worker that started it, over that socket (`maas_lib.scheduler.credential_broker`);
 1. environment ``MAAS_CRED_RACK_A_USERNAME`` and ``MAAS_CRED_RACK_A_PASSWORD``;
 2. the TOML file named by ``MAAS_CREDENTIALS_FILE`` (refused unless only its owner can
    read it), with one table per name::
@@ -22,6 +24,8 @@ from maas_lib.errors import CredentialError
 
 ENV_PREFIX = "MAAS_CRED_"
 FILE_ENV = "MAAS_CREDENTIALS_FILE"
+SOCKET_ENV = "MAAS_CREDENTIALS_SOCKET"
+_SOCKET_TIMEOUT_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -96,9 +100,44 @@ def _from_file(name: str) -> Credential | None:
     return Credential(name=name, username=user, password=password, source=file_name)
 
 
+def _from_broker(name: str) -> Credential | None:
+    """Ask the worker that started this process (see `SOCKET_ENV`), if one did."""
+    address = os.environ.get(SOCKET_ENV)
+    if not address:
+        return None
+    import json
+    import socket
+
+    target = "\0" + address[1:] if address.startswith("@") else address
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(_SOCKET_TIMEOUT_S)
+            sock.connect(target)
+            sock.sendall(json.dumps({"name": name}).encode() + b"\n")
+            data = b""
+            while not data.endswith(b"\n"):
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        reply = json.loads(data)
+    except (OSError, ValueError) as exc:
+        raise CredentialError(
+            f"credential {name}: the worker's credential socket did not answer ({exc})"
+        ) from None
+    if not isinstance(reply, dict) or "error" in reply:
+        raise CredentialError(str(reply.get("error") if isinstance(reply, dict) else reply))
+    return Credential(
+        name=name,
+        username=str(reply["username"]),
+        password=str(reply["password"]),
+        source=f"worker ({reply.get('source') or '?'})",
+    )
+
+
 def resolve_credential(name: str) -> Credential:
     """Resolve a credential name to its secret, or raise `CredentialError` naming what's missing."""
-    cred = _from_env(name) or _from_file(name)
+    cred = _from_broker(name) or _from_env(name) or _from_file(name)
     if cred is None:
         user_var, pass_var = env_names(name)
         where = (

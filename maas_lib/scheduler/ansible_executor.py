@@ -162,7 +162,7 @@ class AnsibleBatch:
 
         for name in wave:
             h = self.hosts[name]
-            hv = host_vars(run.records[name])
+            hv = host_vars(run.records[name], settings.allow_ansible_vars)
             hv["maas_task_id"] = h.task_id
             if h.done:
                 hv["maas_done_steps"] = h.done
@@ -189,7 +189,7 @@ class AnsibleBatch:
             on_event=self._on_event,
             forks=min(settings.forks, len(wave)),
             envvars=env,
-            pass_credentials=True,
+            credentials={run.records[name].bmc_credential for name in wave},
         )
 
     def _finish(self, result: PlaybookRun, wave: list[str]) -> list[TaskOutcome]:

@@ -61,10 +61,11 @@ def run_hook(
     """Run `playbook` against `host` alone and report how it went.
 
     `host_vars` become the host's inventory vars (e.g. ``ansible_host``,
-    ``ansible_connection``); `extravars` are passed as ``-e`` (the scheduler passes
-    ``maas_request_id``, ``maas_action``, ``maas_image``). The run, task workers
-    included, is killed once `timeout` seconds have passed (checked about once a second),
-    giving status ``timeout``.
+    ``ansible_connection``), every string in them and in `extravars` tagged ``!unsafe``
+    (never templated: the scheduler's come from the store); `extravars` are passed as
+    ``-e`` (the scheduler passes ``maas_request_id``, ``maas_action``, ``maas_image``).
+    The run, task workers included, is killed once `timeout` seconds have passed
+    (checked about once a second), giving status ``timeout``.
 
     `work_dir` is the parent of the run's private_data_dir, which is then kept (with the
     artifacts, inventory and extravars) for inspection; by default a temporary directory

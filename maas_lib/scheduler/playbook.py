@@ -12,6 +12,14 @@ groups of their own, so they (and the task's commands) would be orphaned and kee
 against the host after the run "timed out". Our cancel callback kills each worker's
 group first (Linux: found through /proc), then lets ansible-runner kill the rest.
 
+Inventory and extravars are written by us as YAML with every string tagged ``!unsafe``
+(`maas_lib.scheduler.ansible_data`): what comes from the store is never templated. BMC
+credentials never enter the child's environment (ansible-runner records that in the
+``command`` artifact): a `CredentialBroker` hands them to the executor's modules over a
+socket. A temporary private_data_dir is named after its worker process
+(``maas-<pid>.<start>-...``), so the next worker removes those of a dead one
+(`remove_stale_private_dirs`).
+
 Used by the pre/post hooks (one host, `maas_lib.scheduler.hooks`) and by the Ansible
 executor (a batch of hosts, `maas_lib.scheduler.ansible_executor`).
 """
@@ -22,11 +30,12 @@ import json
 import math
 import os
 import re
+import shutil
 import signal
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,9 +43,12 @@ from typing import Any
 
 import ansible_runner
 
+from maas_lib.credentials import SOCKET_ENV as CREDENTIALS_SOCKET_ENV
 from maas_lib.errors import InputError
+from maas_lib.scheduler.ansible_data import write_unsafe_yaml
+from maas_lib.scheduler.credential_broker import CredentialBroker
 
-__all__ = ["PlaybookRun", "run_playbook"]
+__all__ = ["PlaybookRun", "remove_stale_private_dirs", "run_playbook"]
 
 #: How often (s) ansible-runner's pexpect loop wakes to check the job timeout and the
 #: cancel callback. Its default of 5 s would let a 3 s timeout run for up to 8 s.
@@ -45,9 +57,13 @@ _POLL_SECONDS = 1
 #: ansible-runner's own job timeout, this long after ours, in case the watchdog fails.
 _BACKSTOP_SECONDS = 30
 
-#: Environment variables of ours that hold secrets: blanked in the ansible-playbook
-#: child's environment unless the run needs them (the executor's BMC modules do).
+#: Environment variables of ours that hold secrets: always blanked in the ansible-playbook
+#: child's environment (ansible-runner writes that environment to disk); the executor's
+#: BMC modules get credentials from a `CredentialBroker` instead.
 _CRED_ENV_PREFIX = "MAAS_CRED_"
+
+#: A temporary private_data_dir: maas-<pid>.<process start time>-<label>-<random>.
+_PRIVATE_DIR = re.compile(r"maas-(\d+)\.(\d+)-.*")
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
@@ -80,7 +96,7 @@ def run_playbook(
     on_event: Callable[[dict[str, Any]], None] | None = None,
     forks: int | None = None,
     envvars: Mapping[str, str] | None = None,
-    pass_credentials: bool = False,
+    credentials: Collection[str] = (),
 ) -> PlaybookRun:
     """Run `playbook` (a path or a collection playbook's FQCN) on the `limit` hosts.
 
@@ -89,8 +105,8 @@ def run_playbook(
     it returns True, kills the run with status ``canceled``. `on_event` sees each job event
     as it arrives. `work_dir` is the parent of the run's private_data_dir, which is then
     kept for inspection (its `command` artifact with secrets masked); by default a
-    temporary directory is used and removed. `pass_credentials`: the child keeps our
-    ``MAAS_CRED_*`` variables (BMC modules need them; hooks never get them).
+    temporary directory is used and removed. `credentials`: the credential names the
+    run's BMC modules may ask this process for (hooks get none).
     """
     if not timeout > 0:
         raise InputError(f"{label} timeout {timeout!r}: must be positive")
@@ -101,27 +117,22 @@ def run_playbook(
     with _private_dir(label, work_dir) as private_dir:
         local_tmp = private_dir / "tmp"
         local_tmp.mkdir(mode=0o700)
-        env = _child_env(local_tmp, pass_credentials)
+        env = _child_env(local_tmp)
         env.update(envvars or {})
-        runner = ansible_runner.run(
-            private_data_dir=str(private_dir),
-            host_cwd=str(private_dir),  # or RunnerConfig calls os.getcwd(), which may be gone
-            playbook=str(playbook),
-            inventory=inv,
-            limit=limit,
-            extravars=extra,
-            envvars=env,
-            forks=forks,
-            settings={"pexpect_timeout": _POLL_SECONDS},
-            # Only a backstop: the watchdog enforces `timeout` (see the module docstring).
-            # ansible-runner int()s this, so 0.5 would mean "no timeout".
-            timeout=math.ceil(timeout) + _BACKSTOP_SECONDS,
-            cancel_callback=watchdog,
-            event_handler=watchdog.on_event,
-            quiet=True,
-            ignore_logging=True,
-            suppress_env_files=True,
-        )
+        inventory_path = write_unsafe_yaml(private_dir / "inventory" / "hosts.yml", inv)
+        # ansible-runner passes env/extravars as `-e @file` (a dict would go on the command
+        # line as JSON, and be templated).
+        write_unsafe_yaml(private_dir / "env" / "extravars", extra)
+        broker = CredentialBroker(credentials, private_dir) if credentials else None
+        if broker is not None:
+            env[CREDENTIALS_SOCKET_ENV] = broker.address
+        try:
+            runner = _run(
+                private_dir, playbook, inventory_path, limit, env, forks, timeout, watchdog
+            )
+        finally:
+            if broker is not None:
+                broker.close()
         status = watchdog.fired or str(runner.status)
         artifact_dir = Path(runner.config.artifact_dir)
         events = list(_read_events(artifact_dir / "job_events"))
@@ -134,6 +145,36 @@ def run_playbook(
         events=events,
         stdout_error=error,
         duration_s=round(time.monotonic() - start, 3),
+    )
+
+
+def _run(
+    private_dir: Path,
+    playbook: str | Path,
+    inventory: Path,
+    limit: str,
+    env: dict[str, str],
+    forks: int | None,
+    timeout: float,
+    watchdog: _Watchdog,
+) -> Any:
+    return ansible_runner.run(
+        private_data_dir=str(private_dir),
+        host_cwd=str(private_dir),  # or RunnerConfig calls os.getcwd(), which may be gone
+        playbook=str(playbook),
+        inventory=str(inventory),
+        limit=limit,
+        envvars=env,
+        forks=forks,
+        settings={"pexpect_timeout": _POLL_SECONDS},
+        # Only a backstop: the watchdog enforces `timeout` (see the module docstring).
+        # ansible-runner int()s this, so 0.5 would mean "no timeout".
+        timeout=math.ceil(timeout) + _BACKSTOP_SECONDS,
+        cancel_callback=watchdog,
+        event_handler=watchdog.on_event,
+        quiet=True,
+        ignore_logging=True,
+        suppress_env_files=True,
     )
 
 
@@ -218,6 +259,7 @@ def _plain(value: Mapping[str, Any], what: str) -> dict[str, Any]:
 def _private_dir(label: str, work_dir: str | Path | None) -> Iterator[Path]:
     prefix = "maas-" + re.sub(r"[^\w.-]", "_", label)[:40] + "-"
     if work_dir is None:
+        prefix = f"maas-{os.getpid()}.{_start_time(os.getpid())}-{prefix[5:]}"
         with tempfile.TemporaryDirectory(prefix=prefix, ignore_cleanup_errors=True) as d:
             yield Path(d)
     else:
@@ -226,7 +268,51 @@ def _private_dir(label: str, work_dir: str | Path | None) -> Iterator[Path]:
         yield Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
 
 
-def _child_env(local_tmp: Path, pass_credentials: bool) -> dict[str, str]:
+def _start_time(pid: int) -> int:
+    """The process's start time (clock ticks since boot; 0 where /proc does not tell)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            stat = f.read()
+        return int(stat[stat.rindex(")") + 2 :].split()[19])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def remove_stale_private_dirs(parent: str | Path | None = None) -> list[Path]:
+    """Remove temporary private_data_dirs left by worker processes that no longer run
+    (a SIGKILLed worker's): they hold inventories and artifacts. Returns those removed."""
+    root = Path(parent or tempfile.gettempdir())
+    removed: list[Path] = []
+    try:
+        entries = list(root.iterdir())
+    except OSError:
+        return removed
+    for path in entries:
+        match = _PRIVATE_DIR.fullmatch(path.name)
+        if not match or path.is_symlink() or not path.is_dir():
+            continue
+        with suppress(OSError):
+            if path.stat().st_uid != os.geteuid():
+                continue
+        pid, started = int(match[1]), int(match[2])
+        if _alive(pid) and _start_time(pid) == started:
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _child_env(local_tmp: Path) -> dict[str, str]:
     """Overrides for ansible-playbook's environment (ansible-runner starts from os.environ)."""
     env = {
         "ANSIBLE_LOCAL_TEMP": str(local_tmp),
@@ -239,8 +325,10 @@ def _child_env(local_tmp: Path, pass_credentials: bool) -> dict[str, str]:
     if (bindir / "ansible-playbook").exists():
         env["PATH"] = os.pathsep.join(filter(None, [str(bindir), os.environ.get("PATH")]))
     for name in os.environ:
-        if name.startswith(_CRED_ENV_PREFIX) and not pass_credentials:
+        if name.startswith(_CRED_ENV_PREFIX):
             env[name] = ""
+    # A hook started from an executor's module must not reach that run's broker.
+    env[CREDENTIALS_SOCKET_ENV] = ""
     return env
 
 

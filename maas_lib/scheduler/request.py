@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from collections.abc import Collection
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -106,8 +107,6 @@ class RequestRun:
         if interrupted:
             log.info("request %s: resuming; %d steps were in flight", self.id, len(interrupted))
         st = store.get_request(self.id)
-        if st.policy.stored_problem is not None:
-            return self._refuse(f"stored policy is invalid: {st.policy.stored_problem}")
         self.policy = st.policy
         self.action = st.action
         self.image = st.image
@@ -192,14 +191,6 @@ class RequestRun:
             self.s.alerts.send(request_event("failure_threshold_exceeded", st))
         if st.state in (RequestState.FAILED, RequestState.PARTIAL):
             self.s.alerts.send(request_event(f"request_{st.state}", st))
-
-    def _refuse(self, reason: str) -> RequestState:
-        """Fail a request that cannot be run as stored (an older version's row, a hand
-        edit): its pending hosts are cancelled, none is touched, the worker goes on."""
-        log.warning("request %s: %s", self.id, reason)
-        self.store.cancel_pending(self.id, reason)
-        self.store.finish_request(self.id, self.s.worker, RequestState.FAILED, reason)
-        return RequestState.FAILED
 
     def _let_go(self) -> None:
         """The worker is stopping: leave the request (and its leases) for the next one."""
@@ -338,7 +329,7 @@ class RequestRun:
             store=self.store,
             stopping=self._stopping,
             worker=self.s.worker,
-            host_vars=host_vars(record),
+            host_vars=host_vars(record, self.s.settings.allow_ansible_vars),
             hook_slots=self.s.hook_slots,
         )
         try:
@@ -355,9 +346,13 @@ class RequestRun:
             return TaskOutcome(host, HostTaskState.FAILED, "internal", "task crashed")
 
 
-def host_vars(record: HostRecord) -> dict[str, object]:
-    """What a hook's inventory knows of the host: its inventory vars and maas-lib's fields."""
-    data: dict[str, object] = dict(record.vars)
+def host_vars(record: HostRecord, allow: Collection[str] = ()) -> dict[str, object]:
+    """What a hook's inventory knows of the host: its inventory vars (``ansible_*`` ones
+    only when named in `allow`: the store must not choose connections or interpreters)
+    and maas-lib's fields."""
+    from maas_lib.scheduler.ansible_data import store_host_vars
+
+    data: dict[str, object] = store_host_vars(record.vars, allow)
     fields = record.model_dump(mode="json", exclude={"vars", "created", "updated"})
     data.update({f"maas_{k}": v for k, v in fields.items() if v is not None})
     return data

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -17,13 +18,10 @@ class SchedulerSettings(BaseModel):
     claim_ttl: float = Field(
         default=30.0,
         gt=0,
-        le=3600,
-        description="seconds (up to 3600) a claim outlives its worker's last heartbeat before "
-        "another worker may resume the request",
+        description="seconds a claim outlives its worker's last heartbeat before another "
+        "worker may resume the request",
     )
-    poll: float = Field(
-        default=0.5, gt=0, le=60, description="seconds (up to 60) between queue and state polls"
-    )
+    poll: float = Field(default=0.5, gt=0, description="seconds between queue and state polls")
     max_requests: int = Field(
         default=8, ge=1, le=256, description="requests one worker runs side by side"
     )
@@ -31,20 +29,12 @@ class SchedulerSettings(BaseModel):
         default=1024, ge=1, le=8192, description="host tasks one worker runs side by side"
     )
     soft_timeout: float = Field(
-        default=120.0,
-        gt=0,
-        le=3600,
-        description="seconds (up to 3600) a reboot waits for a soft shutdown",
+        default=120.0, gt=0, description="seconds a reboot waits for a soft shutdown"
     )
     install_timeout: float = Field(
-        default=1800.0,
-        gt=0,
-        le=86400,
-        description="seconds (up to 86400) to wait for an install-completion report",
+        default=1800.0, gt=0, description="seconds to wait for an install-completion report"
     )
-    hook_timeout: float = Field(
-        default=600.0, gt=0, le=86400, description="seconds (up to 86400) for one hook run"
-    )
+    hook_timeout: float = Field(default=600.0, gt=0, description="seconds for one hook run")
     hook_concurrency: int = Field(
         default=4,
         ge=1,
@@ -80,6 +70,22 @@ class SchedulerSettings(BaseModel):
         description="directory of <action>.yml playbooks to use instead of the "
         "collection's maas_lib.fleet.<action> (--executor ansible)",
     )
+    allow_ansible_vars: list[str] = Field(
+        default_factory=list,
+        max_length=64,
+        description="ansible_* host vars from the database that hooks and action "
+        "playbooks honour (e.g. ansible_host, ansible_user); by default none, so whoever "
+        "can write the database cannot choose a connection or an interpreter that runs on "
+        "the scheduler host",
+    )
+
+    @field_validator("allow_ansible_vars")
+    @classmethod
+    def _ansible_names(cls, v: list[str]) -> list[str]:
+        for name in v:
+            if not re.fullmatch(r"ansible_\w{1,100}", name, flags=re.ASCII):
+                raise ValueError(f"{name!r} is not an ansible_* variable name")
+        return v
 
     @field_validator("action_playbooks")
     @classmethod

@@ -118,7 +118,7 @@ def run_single_step(
         )
         from maas_lib.scheduler.request import host_vars
 
-        ctx.host_vars = host_vars(ctx.host)
+        ctx.host_vars = host_vars(ctx.host, settings.allow_ansible_vars)
         for earlier in steps[:idx]:
             if earlier.on_skip is not None:
                 earlier.on_skip(ctx, "succeeded")

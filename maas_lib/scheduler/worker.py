@@ -93,6 +93,11 @@ class Worker:
 
         alert_settings = settings_from_env()  # bad input (exit 2) before anything runs
         alerts = AlertSender(alert_settings) if alert_settings else None
+        from maas_lib.scheduler.playbook import remove_stale_private_dirs
+
+        # A SIGKILLed worker's playbook dirs (inventories, artifacts) outlive it.
+        for path in remove_stale_private_dirs():
+            log.info("removed %s, left by a worker that no longer runs", path)
         installs = InstallWatcher(self.store, poll=min(s.poll, 0.5))
         executor = ThreadPoolExecutor(max_workers=s.max_hosts, thread_name_prefix="host")
         shared = Shared(
