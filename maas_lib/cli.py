@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from maas_lib.errors import InputError, MaasError
-from maas_lib.models import Action, OverlapMode, RequestState
+from maas_lib.models import MAX_POLICY_HOSTS, Action, BatchPolicy, OverlapMode, RequestState
 
 ACTIONS = [a.value for a in Action]
 
@@ -54,6 +54,19 @@ def cli(ctx: click.Context, db: str | None, verbose: int) -> None:
         logging.getLogger(noisy).setLevel(logging.DEBUG if verbose > 1 else logging.ERROR)
     ctx.obj = _Ctx(db)
     ctx.call_on_close(ctx.obj.close)
+
+
+def _span(model: Any, name: str) -> str:
+    """A model field's range as the help shows it: `range 0..86400`, `range >0..3600`."""
+    low, high, above = None, None, ""
+    for m in model.model_fields[name].metadata:
+        if getattr(m, "ge", None) is not None:
+            low = m.ge
+        if getattr(m, "gt", None) is not None:
+            low, above = m.gt, ">"
+        if getattr(m, "le", None) is not None:
+            high = m.le
+    return f"range {above}{low:g}..{high:g}"
 
 
 # -- hosts ------------------------------------------------------------------------------
@@ -121,19 +134,35 @@ def hosts_release(c: _Ctx, host: str, as_: str | None) -> None:
 @click.argument("action", type=click.Choice(ACTIONS), metavar="ACTION")
 @click.argument("patterns", nargs=-1, metavar="PATTERN...")
 @click.option("--hosts-file", type=click.Path(dir_okay=False), help="Host names, one per line.")
-@click.option("--batch-size", metavar="N|N%", help="Hosts per batch [default: 10%].")
+@click.option(
+    "--batch-size",
+    metavar="N|N%",
+    help=f"Hosts per batch, 1..{MAX_POLICY_HOSTS} or 1..100% [default: 10%].",
+)
 @click.option(
     "--max-failures",
     metavar="N|N%",
-    help="Stop starting batches once failures exceed this [default: 5%].",
+    help=f"Stop starting batches once failures exceed this, 0..{MAX_POLICY_HOSTS} or 0..100% "
+    "[default: 5%].",
 )
 @click.option(
     "--max-unavailable",
     metavar="N|N%",
-    help="Cap on each pool's hosts down at once, across all requests.",
+    help=f"Cap on each pool's hosts down at once, across all requests, 1..{MAX_POLICY_HOSTS} "
+    "or 1..100%.",
 )
-@click.option("--canary", type=int, metavar="N", help="Hosts in a first, canary batch.")
-@click.option("--pause", type=float, metavar="SECONDS", help="Wait between batches.")
+@click.option(
+    "--canary",
+    type=int,
+    metavar="N",
+    help=f"Hosts in a first, canary batch ({_span(BatchPolicy, 'canary')}).",
+)
+@click.option(
+    "--pause",
+    type=float,
+    metavar="SECONDS",
+    help=f"Wait between batches ({_span(BatchPolicy, 'pause')}).",
+)
 @click.option("--image", metavar="NAME", help="Image to install (reimage, wipe).")
 @click.option(
     "--on-overlap",
@@ -635,14 +664,15 @@ def _defaults(model: Any) -> dict[str, Any]:
     return {name: f.default for name, f in model.model_fields.items()}
 
 
-def _scheduler_defaults() -> tuple[dict[str, Any], dict[str, Any]]:
+def _scheduler_models() -> tuple[Any, Any]:
     from maas_lib.bmc.control import BmcSettings
     from maas_lib.scheduler.settings import SchedulerSettings
 
-    return _defaults(BmcSettings), _defaults(SchedulerSettings)
+    return BmcSettings, SchedulerSettings
 
 
-_BMC, _RUN = _scheduler_defaults()
+_BMC_M, _RUN_M = _scheduler_models()
+_BMC, _RUN = _defaults(_BMC_M), _defaults(_RUN_M)
 
 
 @cli.command("run")
@@ -654,56 +684,59 @@ _BMC, _RUN = _scheduler_defaults()
     type=int,
     default=_BMC["concurrency"],
     show_default=True,
-    help="BMC calls in flight at once.",
+    help=f"BMC calls in flight at once ({_span(_BMC_M, 'concurrency')}).",
 )
 @click.option(
     "--endpoint-concurrency",
     type=int,
     default=_BMC["endpoint_concurrency"],
     show_default=True,
-    help="BMC calls in flight at once to one BMC endpoint (address and port).",
+    help="BMC calls in flight at once to one BMC endpoint (address and port) "
+    f"({_span(_BMC_M, 'endpoint_concurrency')}).",
 )
 @click.option(
     "--timeout",
     type=float,
     default=_BMC["timeout"],
     show_default=True,
-    help="Seconds per BMC call.",
+    help=f"Seconds per BMC call ({_span(_BMC_M, 'timeout')}).",
 )
 @click.option(
     "--power-timeout",
     type=float,
     default=_BMC["power_timeout"],
     show_default=True,
-    help="Seconds for a BMC to confirm a power change.",
+    help=f"Seconds for a BMC to confirm a power change ({_span(_BMC_M, 'power_timeout')}).",
 )
 @click.option(
     "--soft-timeout",
     type=float,
     default=_RUN["soft_timeout"],
     show_default=True,
-    help="Seconds a reboot waits for a soft shutdown before a hard one.",
+    help="Seconds a reboot waits for a soft shutdown before a hard one "
+    f"({_span(_RUN_M, 'soft_timeout')}).",
 )
 @click.option(
     "--install-timeout",
     type=float,
     default=_RUN["install_timeout"],
     show_default=True,
-    help="Seconds to wait for an install-completion report.",
+    help=f"Seconds to wait for an install-completion report ({_span(_RUN_M, 'install_timeout')}).",
 )
 @click.option(
     "--claim-ttl",
     type=float,
     default=_RUN["claim_ttl"],
     show_default=True,
-    help="Seconds after a worker's last heartbeat before another resumes its requests.",
+    help="Seconds after a worker's last heartbeat before another resumes its requests "
+    f"({_span(_RUN_M, 'claim_ttl')}).",
 )
 @click.option(
     "--max-requests",
     type=int,
     default=_RUN["max_requests"],
     show_default=True,
-    help="Requests run side by side.",
+    help=f"Requests run side by side ({_span(_RUN_M, 'max_requests')}).",
 )
 @click.option(
     "--image-url",
@@ -713,7 +746,11 @@ _BMC, _RUN = _scheduler_defaults()
     "unset: network boot.",
 )
 @click.option(
-    "--poll", type=float, default=_RUN["poll"], show_default=True, help="Seconds between polls."
+    "--poll",
+    type=float,
+    default=_RUN["poll"],
+    show_default=True,
+    help=f"Seconds between polls ({_span(_RUN_M, 'poll')}).",
 )
 @click.option(
     "--executor",
@@ -728,7 +765,7 @@ _BMC, _RUN = _scheduler_defaults()
     type=int,
     default=_RUN["forks"],
     show_default=True,
-    help="Ansible forks per batch (--executor ansible).",
+    help=f"Ansible forks per batch (--executor ansible) ({_span(_RUN_M, 'forks')}).",
 )
 @click.option(
     "--action-playbooks",

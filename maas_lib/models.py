@@ -13,6 +13,8 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
+    ValidationError,
     field_validator,
     model_serializer,
     model_validator,
@@ -123,11 +125,19 @@ class Amount(BaseModel):
         return (total * self.value) // 100
 
 
+#: The largest host count a policy may give (batch size, thresholds, canary).
+MAX_POLICY_HOSTS = 100_000
+#: The longest pause between batches: a day.
+MAX_PAUSE_S = 86_400.0
+
+
 def _check_share(amount: Amount | None, what: str, *, allow_zero: bool) -> Amount | None:
     if amount is None:
         return None
     if amount.percent and amount.value > 100:
         raise ValueError(f"{what} cannot exceed 100% (got {amount})")
+    if not amount.percent and amount.value > MAX_POLICY_HOSTS:
+        raise ValueError(f"{what} cannot exceed {MAX_POLICY_HOSTS} hosts (got {amount})")
     if amount.value == 0 and not allow_zero:
         raise ValueError(f"{what} must be at least 1 (got {amount})")
     return amount
@@ -138,12 +148,72 @@ class BatchPolicy(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    batch_size: Amount = Field(default_factory=lambda: Amount.model_validate("10%"))
-    max_failures: Amount = Field(default_factory=lambda: Amount.model_validate("5%"))
-    max_unavailable: Amount | None = None
-    canary: int = Field(default=0, ge=0)
-    pause: float = Field(default=0.0, ge=0, allow_inf_nan=False)
+    batch_size: Amount = Field(
+        default_factory=lambda: Amount.model_validate("10%"),
+        description=f"hosts per batch: N (1-{MAX_POLICY_HOSTS}) or N% (1-100%)",
+    )
+    max_failures: Amount = Field(
+        default_factory=lambda: Amount.model_validate("5%"),
+        description=f"failed hosts tolerated before no further batch starts: N "
+        f"(0-{MAX_POLICY_HOSTS}) or N% (0-100%)",
+    )
+    max_unavailable: Amount | None = Field(
+        default=None,
+        description=f"cap on each pool's hosts down at once, across requests: N "
+        f"(1-{MAX_POLICY_HOSTS}) or N% (1-100%)",
+    )
+    canary: int = Field(
+        default=0,
+        ge=0,
+        le=MAX_POLICY_HOSTS,
+        description=f"hosts in a first, canary batch (0-{MAX_POLICY_HOSTS}; at most the "
+        "request's hosts)",
+    )
+    pause: float = Field(
+        default=0.0,
+        ge=0,
+        le=MAX_PAUSE_S,
+        allow_inf_nan=False,
+        description=f"seconds to wait between batches (0-{MAX_PAUSE_S:.0f})",
+    )
     on_overlap: OverlapMode = OverlapMode.DROP
+    _stored_problem: str | None = PrivateAttr(default=None)
+
+    @property
+    def stored_problem(self) -> str | None:
+        """Why a policy read back by `from_stored` fails today's checks; None if it passes."""
+        return self._stored_problem
+
+    @classmethod
+    def from_stored(cls, text: str | bytes) -> BatchPolicy:
+        """A stored request's policy. A row written by an older version, or edited by hand,
+        may fail today's checks: it still loads (readers show the request; an unusable field
+        reads as its default) and `stored_problem` says why, so the scheduler fails that
+        request alone instead of stopping."""
+        try:
+            return cls.model_validate_json(text)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(str(p) for p in err["loc"] if not isinstance(p, int)) or "policy"
+            problem = f"{where}: {err['msg'].removeprefix('Value error, ')}"
+            if "input" in err and err["type"] not in ("value_error", "missing"):
+                got = repr(err["input"])
+                problem += f" (got {got if len(got) <= 80 else got[:77] + '...'})"
+        try:
+            data = json.loads(text)
+        except ValueError:
+            data = None
+        fields: dict[str, Any] = {}
+        for name, value in (data if isinstance(data, dict) else {}).items():
+            if name not in cls.model_fields:
+                continue
+            try:
+                fields[name] = getattr(cls.model_validate({name: value}), name)
+            except ValidationError:
+                continue  # unusable: the default stands in (the request fails anyway)
+        policy = cls.model_construct(**fields)
+        policy._stored_problem = problem
+        return policy
 
     @field_validator("batch_size")
     @classmethod

@@ -84,12 +84,17 @@ class BmcSettings(BaseModel):
         "connect_timeout + 4 x timeout",
     )
     power_timeout: float = Field(
-        default=300.0, gt=0, description="seconds for a BMC to reach a requested power state"
+        default=300.0,
+        gt=0,
+        le=3600,
+        description="seconds (up to 3600) for a BMC to reach a requested power state",
     )
     poll_interval: float = Field(
-        default=1.0, gt=0, description="longest pause between power-state polls"
+        default=1.0, gt=0, le=60, description="longest pause (up to 60 s) between power-state polls"
     )
-    retries: int = Field(default=2, ge=0, description="extra attempts for transient errors")
+    retries: int = Field(
+        default=2, ge=0, le=10, description="extra attempts (0-10) for transient errors"
+    )
     concurrency: int = Field(
         default=64, ge=1, le=4096, description="BMC calls in flight at once, fleet-wide"
     )

@@ -107,6 +107,8 @@ class RequestRun:
         if interrupted:
             log.info("request %s: resuming; %d steps were in flight", self.id, len(interrupted))
         st = store.get_request(self.id)
+        if st.policy.stored_problem is not None:
+            return self._refuse(f"stored policy is invalid: {st.policy.stored_problem}")
         self.policy = st.policy
         self.action = st.action
         self.image = st.image
@@ -191,6 +193,14 @@ class RequestRun:
             self.s.alerts.send(request_event("failure_threshold_exceeded", st))
         if st.state in (RequestState.FAILED, RequestState.PARTIAL):
             self.s.alerts.send(request_event(f"request_{st.state}", st))
+
+    def _refuse(self, reason: str) -> RequestState:
+        """Fail a request that cannot be run as stored (an older version's row, a hand
+        edit): its pending hosts are cancelled, none is touched, the worker goes on."""
+        log.warning("request %s: %s", self.id, reason)
+        self.store.cancel_pending(self.id, reason)
+        self.store.finish_request(self.id, self.s.worker, RequestState.FAILED, reason)
+        return RequestState.FAILED
 
     def _let_go(self) -> None:
         """The worker is stopping: leave the request (and its leases) for the next one."""

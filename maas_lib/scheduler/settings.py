@@ -18,10 +18,13 @@ class SchedulerSettings(BaseModel):
     claim_ttl: float = Field(
         default=30.0,
         gt=0,
-        description="seconds a claim outlives its worker's last heartbeat before another "
-        "worker may resume the request",
+        le=3600,
+        description="seconds (up to 3600) a claim outlives its worker's last heartbeat before "
+        "another worker may resume the request",
     )
-    poll: float = Field(default=0.5, gt=0, description="seconds between queue and state polls")
+    poll: float = Field(
+        default=0.5, gt=0, le=60, description="seconds (up to 60) between queue and state polls"
+    )
     max_requests: int = Field(
         default=8, ge=1, le=256, description="requests one worker runs side by side"
     )
@@ -29,12 +32,20 @@ class SchedulerSettings(BaseModel):
         default=1024, ge=1, le=8192, description="host tasks one worker runs side by side"
     )
     soft_timeout: float = Field(
-        default=120.0, gt=0, description="seconds a reboot waits for a soft shutdown"
+        default=120.0,
+        gt=0,
+        le=3600,
+        description="seconds (up to 3600) a reboot waits for a soft shutdown",
     )
     install_timeout: float = Field(
-        default=1800.0, gt=0, description="seconds to wait for an install-completion report"
+        default=1800.0,
+        gt=0,
+        le=86400,
+        description="seconds (up to 86400) to wait for an install-completion report",
     )
-    hook_timeout: float = Field(default=600.0, gt=0, description="seconds for one hook run")
+    hook_timeout: float = Field(
+        default=600.0, gt=0, le=86400, description="seconds (up to 86400) for one hook run"
+    )
     hook_concurrency: int = Field(
         default=4,
         ge=1,

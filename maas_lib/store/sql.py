@@ -111,8 +111,10 @@ class SqlStore(SqlCatalog):
                 request_id=request_id,
                 actor=worker,
             )
-            if state == RequestState.ACCEPTED:
-                self._resolve_overlaps(request_id, BatchPolicy.model_validate_json(policy), now)
+            stored = BatchPolicy.from_stored(policy)
+            # A row that fails today's checks is failed by the scheduler, not planned.
+            if state == RequestState.ACCEPTED and stored.stored_problem is None:
+                self._resolve_overlaps(request_id, stored, now)
         return request_id
 
     def _resolve_overlaps(self, request_id: int, policy: BatchPolicy, now: str) -> None:

@@ -251,7 +251,7 @@ class SqlCatalog(SqlBase):
         return RequestStatus(
             **self._summary_fields(row, counts),
             os_user=row["os_user"],
-            policy=BatchPolicy.model_validate_json(row["policy"]),
+            policy=BatchPolicy.from_stored(row["policy"]),
             options=RequestOptions.model_validate_json(row["options"] or "{}"),
             patterns=json.loads(row["patterns"]),
             reason=row["reason"],
