@@ -20,11 +20,12 @@ class _Ctx:
         self.db = db
         self._fleet: Any = None
 
-    def fleet(self) -> Any:
+    def fleet(self, *, create: bool = False) -> Any:
+        """The fleet at --db; only `hosts import` and `db init` may create its database."""
         if self._fleet is None:
             from maas_lib.fleet import open_fleet
 
-            self._fleet = open_fleet(self.db)
+            self._fleet = open_fleet(self.db, create=create)
         return self._fleet
 
     def close(self) -> None:
@@ -83,7 +84,10 @@ def hosts() -> None:
 @pass_ctx
 def hosts_import(c: _Ctx, inventory: tuple[str, ...], as_json: bool) -> None:
     """Upsert hosts from Ansible inventories (YAML, INI, directories, scripts)."""
-    result = c.fleet().import_hosts(list(inventory))
+    from maas_lib.inventory import load_inventory
+
+    hosts, pools = load_inventory(list(inventory))  # first: bad input creates no database
+    result = c.fleet(create=True).import_parsed(hosts, pools)
     if as_json:
         from maas_lib.output import emit_json
 
@@ -408,6 +412,17 @@ def db() -> None:
     """The job-queue database itself."""
 
 
+@db.command("init")
+@pass_ctx
+def db_init(c: _Ctx) -> None:
+    """Create the database (--db / $MAAS_DB) if it does not exist, and migrate it.
+
+    Only this and `hosts import` create a database; every other command refuses a
+    missing one, so a mistyped --db is an error rather than a new, unread queue."""
+    store = c.fleet(create=True).store
+    click.echo(f"database {store.url} ready (schema version {store.schema_version()})")
+
+
 @db.command("copy")
 @click.option(
     "--to",
@@ -611,28 +626,63 @@ def stats(c: _Ctx, since: str | None, action: str | None, pool: str | None, as_j
 @click.option(
     "--serve",
     metavar="HOST:PORT",
-    help="Serve /metrics over HTTP (e.g. 0.0.0.0:9100) until SIGTERM, instead of printing.",
+    help="Serve /metrics over HTTP until SIGTERM, instead of printing. ':9100' listens on "
+    "127.0.0.1 only; name an address to bind wider (0.0.0.0:9100, [::]:9100).",
+)
+@click.option(
+    "--tls-cert",
+    type=click.Path(dir_okay=False),
+    metavar="PEM",
+    help="Serve HTTPS with this certificate (chain); its key too unless --tls-key.",
+)
+@click.option("--tls-key", type=click.Path(dir_okay=False), metavar="PEM", help="Its key.")
+@click.option(
+    "--auth-user",
+    metavar="NAME",
+    help="Require HTTP basic auth as NAME; the password is read from --auth-password-file "
+    "or $MAAS_METRICS_PASSWORD (never from the command line).",
+)
+@click.option(
+    "--auth-password-file",
+    type=click.Path(dir_okay=False),
+    metavar="FILE",
+    help="The basic-auth password: the file's first line.",
 )
 @pass_ctx
-def metrics(c: _Ctx, serve: str | None) -> None:
+def metrics(
+    c: _Ctx,
+    serve: str | None,
+    tls_cert: str | None,
+    tls_key: str | None,
+    auth_user: str | None,
+    auth_password_file: str | None,
+) -> None:
     """Prometheus metrics of the fleet: host outcomes, step durations, in flight, workers."""
     from maas_lib.store import open_store
     from maas_lib.telemetry.metrics import parse_listen, render
     from maas_lib.telemetry.metrics import serve as serve_metrics
+    from maas_lib.telemetry.metrics_http import server_security
+
+    if serve is None and (tls_cert or tls_key or auth_user or auth_password_file):
+        raise InputError("--tls-cert, --tls-key and --auth-* apply only with --serve")
+    tls, auth = server_security(tls_cert, tls_key, auth_user, auth_password_file)
 
     def opener() -> Any:
-        return open_store(c.db)
+        return open_store(c.db, create=False)
 
     if serve is None:
         sys.stdout.buffer.write(render(opener))
         return
     host, port = parse_listen(serve)
     opener().close()  # an unusable database is an error now, not on the first scrape
+    scheme = "https" if tls else "http"
     serve_metrics(
         opener,
         host,
         port,
-        on_ready=lambda h, p: click.echo(f"serving http://{h}:{p}/metrics", err=True),
+        tls=tls,
+        auth=auth,
+        on_ready=lambda h, p: click.echo(f"serving {scheme}://{h}:{p}/metrics", err=True),
     )
 
 

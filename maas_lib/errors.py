@@ -23,6 +23,11 @@ class StoreError(MaasError):
     """The job-queue store cannot be opened or is in an unexpected state."""
 
 
+class StoreUnusable(StoreError, InputError):
+    """The named database does not exist (and may not be created here), or is not a usable
+    database: a directory, a corrupt or non-SQLite file (exit code 2)."""
+
+
 class CredentialError(InputError):
     """A credential name could not be resolved to a secret."""
 

@@ -24,10 +24,12 @@ from maas_lib.models import (
     Action,
     BatchPolicy,
     HostRecord,
+    HostSpec,
     HostStatus,
     ImportResult,
     InstallReport,
     Lease,
+    PoolSpec,
     RequestOptions,
     RequestState,
     RequestStatus,
@@ -71,12 +73,32 @@ def parse_policy(policy: BatchPolicy | dict[str, Any] | None = None, **fields: A
         raise option_error(exc) from None
 
 
+#: The largest `--hosts-file` read (16 MiB: some 500,000 host names).
+MAX_HOSTS_FILE_BYTES = 16 * 1024 * 1024
+
+
 def read_hosts_file(path: str | Path) -> list[str]:
-    """Host names or patterns, one per line; blank lines and `#` comments are skipped."""
+    """Host names or patterns, one per line; blank lines and `#` comments are skipped.
+
+    UTF-8 text of at most `MAX_HOSTS_FILE_BYTES`; anything else is an `InputError`."""
     try:
-        text = Path(path).read_text()
+        with open(path, "rb") as f:
+            data = f.read(MAX_HOSTS_FILE_BYTES + 1)
     except OSError as exc:
         raise InputError(f"--hosts-file {path}: {exc.strerror}") from None
+    if len(data) > MAX_HOSTS_FILE_BYTES:
+        raise InputError(
+            f"--hosts-file {path}: larger than {MAX_HOSTS_FILE_BYTES // (1024 * 1024)} MiB"
+        )
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(
+            f"--hosts-file {path}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset "
+            f"{exc.start})"
+        ) from None
+    if "\x00" in text:
+        raise InputError(f"--hosts-file {path}: not a text file (holds NUL bytes)")
     return [ln.split("#", 1)[0].strip() for ln in text.splitlines() if ln.split("#", 1)[0].strip()]
 
 
@@ -143,6 +165,13 @@ class Fleet:
         from maas_lib.inventory import load_inventory
 
         hosts, pools = load_inventory(sources)
+        return self.import_parsed(hosts, pools, actor=actor)
+
+    def import_parsed(
+        self, hosts: list[HostSpec], pools: list[PoolSpec], *, actor: str | None = None
+    ) -> ImportResult:
+        """Upsert hosts and pools `load_inventory` parsed (parse first, then open a store
+        that may not exist yet: bad input then creates no database)."""
         added, updated = self.store.upsert_hosts(hosts, pools, actor=actor or os_user())
         return ImportResult(added=added, updated=updated, hosts=len(hosts), pools=pools)
 
@@ -575,9 +604,13 @@ class Fleet:
         return self.store.events(request_id, limit)
 
 
-def open_fleet(url: str | Path | None = None) -> Fleet:
-    """Open the fleet whose job-queue store is at `url` (path, sqlite:///…, or the default)."""
-    return Fleet(open_store(url))
+def open_fleet(url: str | Path | None = None, *, create: bool = True) -> Fleet:
+    """Open the fleet whose job-queue store is at `url` (path, sqlite:///…, or the default).
+
+    `create=False` refuses a SQLite database that does not exist yet (`StoreUnusable`, an
+    `InputError`) instead of creating an empty one: what `maasctl` does for every command
+    but `hosts import` and `db init`, so a mistyped path is not a new, unread queue."""
+    return Fleet(open_store(url, create=create))
 
 
 __all__ = ["Fleet", "NotFound", "open_fleet"]

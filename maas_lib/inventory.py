@@ -20,6 +20,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from maas_lib.errors import InputError
+from maas_lib.inventory_limits import check_inventory_sources
 from maas_lib.models import HostSpec, PoolSpec
 from maas_lib.validation import first_error
 
@@ -124,6 +125,7 @@ def load_inventory(
     for source in sources:
         if not os.path.exists(source):
             raise InputError(f"inventory {source}: no such file or directory")
+    check_inventory_sources(sources)
     from ansible.errors import AnsibleError
     from ansible.template import Templar
 
@@ -141,7 +143,7 @@ def load_inventory(
             try:
                 value = templar.template(hostvars[var])
             except AnsibleError as exc:
-                raise InputError(f"host {host.name}: {var}: {exc.message}") from None
+                raise InputError(f"host {_shown(host.name)}: {var}: {exc.message}") from None
             fields[var] = _plain(value)
         secret_vars.update(v for v in hostvars if _SECRET_VAR_RE.match(v))
         fields["vars"] = _extra_vars(host.name, hostvars, templar)
@@ -229,4 +231,10 @@ def _validate_host(fields: dict[str, Any]) -> HostSpec:
         var = var or "vars"
         if var == "vars" and msg.startswith("bmc_"):
             var, _, msg = msg.partition(": ")
-        raise InputError(f"host {fields['name']}: {var}: {msg}") from None
+        raise InputError(f"host {_shown(fields['name'])}: {var}: {msg}") from None
+
+
+def _shown(name: str, limit: int = 64) -> str:
+    """A host name as an error line shows it: one line, and not 10,000 characters."""
+    shown = name if name.isprintable() else repr(name)
+    return shown if len(shown) <= limit else f"{shown[:limit]}… ({len(name)} characters)"

@@ -232,6 +232,8 @@ class BatchPolicy(BaseModel):
 
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:@-]*$")
+#: Host and pool names: at most as long as a DNS name.
+MAX_NAME_LEN = 253
 _CRED_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 #: A Redfish resource Id as one path segment (no '/', '?', '#', '%' or whitespace).
 _SYSTEM_ID_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:~@+=-]*$")
@@ -319,7 +321,9 @@ class HostSpec(BaseModel):
     @field_validator("name", "pool")
     @classmethod
     def _name(cls, v: str) -> str:
-        if not _NAME_RE.match(v):
+        if len(v) > MAX_NAME_LEN:  # a DNS name's limit
+            raise ValueError(f"longer than {MAX_NAME_LEN} characters (got {len(v)})")
+        if not _NAME_RE.fullmatch(v):  # fullmatch: `$` would let a trailing newline in
             raise ValueError(f"not a valid name (got {v!r})")
         return v
 

@@ -82,6 +82,11 @@ class SimConfig(BaseModel):
         if self.ipmi + self.dual > MAX_IPMI_PER_PROCESS:
             raise ValueError(f"at most {MAX_IPMI_PER_PROCESS} IPMI BMCs per simulator")
         faults = self.dead + self.wrong_creds + self.slow + self.flaky + self.bad_install
+        if faults and not (self.ipmi or self.redfish):
+            raise ValueError(
+                f"{faults} faulty hosts asked for, but faults apply per protocol to --ipmi "
+                "and --redfish hosts, and there are none"
+            )
         for kind, count in (("ipmi", self.ipmi), ("redfish", self.redfish)):
             if count and faults > count:
                 raise ValueError(f"{faults} faulty hosts asked for, but only {count} {kind} hosts")
@@ -122,7 +127,7 @@ def layout(config: SimConfig) -> list[SimHost]:
         ("dual", config.dual, "sim-dual"),
     ):
         faults: list[str | None] = [None] * count
-        if kind != "dual":
+        if kind != "dual" and count:  # faults go to each protocol that has hosts
             i = count
             for fault in FAULT_KINDS:
                 for _ in range(getattr(config, fault)):

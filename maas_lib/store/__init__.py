@@ -28,8 +28,9 @@ def default_db_url() -> str:
     return str(Path(base) / "maas-lib" / "maas.db")
 
 
-def open_store(url: str | os.PathLike[str] | None = None) -> Store:
-    """Open (creating and migrating if needed) the store at `url`.
+def open_store(url: str | os.PathLike[str] | None = None, *, create: bool = True) -> Store:
+    """Open (migrating if needed) the store at `url`; a missing SQLite database is created
+    (mode 0600) if `create`, else refused with `StoreUnusable` naming the path.
 
     Accepts a filesystem path, `sqlite:///path`, or a PostgreSQL URL
     (`postgresql://user:password@host:port/dbname?…`, also `postgres://`); `None` means
@@ -58,4 +59,4 @@ def open_store(url: str | os.PathLike[str] | None = None) -> Store:
         )
     from maas_lib.store.sqlite import SqliteStore
 
-    return SqliteStore(target)
+    return SqliteStore(target, create=create)

@@ -13,19 +13,23 @@ every `maasctl` start would otherwise pay. Queries go through sqlite3 itself.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from maas_lib.errors import StoreError
+from maas_lib.errors import StoreError, StoreUnusable
 from maas_lib.store.sql import SqlStore
 from maas_lib.store.sql_base import Cursor, Params
 from maas_lib.store.sqlite_schema import LATEST_VERSION, MIGRATIONS
 
 #: How long a writer waits for another process's write lock before giving up.
 BUSY_TIMEOUT_S = 30.0
+#: SQLite result codes that mean "not a database we can use" (input, exit 2), as opposed to
+#: I/O, lock or disk-full faults.
+_UNUSABLE_CODES = frozenset({11, 26})  # SQLITE_CORRUPT, SQLITE_NOTADB
 
 
 class SqliteStore(SqlStore):
@@ -33,13 +37,21 @@ class SqliteStore(SqlStore):
     MIGRATIONS = MIGRATIONS
     LATEST_VERSION = LATEST_VERSION
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, *, create: bool = True):
         self.path = Path(path)
         self.url = f"sqlite:///{self.path}"
         self._label = str(self.path)
         self._init_lock()
+        if self.path.is_dir():
+            raise StoreUnusable(f"cannot use database {self.path}: it is a directory")
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if not self.path.exists():
+                if not create:
+                    raise StoreUnusable(
+                        f"no database at {self.path} (`maasctl db init` or "
+                        "`maasctl hosts import` creates one)"
+                    )
+                self._create_file()
             # isolation_level=None: no implicit transactions; every write is explicit.
             conn = sqlite3.connect(
                 str(self.path),
@@ -58,7 +70,15 @@ class SqliteStore(SqlStore):
             self._migrate()
         except sqlite3.DatabaseError as exc:
             conn.close()
-            raise StoreError(f"cannot use database {self.path}: {exc}") from exc
+            unusable = (getattr(exc, "sqlite_errorcode", 0) & 0xFF) in _UNUSABLE_CODES
+            error = StoreUnusable if unusable else StoreError
+            raise error(f"cannot use database {self.path}: {exc}") from exc
+
+    def _create_file(self) -> None:
+        """An empty database file readable by its owner only; SQLite gives the WAL and
+        shared-memory files it creates next to it the same mode."""
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
 
     def close(self) -> None:
         self.conn.close()

@@ -38,7 +38,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from types import FrameType
 
-from prometheus_client import CollectorRegistry, generate_latest, start_http_server
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -51,6 +51,7 @@ from prometheus_client.utils import floatToGoString
 from maas_lib.errors import InputError
 from maas_lib.models import HostStatus, RequestState
 from maas_lib.store.base import Store
+from maas_lib.telemetry.metrics_http import BasicAuth, TlsFiles, start_metrics_server
 from maas_lib.telemetry.models import Stats, StepHistogram
 
 __all__ = [
@@ -204,14 +205,15 @@ _LISTEN = re.compile(
 
 
 def parse_listen(value: str) -> tuple[str, int]:
-    """``HOST:PORT``, ``[IPv6]:PORT`` or ``:PORT`` (every IPv4 interface) → (host, port).
+    """``HOST:PORT``, ``[IPv6]:PORT`` or ``:PORT`` (127.0.0.1 only: binding wider takes an
+    explicit address such as ``0.0.0.0:PORT`` or ``[::]:PORT``) → (host, port).
 
     Raises `InputError` for anything else, or a port outside 1-65535."""
     m = _LISTEN.fullmatch(value)
     port = int(m.group("port")) if m else 0
     if m is None or not 1 <= port <= 65535:
         raise InputError(f"--serve: expected HOST:PORT (got {value!r})")
-    host = m.group("v6") or m.group("host") or "0.0.0.0"
+    host = m.group("v6") or m.group("host") or "127.0.0.1"
     return host, port
 
 
@@ -226,8 +228,11 @@ def serve(
     *,
     stop: threading.Event | None = None,
     on_ready: Callable[[str, int], None] | None = None,
+    tls: TlsFiles | None = None,
+    auth: BasicAuth | None = None,
 ) -> None:
-    """Serve the metrics over HTTP (``GET /metrics``) until stopped; blocks.
+    """Serve the metrics over HTTP (``GET /metrics``; other paths 404) until stopped; blocks.
+    With `tls` over HTTPS, with `auth` only to that user (`metrics_http`).
 
     Each request is answered by a thread of its own, scraping the store afresh (see
     `FleetCollector`). Returns cleanly when `stop` is set or, when called from the main
@@ -236,7 +241,7 @@ def serve(
     (useful with port 0). A bind failure raises `InputError`."""
     stopping = threading.Event() if stop is None else stop
     try:
-        httpd, thread = start_http_server(port, addr=host, registry=registry(open_store))
+        httpd, thread = start_metrics_server(registry(open_store), host, port, tls=tls, auth=auth)
     except OSError as exc:
         reason = exc.strerror or str(exc)
         raise InputError(f"--serve: cannot listen on {_hostport(host, port)}: {reason}") from None

@@ -444,7 +444,7 @@ def test_serve_returns_cleanly_on_a_signal(tmp_path: Path, signum: signal.Signal
         ("[::1]:9100", ("::1", 9100)),
         ("[::]:1", ("::", 1)),
         ("[fe80::1%eth0]:9100", ("fe80::1%eth0", 9100)),
-        (":9100", ("0.0.0.0", 9100)),
+        (":9100", ("127.0.0.1", 9100)),  # loopback unless an address is named
         ("0.0.0.0:9100", ("0.0.0.0", 9100)),
     ],
 )
