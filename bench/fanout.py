@@ -257,6 +257,18 @@ def counter_failures(tool: str, before: dict, after: dict) -> list[str]:
     return [f"{tool}: {len(bad)} BMCs not cycled exactly once: {bad[:3]}"] if bad else []
 
 
+def pin_cipher_suite(inventory: Path, suite: int) -> Path:
+    """The inventory with every host's `bmc_ipmi_cipher_suite` set (as ipmipower's
+    `cipher-suite-id`): both tools propose the one suite the BMCs speak."""
+    import yaml
+
+    data = yaml.safe_load(inventory.read_text())
+    for group in data["all"]["children"].values():
+        group.setdefault("vars", {})["bmc_ipmi_cipher_suite"] = suite
+    inventory.write_text(yaml.safe_dump(data, sort_keys=False))
+    return inventory
+
+
 def ipmipower_column(tmp: Path, args: argparse.Namespace, result: dict, failures: list) -> None:
     """ipmipower vs maasctl against the same ipmi_sim BMCs, in this run."""
     from maas_lib.sim.ipmisim import IpmiSimOptions, running_ipmi_sims
@@ -274,7 +286,7 @@ def ipmipower_column(tmp: Path, args: argparse.Namespace, result: dict, failures
         result |= {"ipmipower_hosts": n, "ipmipower_fanout": fanout}
         result["ipmisim_startup_s"] = round(sims.startup_s, 2)
         env |= sims.env()
-        inventory = sims.write_inventory(tmp / "ipmisim.yml")
+        inventory = pin_cipher_suite(sims.write_inventory(tmp / "ipmisim.yml"), 3)
         subprocess.run(
             [sys.executable, "-m", "maas_lib", "hosts", "import", str(inventory)],
             env=env,

@@ -150,6 +150,7 @@ def load_inventory(
         fields.setdefault("pool", _default_pool(host))
         budget = fields.pop("pool_max_unavailable", None)
         spec = _validate_host(fields)
+        _check_cipher_suite(spec)
         hosts.append(spec)
         if budget is not None:
             seen = pool_budgets.setdefault(spec.pool, (spec.name, budget))
@@ -221,6 +222,16 @@ def _plain(value: Any) -> Any:
         if isinstance(value, kind):
             return kind(value)
     return value
+
+
+def _check_cipher_suite(spec: HostSpec) -> None:
+    """`bmc_ipmi_cipher_suite` (kept in the host's vars) names a suite the client has."""
+    from maas_lib.bmc.base import IPMI_CIPHER_SUITE_VAR, ipmi_cipher_suite
+
+    try:
+        ipmi_cipher_suite(spec.vars.get(IPMI_CIPHER_SUITE_VAR))
+    except ValueError as exc:
+        raise InputError(f"host {spec.name}: {IPMI_CIPHER_SUITE_VAR}: {exc}") from None
 
 
 def _validate_host(fields: dict[str, Any]) -> HostSpec:

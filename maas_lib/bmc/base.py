@@ -9,12 +9,35 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 from urllib.parse import urlsplit
 
 from maas_lib.errors import BmcError, BmcUnreachable
 from maas_lib.models import BmcProtocol, HostRecord, HostSpec
 
 IPMI_DEFAULT_PORT = 623
+#: The inventory var pinning a host's RMCP+ cipher suite (IPMI 2.0 table 22-20).
+IPMI_CIPHER_SUITE_VAR = "bmc_ipmi_cipher_suite"
+#: The suites the IPMI client (pyghmi) can speak: 3 (RAKP-HMAC-SHA1, HMAC-SHA1-96,
+#: AES-CBC-128) and 17 (the same with SHA-256). Unpinned, it proposes 17, then 3.
+IPMI_CIPHER_SUITES = (3, 17)
+
+
+def ipmi_cipher_suite(value: Any) -> int | None:
+    """The cipher suite an inventory var pins (None: not pinned), or ValueError."""
+    if value is None:
+        return None
+    suite: int | None = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        suite = value
+    elif isinstance(value, str) and value.strip().isdigit():
+        suite = int(value.strip())
+    if suite not in IPMI_CIPHER_SUITES:
+        choices = ", ".join(map(str, IPMI_CIPHER_SUITES))
+        raise ValueError(
+            f"an RMCP+ cipher suite the IPMI client supports: {choices} (got {value!r})"
+        )
+    return suite
 
 
 class PowerState(StrEnum):
@@ -72,6 +95,8 @@ class BmcEndpoint:
     system: str | None = None
     tls_ca: str | None = None
     tls_verify: bool = True
+    #: IPMI: the one RMCP+ cipher suite to propose (None: 17, then 3 if refused).
+    ipmi_cipher_suite: int | None = None
 
     @classmethod
     def build(
@@ -83,14 +108,16 @@ class BmcEndpoint:
         system: str | None = None,
         tls_ca: str | None = None,
         tls_verify: bool = True,
+        ipmi_cipher_suite: int | None = None,
     ) -> BmcEndpoint:
         protocol = BmcProtocol(protocol)
         if protocol is BmcProtocol.REDFISH:
             address = redfish_base_url(address, port)
             port = urlsplit(address).port
+            ipmi_cipher_suite = None
         else:
             port = port or IPMI_DEFAULT_PORT
-        return cls(protocol, address, port, system, tls_ca, tls_verify)
+        return cls(protocol, address, port, system, tls_ca, tls_verify, ipmi_cipher_suite)
 
     @property
     def label(self) -> str:
@@ -124,6 +151,7 @@ class BmcTarget:
     @classmethod
     def from_host(cls, host: HostSpec | HostRecord) -> BmcTarget:
         assert host.bmc_protocol is not None
+        suite = ipmi_cipher_suite(host.vars.get(IPMI_CIPHER_SUITE_VAR))
         primary = BmcEndpoint.build(
             host.bmc_protocol,
             host.bmc_address,
@@ -131,6 +159,7 @@ class BmcTarget:
             system=host.bmc_system,
             tls_ca=host.bmc_tls_ca,
             tls_verify=host.bmc_tls_verify,
+            ipmi_cipher_suite=suite,
         )
         fallback = None
         if host.bmc_fallback_protocol and host.bmc_fallback_address:
@@ -141,6 +170,7 @@ class BmcTarget:
                 system=host.bmc_system,
                 tls_ca=host.bmc_tls_ca,
                 tls_verify=host.bmc_tls_verify,
+                ipmi_cipher_suite=suite,
             )
         return cls(host.name, host.bmc_credential, primary, fallback)
 

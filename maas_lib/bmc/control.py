@@ -11,6 +11,7 @@ import logging
 import queue
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -34,6 +35,7 @@ from maas_lib.bmc.base import (
     PowerReading,
     PowerState,
 )
+from maas_lib.bmc.sessions import close_ipmi_sessions
 from maas_lib.credentials import Credential, resolve_credential
 from maas_lib.errors import (
     BmcError,
@@ -56,6 +58,10 @@ def _said(reading: PowerReading) -> str:
 
 #: Hosts worked on side by side in one fan-out (each mostly waits on its BMC).
 MAX_WORKERS = 1024
+#: Seconds from a power command to the first look at the BMC's power state, and how the
+#: pause between looks grows (up to `BmcSettings.poll_interval`).
+FIRST_POLL_S = 0.1
+POLL_BACKOFF = 1.5
 
 
 class BmcSettings(BaseModel):
@@ -305,12 +311,17 @@ class BmcController:
         seconds (default: power_timeout), `power_unknown` as soon as the BMC answers with a
         state that is neither on, off nor a transition — a guess is never a confirmation.
 
-        Polls start 0.1 s apart and back off to `poll_interval`: most BMCs settle within a
+        The first look comes FIRST_POLL_S after the command (a BMC seldom reports the new
+        state in the same instant, and every read costs the BMC and us a round trip), then
+        the pause grows by POLL_BACKOFF up to `poll_interval`: most BMCs settle within a
         second or two, and a fast first look saves a full interval per host."""
         s = self.settings
         limit = s.power_timeout if timeout is None else timeout
-        pause = min(0.1, s.poll_interval)
+        pause = min(FIRST_POLL_S, s.poll_interval)
         while True:
+            waited = time.monotonic() - started
+            time.sleep(min(pause, max(0.0, limit - waited)))
+            pause = min(pause * POLL_BACKOFF, s.poll_interval)
             reading = self.read_power(driver)
             if reading.state is want:
                 return reading
@@ -324,8 +335,6 @@ class BmcController:
                     f"power still {reading} {waited:.0f}s after requesting {want}",
                     via=driver.via,
                 )
-            time.sleep(min(pause, max(0.0, limit - waited)))
-            pause = min(pause * 2, s.poll_interval)
 
     def set_power(
         self, driver: BmcDriver, action: PowerAction, *, wait: bool = True
@@ -403,9 +412,33 @@ class BmcController:
         """Run `op` for every target; results in input order.
 
         Every host gets a worker (up to MAX_WORKERS) so hosts wait for their BMCs side by
-        side; `concurrency` bounds the BMC calls actually in flight."""
+        side; `concurrency` bounds the BMC calls actually in flight. An IPMI BMC is logged
+        out as soon as the last of this fan-out's hosts behind it is done (the logout then
+        overlaps the other hosts' work instead of following the whole fan-out)."""
         if not targets:
             return []
+        remaining = Counter(ep for t in targets for ep in _ipmi_endpoints(t))
+        lock = threading.Lock()
+
+        def run(target: BmcTarget) -> BmcResult:
+            try:
+                return op(target)
+            finally:
+                with lock:
+                    remaining.subtract(_ipmi_endpoints(target))
+                    done = [ep for ep in _ipmi_endpoints(target) if remaining[ep] == 0]
+                for address, port in done:
+                    close_ipmi_sessions(address, port)
+
         workers = min(len(targets), max(MAX_WORKERS, self.settings.concurrency))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="bmc") as pool:
-            return list(pool.map(op, targets))
+            return list(pool.map(run, targets))
+
+
+def _ipmi_endpoints(target: BmcTarget) -> set[tuple[str, int | None]]:
+    """The (address, port) of the target's IPMI paths."""
+    return {
+        (e.address, e.port)
+        for e in (target.primary, target.fallback)
+        if e is not None and e.protocol is BmcProtocol.IPMI
+    }

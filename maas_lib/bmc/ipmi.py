@@ -161,15 +161,36 @@ def reading_from_chassis_status(data: bytes | bytearray) -> PowerReading:
 
 
 class IpmiClient:
-    """What the session pool keeps for one BMC: a logged-in pyghmi `Command`, and how to
-    log out of it (`close`: Close Session, so the BMC frees the slot now, not at its idle
-    timeout)."""
+    """What the session pool keeps for one BMC: a logged-in pyghmi `Session` (raw chassis
+    commands go straight to it), a pyghmi `Command` on that same session for what needs
+    pyghmi's helpers (boot device, identify), and how to log out (`close`: Close Session,
+    so the BMC frees the slot now, not at its idle timeout)."""
 
-    def __init__(self, command: Any):
-        self.command = command
+    def __init__(self, session: Any, command_factory: Callable[[], Any]):
+        self.session = session
+        self._command_factory = command_factory
+        self._command: Any = None
+
+    @property
+    def command(self) -> Any:
+        """A pyghmi `Command` sharing `session`. Built on first use only: importing
+        pyghmi.ipmi.command (and its vendor-extension lookup) costs more than a status
+        call of a whole fleet needs."""
+        if self._command is None:
+            command = self._command_factory()
+            if command.ipmi_session is not self.session:
+                # pyghmi hands a second Command for the same BMC and credentials the
+                # session it already has; anything else would be a second login.
+                command.ipmi_session.logout()
+                raise BmcError("pyghmi opened a second session to the BMC")
+            self._command = command
+        return self._command
+
+    def raw_command(self, netfn: int, command: int, data: tuple[int, ...] = ()) -> Any:
+        return self.session.raw_command(netfn=netfn, command=command, data=data)
 
     def close(self) -> None:
-        session = getattr(self.command, "ipmi_session", None)
+        session = self.session
         if session is None or session.broken:
             return
         session.logout()
@@ -182,29 +203,36 @@ class IpmiDriver(BmcDriver):
         self.timeout = timeout
         self._key = (endpoint.address, endpoint.port, credential.fingerprint)
 
+    def _session_args(self) -> dict[str, Any]:
+        # bytes credentials: see sessions.py for why str hangs on a second Command.
+        return {
+            "bmc": self.endpoint.address,
+            "port": self.endpoint.port,
+            "userid": self._credential.username.encode(),
+            "password": self._credential.password.encode(),
+        }
+
     def _connect(self) -> IpmiClient:
-        from pyghmi.ipmi.command import Command
+        from pyghmi.ipmi.private.session import Session
 
         from maas_lib.bmc import pyghmi_fixes
 
         pyghmi_fixes.apply()
-        # bytes credentials: see sessions.py for why str hangs on a second Command.
-        return IpmiClient(
-            Command(
-                bmc=self.endpoint.address,
-                port=self.endpoint.port,
-                userid=self._credential.username.encode(),
-                password=self._credential.password.encode(),
-                keepalive=True,
-            )
-        )
+        with pyghmi_fixes.pinned_cipher_suite(self.endpoint.ipmi_cipher_suite):
+            session = Session(**self._session_args(), keepalive=True)
+        return IpmiClient(session, self._command)
 
-    def _call(self, fn: Callable[[Any], T]) -> T:
+    def _command(self) -> Any:
+        from pyghmi.ipmi.command import Command
+
+        return Command(**self._session_args())
+
+    def _call(self, fn: Callable[[IpmiClient], T]) -> T:
         try:
             with IPMI_SESSIONS.hold(self._key, self.timeout, self.via) as entry:
                 client: IpmiClient = IPMI_SESSIONS.client(entry, self._connect)
                 try:
-                    return fn(client.command)
+                    return fn(client)
                 except BaseException:
                     # A failed call may leave the session unusable; log out (freeing the
                     # BMC's slot if it still counts one) and let the next call log in anew.
@@ -214,12 +242,12 @@ class IpmiDriver(BmcDriver):
             raise classify_ipmi_error(exc, self.via) from None
 
     @staticmethod
-    def _raw(command: Any, cmd: int, data: tuple[int, ...] = ()) -> Any:
+    def _raw(client: IpmiClient, cmd: int, data: tuple[int, ...] = ()) -> Any:
         """One chassis command. Raw, because pyghmi's set_power/get_power add an OEM probe
         and a state read to every call: a third of the traffic of a power cycle."""
         from pyghmi.exceptions import IpmiException
 
-        response = command.raw_command(netfn=0, command=cmd, data=data)
+        response = client.raw_command(netfn=0, command=cmd, data=data)
         if "error" in response:
             raise IpmiException(response["error"], response.get("code", 0))
         return response["data"]
@@ -236,8 +264,8 @@ class IpmiDriver(BmcDriver):
         self._call(lambda c: self._raw(c, 0x02, (_CHASSIS_CONTROL[action],)))
 
     def set_boot(self, device: BootDevice, *, persistent: bool = False) -> None:
-        def request(c: Any) -> None:
-            result = c.set_bootdev(_BOOT_DEVICES[device], persist=persistent)
+        def request(c: IpmiClient) -> None:
+            result = c.command.set_bootdev(_BOOT_DEVICES[device], persist=persistent)
             if isinstance(result, dict) and "error" in result:
                 raise BmcUnsupported(str(result["error"]), via=self.via)
 
@@ -254,4 +282,4 @@ class IpmiDriver(BmcDriver):
         )
 
     def identify(self, on: bool = True) -> None:
-        self._call(lambda c: c.set_identify(on=on))
+        self._call(lambda c: c.command.set_identify(on=on))

@@ -41,6 +41,19 @@ session. Each fix is a behaviour pyghmi intends; none changes what goes on the w
    session), so as sessions are closed the counts drift below zero and new sessions crowd
    onto one socket. Fix: a logout lowers the count once, and only for a session that was
    still counted.
+9. Every wait in pyghmi's loop is handed to its IO thread (an entry in its queue and a byte
+   sent to break its select()), and a thread waiting for a login is woken by *any* packet
+   of any session: with 64 logins in flight each reply woke every login waiter, which then
+   scanned every session under one global lock. Fix: a thread waiting for a known session
+   (its login, or a reply) sleeps on an event of its own, set when a packet for that
+   session is queued (by the IO thread) or when its login or reply has been handled; the
+   IO thread is woken only by packets, and when a new socket must be read.
+
+And one option pyghmi does not have (not a bug):
+10. A pinned cipher suite: pyghmi proposes RMCP+ cipher suite 17 (SHA-256) and, if the BMC
+    refuses it, 3 (SHA-1): an extra round trip per login on a fleet known to use 3.
+    `pinned_cipher_suite(3)` around a login proposes only 3; `(17)` proposes only 17 (no
+    fallback to 3), as `ipmitool -C` does.
 """
 
 from __future__ import annotations
@@ -50,7 +63,8 @@ import logging
 import select
 import struct
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -119,25 +133,18 @@ def _io_sendto(sock: Any, packet: bytes, sockaddr: Any) -> None:
 
 
 def _bounded_io_wait(session_module: Any) -> Callable[..., None]:
-    """pyghmi's `_io_wait`, except that the caller sleeps at most POLL_BOUND_S (fix 6)."""
+    """pyghmi's `_io_wait`, except that the caller sleeps at most POLL_BOUND_S (fix 6) and
+    a wait for a known session sleeps on an event of its own (fix 9)."""
 
     def _io_wait(timeout: float, myaddr: Any = None, evq: Any = None) -> None:
         evt = threading.Event()
         if evq is not None:
             evq.append(evt)
-        deadline = timeout + session_module._monotonic_time()
-        session_module.ioqueue.append((deadline, evt, myaddr))
-        if deadline < session_module.selectdeadline:
-            # As pyghmi does: break the IO thread out of a select() that would sleep
-            # past our deadline.
-            intsock = session_module.iosockets[0]
-            intsock = getattr(intsock, "fd", intsock)
-            intsock.sendto(
-                b"\x01", (session_module.myself, session_module.iosockets[0].getsockname()[1])
-            )
-        # Registered first, checked after: a completion or packet cannot slip in between.
         session, ready = _waited_for(myaddr, session_module)
-        if session is not None:
+        if session is None:
+            _queue_for_io_thread(session_module, evt, timeout, myaddr)
+        else:
+            # Registered first, checked after: a completion or packet cannot slip in between.
             with _waits_lock:
                 _waits.setdefault(id(session), set()).add(evt)
         if ready():
@@ -154,6 +161,78 @@ def _bounded_io_wait(session_module: Any) -> Callable[..., None]:
                             del _waits[id(session)]
 
     return _io_wait
+
+
+def _queue_for_io_thread(session_module: Any, evt: Any, timeout: float, myaddr: Any) -> None:
+    """pyghmi's own wait: the IO thread sets `evt` when a packet (from `myaddr`, or any)
+    arrives or the deadline passes."""
+    deadline = timeout + session_module._monotonic_time()
+    session_module.ioqueue.append((deadline, evt, myaddr))
+    if deadline < session_module.selectdeadline:
+        # As pyghmi does: break the IO thread out of a select() that would sleep past our
+        # deadline.
+        _break_select(session_module)
+
+
+def _break_select(session_module: Any) -> None:
+    """Wake pyghmi's IO thread from its select() (a byte to its own first socket)."""
+    intsock = session_module.iosockets[0]
+    intsock = getattr(intsock, "fd", intsock)
+    intsock.sendto(b"\x01", (session_module.myself, session_module.iosockets[0].getsockname()[1]))
+
+
+def _graball(session_module: Any) -> Callable[..., list[Any]]:
+    """pyghmi's `_io_graball` (the IO thread reading every datagram and queueing it for its
+    session), which also wakes the threads waiting for that session (fix 9)."""
+    session_cls = session_module.Session
+    sessionqueue = session_module.sessionqueue
+
+    def _io_graball(mysockets: Any, iowaiters: dict[Any, list[Any]]) -> list[Any]:
+        sockaddrs = []
+        handlers = session_cls.bmc_handlers
+        for mysocket in mysockets:
+            myport = mysocket.getsockname()[1]
+            while True:
+                rdata = session_module._io_recvfrom(mysocket, 3000)
+                if rdata is None:
+                    break
+                if len(rdata[0]) < 4:
+                    continue  # too short for IPMI: e.g. the byte that breaks a select()
+                rdata = (*rdata, mysocket)
+                relsession = None
+                if rdata[1] in handlers and myport in handlers[rdata[1]]:
+                    rdata = (*rdata, True)
+                    relsession = handlers[rdata[1]][myport]
+                elif rdata[2] in handlers:
+                    rdata = (*rdata, False)  # pyghmi is the BMC: sessionless data
+                    relsession = handlers[rdata[2]][0]
+                if relsession is not None:
+                    relsession.pktqueue.append(rdata)
+                    sessionqueue.append(relsession)
+                    _wake_waiters(relsession)
+                if rdata[1] in iowaiters:
+                    for w in iowaiters[rdata[1]]:
+                        w[1].set()
+                    del iowaiters[rdata[1]]
+                sockaddrs.append(rdata[1])
+        return sockaddrs
+
+    return _io_graball
+
+
+def _wakes_io_thread(session_module: Any, assignsocket: Any) -> Any:
+    """`Session._assignsocket`, which also breaks the IO thread out of its select() when it
+    opened a new socket, so that the socket is read from now on (fix 9: waits no longer
+    wake the IO thread, which pyghmi relied on to pick up new sockets)."""
+
+    def _assignsocket(cls: Any, *args: Any, **kwargs: Any) -> Any:
+        before = len(session_module.iosockets)
+        sock = assignsocket.__func__(cls, *args, **kwargs)
+        if len(session_module.iosockets) > before:
+            _break_select(session_module)
+        return sock
+
+    return classmethod(_assignsocket)
 
 
 def _fail_session(session: Any, exc: BaseException) -> None:
@@ -277,11 +356,63 @@ def _records_completion_code(step: str, method: Callable[..., Any]) -> Callable[
     return handler
 
 
+@contextmanager
+def pinned_cipher_suite(suite: int | None) -> Iterator[None]:
+    """Sessions created in this thread inside the block propose only RMCP+ cipher suite
+    `suite` (3 or 17; None: pyghmi's 17, then 3) (fix 10)."""
+    if suite not in (None, 3, 17):
+        raise ValueError(f"pyghmi has no RMCP+ cipher suite {suite}")
+    outer = getattr(_tls, "cipher_suite", None)
+    _tls.cipher_suite = suite
+    try:
+        yield
+    finally:
+        _tls.cipher_suite = outer
+
+
+#: pyghmi's `attemptedhash` (the RAKP hash it proposes: 256 = SHA-256, suite 17; 1 = SHA-1,
+#: suite 3) for a pinned suite, and the value that makes a refusal final (fix 10).
+_SUITE_HASH = {3: 1, 17: 256}
+_NO_FALLBACK = 17
+
+
+def _pins_suite(method: Callable[..., Any]) -> Callable[..., Any]:
+    """`_initsession` (run by every login and re-login): a pinned suite's hash first."""
+
+    def _initsession(self: Any) -> None:
+        method(self)
+        if self.cipher_suite is not None:
+            self.attemptedhash = _SUITE_HASH[self.cipher_suite]
+
+    return _initsession
+
+
+def _refuses_fallback(method: Callable[..., Any]) -> Callable[..., Any]:
+    """`_got_rmcp_response`: a refusal of pinned suite 17 fails the login (pyghmi would
+    retry with suite 3)."""
+
+    def _got_rmcp_response(self: Any, data: Any) -> Any:
+        if (
+            self.cipher_suite == 17
+            and len(data) > 1
+            and data[1]  # a refusal...
+            and data[0] == self.rmcptag  # ...of this login's own proposal (not a stale one)
+            and self.sessioncontext == "OPENSESSION"
+        ):
+            self.attemptedhash = _NO_FALLBACK
+        return method(self, data)
+
+    return _got_rmcp_response
+
+
 def _carries_login_status(method: Callable[..., Any], pexc: Any) -> Callable[..., Any]:
     """`Session.__init__` (the login), recording which session this thread waits for
-    (fix 6) and putting the failing step's code on the exception (fix 7)."""
+    (fix 6), taking this thread's pinned cipher suite (fix 10) and putting the failing
+    step's code on the exception (fix 7)."""
 
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        if not hasattr(self, "initialized"):  # a new session, not pyghmi's shared one
+            self.cipher_suite = getattr(_tls, "cipher_suite", None)
         outer = getattr(_tls, "login", None)
         _tls.login = self
         try:
@@ -317,6 +448,9 @@ def apply() -> None:
         session.KEEPALIVE_SESSIONS = session.WAITING_SESSIONS
         session._io_sendto = _io_sendto
         session._io_wait = _bounded_io_wait(session)
+        session._io_graball = _graball(session)
+        cls_ = session.Session
+        cls_._assignsocket = _wakes_io_thread(session, cls_._assignsocket)
         cls = session.Session
         mark_broken = cls._mark_broken
 
@@ -379,6 +513,9 @@ def apply() -> None:
         cls._parse_ipmi_payload = _parse_reply
         for name, step in _RMCP_STEPS.items():
             setattr(cls, name, _records_rmcp_status(step, getattr(cls, name)))
+        cls.cipher_suite = None
+        cls._initsession = _pins_suite(cls._initsession)
+        cls._got_rmcp_response = _refuses_fallback(cls._got_rmcp_response)
         for name, step in _CC_STEPS.items():
             setattr(cls, name, _records_completion_code(step, getattr(cls, name)))
         cls.__init__ = _carries_login_status(cls.__init__, pexc)
