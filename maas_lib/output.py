@@ -30,7 +30,10 @@ def emit_table(title: str | None, columns: Sequence[str], rows: Sequence[Sequenc
     from rich.table import Table
     from rich.text import Text
 
-    table = Table(title=title, show_edge=False, header_style="bold")
+    # The title, like every cell, is plain text: it may name a request's data.
+    table = Table(
+        title=None if title is None else Text(title), show_edge=False, header_style="bold"
+    )
     for col in columns:
         table.add_column(col)
     for row in rows:
