@@ -11,7 +11,6 @@ import logging
 import queue
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -35,7 +34,6 @@ from maas_lib.bmc.base import (
     PowerReading,
     PowerState,
 )
-from maas_lib.bmc.sessions import close_ipmi_sessions
 from maas_lib.credentials import Credential, resolve_credential
 from maas_lib.errors import (
     BmcError,
@@ -412,33 +410,9 @@ class BmcController:
         """Run `op` for every target; results in input order.
 
         Every host gets a worker (up to MAX_WORKERS) so hosts wait for their BMCs side by
-        side; `concurrency` bounds the BMC calls actually in flight. An IPMI BMC is logged
-        out as soon as the last of this fan-out's hosts behind it is done (the logout then
-        overlaps the other hosts' work instead of following the whole fan-out)."""
+        side; `concurrency` bounds the BMC calls actually in flight."""
         if not targets:
             return []
-        remaining = Counter(ep for t in targets for ep in _ipmi_endpoints(t))
-        lock = threading.Lock()
-
-        def run(target: BmcTarget) -> BmcResult:
-            try:
-                return op(target)
-            finally:
-                with lock:
-                    remaining.subtract(_ipmi_endpoints(target))
-                    done = [ep for ep in _ipmi_endpoints(target) if remaining[ep] == 0]
-                for address, port in done:
-                    close_ipmi_sessions(address, port)
-
         workers = min(len(targets), max(MAX_WORKERS, self.settings.concurrency))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="bmc") as pool:
-            return list(pool.map(run, targets))
-
-
-def _ipmi_endpoints(target: BmcTarget) -> set[tuple[str, int | None]]:
-    """The (address, port) of the target's IPMI paths."""
-    return {
-        (e.address, e.port)
-        for e in (target.primary, target.fallback)
-        if e is not None and e.protocol is BmcProtocol.IPMI
-    }
+            return list(pool.map(op, targets))

@@ -121,22 +121,6 @@ class SessionPool:
                 list(pool.map(close, taken))
         return len(taken)
 
-    def close_matching(self, match: Callable[[Hashable], bool]) -> int:
-        """Close the sessions whose key `match`es, if not in use; returns how many. Closed
-        in the calling thread: a fan-out logs a host's BMC out as soon as it is done with it."""
-        with self._guard:
-            entries = [e for k, e in self._entries.items() if e.client is not None and match(k)]
-        closed = 0
-        for entry in entries:
-            if entry.lock.acquire(blocking=False):
-                try:
-                    if entry.client is not None:
-                        self.drop(entry)
-                        closed += 1
-                finally:
-                    entry.lock.release()
-        return closed
-
     def close_idle(self, max_idle_s: float) -> int:
         """Close sessions unused for more than `max_idle_s` seconds; returns how many."""
         return self._close(time.monotonic() - max_idle_s)
@@ -157,13 +141,6 @@ POOLS = (IPMI_SESSIONS, REDFISH_SESSIONS)
 def close_all_sessions() -> int:
     """Log out of every BMC session this process holds (the end of a CLI/API call)."""
     return sum(pool.close_all() for pool in POOLS)
-
-
-def close_ipmi_sessions(address: str, port: int | None) -> int:
-    """Log out of this process's IPMI sessions to one BMC (keys start with address, port)."""
-    return IPMI_SESSIONS.close_matching(
-        lambda key: isinstance(key, tuple) and key[:2] == (address, port)
-    )
 
 
 def close_idle_sessions(max_idle_s: float) -> int:
