@@ -100,11 +100,7 @@ def _from_file(name: str) -> Credential | None:
     return Credential(name=name, username=user, password=password, source=file_name)
 
 
-def _from_broker(name: str) -> Credential | None:
-    """Ask the worker that started this process (see `SOCKET_ENV`), if one did."""
-    address = os.environ.get(SOCKET_ENV)
-    if not address:
-        return None
+def _ask_broker(address: str, request: dict[str, str], what: str) -> dict:
     import json
     import socket
 
@@ -113,7 +109,7 @@ def _from_broker(name: str) -> Credential | None:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.settimeout(_SOCKET_TIMEOUT_S)
             sock.connect(target)
-            sock.sendall(json.dumps({"name": name}).encode() + b"\n")
+            sock.sendall(json.dumps(request).encode() + b"\n")
             data = b""
             while not data.endswith(b"\n"):
                 chunk = sock.recv(65536)
@@ -123,10 +119,28 @@ def _from_broker(name: str) -> Credential | None:
         reply = json.loads(data)
     except (OSError, ValueError) as exc:
         raise CredentialError(
-            f"credential {name}: the worker's credential socket did not answer ({exc})"
+            f"{what}: the worker's credential socket did not answer ({exc})"
         ) from None
     if not isinstance(reply, dict) or "error" in reply:
         raise CredentialError(str(reply.get("error") if isinstance(reply, dict) else reply))
+    return reply
+
+
+def database_url_from_worker() -> str | None:
+    """The database URL (password included) of the worker that started this process,
+    if one did (`SOCKET_ENV`): the Ansible executor's modules open the store with it."""
+    address = os.environ.get(SOCKET_ENV)
+    if not address:
+        return None
+    return str(_ask_broker(address, {"database": "url"}, "database URL")["url"])
+
+
+def _from_broker(name: str) -> Credential | None:
+    """Ask the worker that started this process (see `SOCKET_ENV`), if one did."""
+    address = os.environ.get(SOCKET_ENV)
+    if not address:
+        return None
+    reply = _ask_broker(address, {"name": name}, f"credential {name}")
     return Credential(
         name=name,
         username=str(reply["username"]),

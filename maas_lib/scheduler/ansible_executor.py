@@ -169,7 +169,9 @@ class AnsibleBatch:
             else:
                 hv["maas_install_mark"] = mark
             inventory_hosts[name] = hv
-        env = {"MAAS_DB": self.store.child_url()}
+        # The module asks the worker for the URL: it may hold a password, and
+        # ansible-runner writes the child's environment to disk.
+        env = {"MAAS_DB": ""}
         path = collections_path()
         if path:
             env["ANSIBLE_COLLECTIONS_PATH"] = path
@@ -190,6 +192,7 @@ class AnsibleBatch:
             forks=min(settings.forks, len(wave)),
             envvars=env,
             credentials={run.records[name].bmc_credential for name in wave},
+            database_url=self.store.child_url(),
         )
 
     def _finish(self, result: PlaybookRun, wave: list[str]) -> list[TaskOutcome]:

@@ -37,15 +37,18 @@ _CLIENT_TIMEOUT_S = 10.0
 
 
 class CredentialBroker:
-    """Serves `names` (resolved with `resolve` in this process) until closed."""
+    """Serves `names` (resolved with `resolve` in this process) and `database_url` (the
+    store's URL, which may hold a password) until closed."""
 
     def __init__(
         self,
         names: Collection[str],
         directory: Path,
         resolve: Callable[[str], Credential] = resolve_credential,
+        database_url: str | None = None,
     ):
         self.names = frozenset(names)
+        self.database_url = database_url
         self.resolve = resolve
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         if sys.platform.startswith("linux"):
@@ -94,8 +97,11 @@ class CredentialBroker:
                     log.warning("credential broker: refused a process that is not ours")
                     return
                 request = _read_line(conn)
-                name = json.loads(request).get("name")
-                reply = self._reply(name)
+                asked = json.loads(request)
+                if asked.get("database") == "url" and self.database_url:
+                    reply = {"url": self.database_url}
+                else:
+                    reply = self._reply(asked.get("name"))
                 conn.sendall(json.dumps(reply).encode() + b"\n")
             except (OSError, ValueError, AttributeError):
                 return

@@ -62,6 +62,9 @@ _BACKSTOP_SECONDS = 30
 #: BMC modules get credentials from a `CredentialBroker` instead.
 _CRED_ENV_PREFIX = "MAAS_CRED_"
 
+#: A URL or conninfo that carries a password.
+_SECRET_URL = re.compile(r"(?i)://[^/@\s]*:[^/@\s]*@|password\s*=")
+
 #: A temporary private_data_dir: maas-<pid>.<process start time>-<label>-<random>.
 _PRIVATE_DIR = re.compile(r"maas-(\d+)\.(\d+)-.*")
 
@@ -97,6 +100,7 @@ def run_playbook(
     forks: int | None = None,
     envvars: Mapping[str, str] | None = None,
     credentials: Collection[str] = (),
+    database_url: str | None = None,
 ) -> PlaybookRun:
     """Run `playbook` (a path or a collection playbook's FQCN) on the `limit` hosts.
 
@@ -106,7 +110,8 @@ def run_playbook(
     as it arrives. `work_dir` is the parent of the run's private_data_dir, which is then
     kept for inspection (its `command` artifact with secrets masked); by default a
     temporary directory is used and removed. `credentials`: the credential names the
-    run's BMC modules may ask this process for (hooks get none).
+    run's BMC modules may ask this process for (hooks get none); `database_url`: the
+    store URL they may ask for (it may hold a password, so it is never in `envvars`).
     """
     if not timeout > 0:
         raise InputError(f"{label} timeout {timeout!r}: must be positive")
@@ -123,7 +128,9 @@ def run_playbook(
         # ansible-runner passes env/extravars as `-e @file` (a dict would go on the command
         # line as JSON, and be templated).
         write_unsafe_yaml(private_dir / "env" / "extravars", extra)
-        broker = CredentialBroker(credentials, private_dir) if credentials else None
+        broker = None
+        if credentials or database_url:
+            broker = CredentialBroker(credentials, private_dir, database_url=database_url)
         if broker is not None:
             env[CREDENTIALS_SOCKET_ENV] = broker.address
         try:
@@ -329,6 +336,11 @@ def _child_env(local_tmp: Path) -> dict[str, str]:
             env[name] = ""
     # A hook started from an executor's module must not reach that run's broker.
     env[CREDENTIALS_SOCKET_ENV] = ""
+    # A database URL with a password, and alert webhook URLs (tokens), stay out too.
+    if _SECRET_URL.search(os.environ.get("MAAS_DB", "")):
+        env["MAAS_DB"] = ""
+    if os.environ.get("MAAS_ALERT_WEBHOOK"):
+        env["MAAS_ALERT_WEBHOOK"] = ""
     return env
 
 

@@ -182,8 +182,13 @@ def plain(value: Any) -> Any:
 
 
 def db_path(db: str | None) -> str:
-    """The database the module uses: `db`, else `MAAS_DB`, else maas-lib's default file."""
-    return db or maas_lib.default_db_url()
+    """The database the module uses: `db`, else `MAAS_DB`, else the URL of the worker
+    that started this module (the Ansible executor), else maas-lib's default file."""
+    if db or os.environ.get("MAAS_DB"):
+        return db or maas_lib.default_db_url()
+    from maas_lib.credentials import database_url_from_worker
+
+    return database_url_from_worker() or maas_lib.default_db_url()
 
 
 @contextmanager
