@@ -29,8 +29,9 @@ def default_db_url() -> str:
 
 
 def open_store(url: str | os.PathLike[str] | None = None, *, create: bool = True) -> Store:
-    """Open (migrating if needed) the store at `url`; a missing SQLite database is created
-    (mode 0600) if `create`, else refused with `StoreUnusable` naming the path.
+    """Open (migrating if needed) the store at `url`. A missing store (no SQLite file; no
+    maas-lib tables in the PostgreSQL schema) is created if `create` (a SQLite file mode
+    0600), else refused with `StoreUnusable` naming it.
 
     Accepts a filesystem path, `sqlite:///path`, or a PostgreSQL URL
     (`postgresql://user:password@host:port/dbname?…`, also `postgres://`); `None` means
@@ -49,7 +50,7 @@ def open_store(url: str | os.PathLike[str] | None = None, *, create: bool = True
             raise StoreError(
                 f"PostgreSQL stores need psycopg 3 (pip install 'psycopg[binary]'): {exc}"
             ) from None
-        return PostgresStore(target)
+        return PostgresStore(target, create=create)
     if target.startswith("sqlite:///"):
         # SQLAlchemy's convention: sqlite:///relative.db, sqlite:////absolute.db
         target = target[len("sqlite:///") :]

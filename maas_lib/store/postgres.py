@@ -49,7 +49,7 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from maas_lib.errors import StoreError
+from maas_lib.errors import StoreError, StoreUnusable
 from maas_lib.store.pg_schema import LATEST_VERSION, MIGRATIONS, MIGRATIONS_TABLE
 from maas_lib.store.pg_url import parse_pg_url
 from maas_lib.store.sql import SqlStore
@@ -102,8 +102,9 @@ class PostgresStore(SqlStore):
     MIGRATIONS = MIGRATIONS
     LATEST_VERSION = LATEST_VERSION
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, *, create: bool = True):
         self._given_url = url
+        self._create = create
         self._target = parse_pg_url(url)
         self.url = self._label = self._target.url
         self.schema = self._target.schema
@@ -254,6 +255,11 @@ class PostgresStore(SqlStore):
             self._refuse_newer(current)
             if current == self.LATEST_VERSION:
                 return
+        elif not self._create:  # a mistyped ?schema= is not a new, unread queue
+            raise StoreUnusable(
+                f"no maas-lib store at {self.url} (`maasctl db init` or `maasctl hosts import` "
+                "creates one)"
+            )
         super()._migrate()
 
     def _column_types(self, table: str) -> dict[str, str]:

@@ -190,6 +190,15 @@ def test_only_import_and_db_init_create_a_database(cli, inventory, tmp_path):
     assert len(cli("--db", str(other), "hosts", "list", "--json").json()) == 11
 
 
+def test_a_postgresql_schema_without_a_store_is_not_created_by_a_mistyped_url(
+    cli, inventory, pg_url
+):
+    one_line_error(cli("--db", pg_url, "submit", "reboot", "web01"), "no maas-lib store at")
+    assert "schema=" in pg_url  # the name shown is the URL as given, password masked
+    assert cli("--db", pg_url, "hosts", "import", str(inventory)).code == 0
+    assert len(cli("--db", pg_url, "hosts", "list", "--json").json()) == 11
+
+
 # -- item 7: at rest ------------------------------------------------------------------------
 
 
