@@ -220,3 +220,29 @@ def test_a_killed_ansible_worker_leaves_no_password_on_disk_and_is_cleaned_up(
         assert fleet.status(rid).state == "succeeded"
     assert [p for p in stale if p.exists()] == []
     assert _hits(secrets, [temp, db.parent, cwd]) == []
+
+
+@pytest.mark.parametrize("allowed", [False, True])
+def test_the_inventory_plugin_sets_store_ansible_vars_only_when_allow_listed(
+    db, sim, tmp_path, allowed
+):
+    from maas_lib.scheduler.ansible_executor import collections_path
+
+    host = sim.hosts(kind="ipmi")[0]
+    plant(db, host, {"ansible_python_interpreter": "/tmp/evil", "rack_note": "r1"})
+    config = tmp_path / "fleet.maas.yml"
+    allow = "allow_ansible_vars: [ansible_python_interpreter]\n" if allowed else ""
+    config.write_text(f"plugin: maas_lib.fleet.hosts\ndb: {db}\ninclude_vars: true\n{allow}")
+    env = {**os.environ, "ANSIBLE_COLLECTIONS_PATH": collections_path() or ""}
+    bindir = Path(sys.executable).parent
+    r = subprocess.run(
+        [str(bindir / "ansible-inventory"), "-i", str(config), "--list"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stderr
+    hostvars = json.loads(r.stdout)["_meta"]["hostvars"][host]
+    assert ("ansible_python_interpreter" in hostvars) is allowed
+    assert "rack_note" in hostvars

@@ -59,9 +59,19 @@ options:
   include_vars:
     description:
       - Also set the other inventory variables stored with each host when it was imported
-        (maas-lib never stores secret-looking ones).
+        (maas-lib never stores secret-looking ones), as data (never templated).
+      - Their C(ansible_*) variables (connection, interpreter, become...) only when named in
+        O(allow_ansible_vars).
     type: bool
     default: false
+  allow_ansible_vars:
+    description:
+      - C(ansible_*) variables stored with the hosts that O(include_vars) may set, e.g.
+        C(ansible_host). By default none, so whoever can write the database cannot choose
+        a connection or an interpreter for the plays that use this inventory.
+    type: list
+    elements: str
+    default: []
 requirements:
   - The C(maas-lib) Python package, importable by the Python that runs Ansible.
 """
@@ -160,7 +170,10 @@ class InventoryModule(BaseInventoryPlugin, Constructable):
         if data.get("status_reason"):
             hostvars["maas_status_reason"] = data["status_reason"]
         if self.get_option("include_vars"):
-            hostvars = {**(data.get("vars") or {}), **hostvars}
+            from maas_lib.scheduler.ansible_data import store_host_vars
+
+            stored = store_host_vars(data.get("vars") or {}, self.get_option("allow_ansible_vars"))
+            hostvars = {**stored, **hostvars}
         for key, value in hostvars.items():
             # Data from a database, never templates: marked unsafe so Ansible won't render it.
             self.inventory.set_variable(host, key, wrap_var(value))
