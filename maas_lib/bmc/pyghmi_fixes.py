@@ -47,10 +47,16 @@ session. Each fix is a behaviour pyghmi intends; none changes what goes on the w
    scanned every session under one global lock. Fix: a thread waiting for a known session
    (its login, or a reply) sleeps on an event of its own, set when a packet for that
    session is queued (by the IO thread) or when its login or reply has been handled; the
-   IO thread is woken only by packets, and when a new socket must be read.
+   IO thread is woken only by packets, and when a new socket must be read. Measured on
+   200 ipmi_sim BMCs, 64 in flight: a status fan-out in half the time (0.6 s, not 1.2-1.4).
+10. Per-packet overhead: pyghmi's clock is `os.times()[4]` (a system call, 10 ms
+    resolution), read dozens of times per exchange, and every use of its locks builds a
+    `util.protect` wrapper object. Fix: `time.monotonic()` as the clock (installed before
+    any session exists, so no deadline mixes the two) and the lock itself as the context
+    manager. Measured on 200 ipmi_sim BMCs: ~10% less CPU and wall time for a status.
 
 And one option pyghmi does not have (not a bug):
-10. A pinned cipher suite: pyghmi proposes RMCP+ cipher suite 17 (SHA-256) and, if the BMC
+11. A pinned cipher suite: pyghmi proposes RMCP+ cipher suite 17 (SHA-256) and, if the BMC
     refuses it, 3 (SHA-1): an extra round trip per login on a fleet known to use 3.
     `pinned_cipher_suite(3)` around a login proposes only 3; `(17)` proposes only 17 (no
     fallback to 3), as `ipmitool -C` does.
@@ -63,6 +69,7 @@ import logging
 import select
 import struct
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -359,7 +366,7 @@ def _records_completion_code(step: str, method: Callable[..., Any]) -> Callable[
 @contextmanager
 def pinned_cipher_suite(suite: int | None) -> Iterator[None]:
     """Sessions created in this thread inside the block propose only RMCP+ cipher suite
-    `suite` (3 or 17; None: pyghmi's 17, then 3) (fix 10)."""
+    `suite` (3 or 17; None: pyghmi's 17, then 3) (fix 11)."""
     if suite not in (None, 3, 17):
         raise ValueError(f"pyghmi has no RMCP+ cipher suite {suite}")
     outer = getattr(_tls, "cipher_suite", None)
@@ -371,7 +378,7 @@ def pinned_cipher_suite(suite: int | None) -> Iterator[None]:
 
 
 #: pyghmi's `attemptedhash` (the RAKP hash it proposes: 256 = SHA-256, suite 17; 1 = SHA-1,
-#: suite 3) for a pinned suite, and the value that makes a refusal final (fix 10).
+#: suite 3) for a pinned suite, and the value that makes a refusal final (fix 11).
 _SUITE_HASH = {3: 1, 17: 256}
 _NO_FALLBACK = 17
 
@@ -407,7 +414,7 @@ def _refuses_fallback(method: Callable[..., Any]) -> Callable[..., Any]:
 
 def _carries_login_status(method: Callable[..., Any], pexc: Any) -> Callable[..., Any]:
     """`Session.__init__` (the login), recording which session this thread waits for
-    (fix 6), taking this thread's pinned cipher suite (fix 10) and putting the failing
+    (fix 6), taking this thread's pinned cipher suite (fix 11) and putting the failing
     step's code on the exception (fix 7)."""
 
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
@@ -436,6 +443,11 @@ _CC_STEPS = {
 }
 
 
+def _lock_itself(lock: Any) -> Any:
+    """`util.protect(lock)` for `with`: the lock is its own context manager (fix 10)."""
+    return lock
+
+
 def apply() -> None:
     """Patch pyghmi's session module once per process."""
     global _applied
@@ -443,9 +455,12 @@ def apply() -> None:
         if _applied:
             return
         from pyghmi import exceptions as pexc
-        from pyghmi.ipmi.private import session
+        from pyghmi.ipmi.private import session, util
 
         session.KEEPALIVE_SESSIONS = session.WAITING_SESSIONS
+        # Fix 10: a plain clock and plain locks (pyghmi uses `protect` only with `with`).
+        util.protect = _lock_itself
+        util._monotonic_time = session._monotonic_time = time.monotonic
         session._io_sendto = _io_sendto
         session._io_wait = _bounded_io_wait(session)
         session._io_graball = _graball(session)
