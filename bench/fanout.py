@@ -38,13 +38,14 @@ runs each; ratio = maasctl / ipmipower):
 - before (c11341b): cycle 3.3-3.6 s vs ipmipower 5.95-6.11 s at its 500 ms
   poll (0.54-0.59), vs 2.95-3.09 s at 100 ms (1.11-1.15); status 1.11-1.31 s vs
   ipmipower --stat 0.37-0.43 s (2.9-3.1);
-- after (pyghmi fix 9, raw commands on pyghmi's Session, bmc_ipmi_cipher_suite 3, polls
-  from 0.1 s x1.5): cycle 2.56-2.85 s vs 5.95-6.2 s (0.43-0.46), vs 2.86-3.19 s at 100 ms
-  (0.94-1.01); status 0.90-1.12 s vs 0.38-0.49 s (2.0-2.55): the status goal (1.5) is not
-  met. maasctl's status is CPU-bound in Python (~2 ms CPU and ~85 context switches per
-  BMC in pyghmi's threads, vs ipmipower's 0.4 ms), plus ~0.2 s of interpreter start-up
-  and imports; the BMCs' own work (ipmi_sim runs its chassis hook per status read) is
-  most of ipmipower's 0.4 s.
+- after (pyghmi fixes 9 and 10, raw commands on pyghmi's Session, bmc_ipmi_cipher_suite 3,
+  polls from 0.1 s x1.5): cycle 2.54-2.62 s vs 5.9-6.0 s (0.43-0.44), vs 2.83-2.97 s at
+  100 ms (0.83-0.91); status 0.86-0.96 s vs 0.35-0.37 s (2.4-2.6): the status goal (1.5)
+  is not met. Of maasctl's status, ~0.25 s is fixed (interpreter, imports, database: one
+  host takes 0.25 s) and the fan-out of 200 is CPU-bound in Python (~2 ms CPU and ~70
+  context switches per BMC in pyghmi's threads; ipmipower: 0.4 ms, 24 switches in all);
+  the BMCs' own work (ipmi_sim runs its chassis hook per status read) is most of
+  ipmipower's 0.35 s.
 
 Every host must succeed in every column (the maasctl rows, and each play recap: ok,
 failed=0, unreachable=0); otherwise the JSON line is still printed and the bench exits 1.
