@@ -833,6 +833,16 @@ _BMC, _RUN = _defaults(_BMC_M), _defaults(_RUN_M)
     help="Honour this ansible_* host var from the database in hooks and action playbooks "
     "(repeatable; e.g. ansible_host). By default the database sets none of them.",
 )
+@click.option(
+    "--store-retry",
+    "store_retry_s",
+    type=float,
+    default=_RUN["store_retry_s"],
+    show_default=True,
+    help="Seconds to retry a failing database (disk full, I/O error, lock timeout, lost "
+    "connection), starting no new host, before exiting 1 with the cause "
+    f"({_span(_RUN_M, 'store_retry_s')}).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print what was done as JSON at the end.")
 @pass_ctx
 def run_scheduler(
@@ -852,6 +862,7 @@ def run_scheduler(
     forks: int,
     action_playbooks: str | None,
     allow_ansible_vars: tuple[str, ...],
+    store_retry_s: float,
     as_json: bool,
 ) -> None:
     """Run the scheduler: claim accepted requests and carry them out, batch by batch.
@@ -876,6 +887,7 @@ def run_scheduler(
         forks=forks,
         action_playbooks=action_playbooks,
         allow_ansible_vars=list(allow_ansible_vars),
+        store_retry_s=store_retry_s,
     )
 
     def on_signal(signum: int, _frame: Any) -> None:

@@ -23,6 +23,16 @@ class StoreError(MaasError):
     """The job-queue store cannot be opened or is in an unexpected state."""
 
 
+class StoreUnavailable(StoreError):
+    """A store call failed for a reason that may pass (disk full, I/O error, a lock held
+    too long, a lost or restarted database connection): the call may be tried again."""
+
+
+class StoreFailing(StoreError):
+    """The store kept failing past the worker's retry bound (`store_retry_s`): the worker
+    stops, leaving its requests to be resumed."""
+
+
 class StoreUnusable(StoreError, InputError):
     """The named database does not exist (and may not be created here), or is not a usable
     database: a directory, a corrupt or non-SQLite file (exit code 2)."""

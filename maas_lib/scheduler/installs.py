@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from maas_lib.errors import StoreFailing
 from maas_lib.models import InstallReport
 from maas_lib.store import Store
 
@@ -96,6 +97,8 @@ class InstallWatcher:
                 continue
             try:
                 reports = self.store.install_reports(after_id=cursor)
+            except StoreFailing:
+                return  # the worker is stopping: it gave up on its store
             except Exception:
                 # A busy or briefly unavailable database must not end the watching.
                 log.exception("reading install reports failed; retrying")

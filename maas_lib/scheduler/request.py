@@ -16,6 +16,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from maas_lib.errors import StoreFailing
 from maas_lib.models import HostRecord, HostTaskState, RequestState, RequestStatus
 from maas_lib.planner import failures_exceeded, pool_limits
 from maas_lib.scheduler.host import (
@@ -312,6 +313,8 @@ class RequestRun:
         }
         try:
             return AnsibleBatch(self, started, resumed).execute()
+        except StoreFailing:
+            raise  # the worker gave up on its store: nothing can be recorded
         except Exception as exc:
             log.exception("request %s: the Ansible executor crashed", self.id)
             reason = f"ansible executor: {type(exc).__name__}: {exc}"
@@ -344,6 +347,8 @@ class RequestRun:
         )
         try:
             return run_task(ctx, task_id, resume=host in self.resumed)
+        except StoreFailing:
+            raise  # the worker gave up on its store: the open step is left for a resume
         except Exception:
             log.exception("request %s: host %s: task crashed", self.id, host)
             self.store.end_task(

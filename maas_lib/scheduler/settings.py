@@ -61,6 +61,14 @@ class SchedulerSettings(BaseModel):
         "out of it; BMCs have few session slots, and pyghmi's keepalives would otherwise "
         "hold an IPMI session for as long as the worker runs",
     )
+    store_retry_s: float = Field(
+        default=60.0,
+        ge=1,
+        le=3600,
+        description="seconds (1-3600) the worker retries a failing store (disk full, I/O "
+        "error, lock timeout, lost database connection), starting no new host meanwhile, "
+        "before it stops and exits 1, leaving its requests to be resumed",
+    )
     wipe_image: str = Field(default="wipe", description="image a wipe boots, unless named")
     image_url: str | None = Field(
         default=None,

@@ -7,6 +7,7 @@ claims after `claim_ttl`, so another resumes its requests.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -21,11 +22,13 @@ from maas_lib.bmc.base import BmcDriver, BmcEndpoint
 from maas_lib.bmc.control import BmcSettings
 from maas_lib.bmc.sessions import IdleSessionCloser, close_all_sessions
 from maas_lib.credentials import Credential, resolve_credential
+from maas_lib.errors import StoreError, StoreFailing
 from maas_lib.models import IN_FLIGHT_REQUEST_STATES, RequestState
 from maas_lib.scheduler.installs import InstallWatcher
 from maas_lib.scheduler.request import RequestRun, Shared
 from maas_lib.scheduler.settings import SchedulerSettings
 from maas_lib.store import Store
+from maas_lib.store.faults import RetryingStore
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +76,11 @@ class Worker:
         self.settings = settings or SchedulerSettings()
         self.id = worker or worker_id()
         self.stop_event = threading.Event()
+        #: The store as the worker's threads see it: failing calls retried (bounded);
+        #: giving up stops the worker.
+        self.guard = RetryingStore(
+            store, self.settings.store_retry_s, on_give_up=lambda _: self.stop_event.set()
+        )
         self.controller = BmcController(
             self.settings.bmc, resolve=_Credentials(), driver_factory=driver_factory
         )
@@ -82,12 +90,17 @@ class Worker:
         self.stop_event.set()
 
     def _idle(self) -> bool:
-        return not self.store.list_requests(sorted(IN_FLIGHT_REQUEST_STATES), limit=1)
+        store = self.guard.as_store()
+        return not store.list_requests(sorted(IN_FLIGHT_REQUEST_STATES), limit=1)
 
     def run(self, *, until_idle: bool = False) -> RunReport:
         """Claim and run requests until stopped (or, with `until_idle`, until none is left
-        accepted or running anywhere — including requests other workers hold)."""
+        accepted or running anywhere — including requests other workers hold).
+
+        Raises `StoreFailing` if the store kept failing past `store_retry_s`: the steps in
+        flight ended (or were interrupted), nothing new started, claims left to expire."""
         s = self.settings
+        store = self.guard.as_store()
         report = RunReport(self.id)
         from maas_lib.telemetry.alerts import AlertSender, settings_from_env
 
@@ -98,11 +111,11 @@ class Worker:
         # A SIGKILLed worker's playbook dirs (inventories, artifacts) outlive it.
         for path in remove_stale_private_dirs():
             log.info("removed %s, left by a worker that no longer runs", path)
-        installs = InstallWatcher(self.store, poll=min(s.poll, 0.5))
+        installs = InstallWatcher(store, poll=min(s.poll, 0.5))
         executor = ThreadPoolExecutor(max_workers=s.max_hosts, thread_name_prefix="host")
         shared = Shared(
             worker=self.id,
-            store=self.store,
+            store=store,
             settings=s,
             controller=self.controller,
             installs=installs,
@@ -119,19 +132,21 @@ class Worker:
         beat = threading.Thread(
             target=self._heartbeat, args=(beating,), name="heartbeat", daemon=True
         )
-        self.store.heartbeat(self.id, ttl=s.claim_ttl)
+        store.heartbeat(self.id, ttl=s.claim_ttl)
         beat.start()
         log.info("worker %s started", self.id)
 
         def run_one(request_id: int) -> None:
             try:
                 results[request_id] = RequestRun(shared, request_id).run()
+            except StoreFailing:
+                results[request_id] = None  # the claim expires: another worker resumes it
             except Exception as exc:
                 log.exception("request %s: scheduler error", request_id)
                 report.errors.append(f"request {request_id}: {type(exc).__name__}: {exc}")
                 results[request_id] = None
                 # Our heartbeats would keep the claim alive forever: let another worker try.
-                self.store.release_claim(request_id, self.id)
+                store.release_claim(request_id, self.id)
 
         idle_sessions = IdleSessionCloser(s.session_idle_s)
         try:
@@ -147,7 +162,7 @@ class Worker:
                 # At capacity, still resume requests whose worker died: the requests we
                 # run may be waiting for exactly those (their leases, their hosts).
                 full = len(active) >= s.max_requests
-                rid = self.store.claim_request(self.id, ttl=s.claim_ttl, resume_only=full)
+                rid = store.claim_request(self.id, ttl=s.claim_ttl, resume_only=full)
                 if rid is not None and rid not in active:
                     log.info("request %s claimed", rid)
                     t = threading.Thread(target=run_one, args=(rid,), name=f"request-{rid}")
@@ -157,6 +172,8 @@ class Worker:
                 if until_idle and not active and self._idle():
                     break
                 self.stop_event.wait(s.poll)
+        except StoreFailing:
+            pass  # raised below, once every thread has ended
         finally:
             self.stop_event.set()
             for rid, t in active.items():
@@ -173,7 +190,11 @@ class Worker:
             beat.join(timeout=5)
             if alerts is not None:
                 alerts.close(timeout=10)
-            self.store.retire_worker(self.id)
+            if self.guard.gave_up is None:
+                with contextlib.suppress(StoreFailing):
+                    store.retire_worker(self.id)
+        if self.guard.gave_up is not None:
+            raise StoreFailing(f"store failing: {self.guard.gave_up}")
         log.info("worker %s stopped", self.id)
         return report
 
@@ -181,5 +202,7 @@ class Worker:
         while not done.wait(self.settings.heartbeat_interval):
             try:
                 self.store.heartbeat(self.id, ttl=self.settings.claim_ttl)
+            except StoreError:
+                pass  # the next beat tries again; the worker's RetryingStore reports the spell
             except Exception:
                 log.exception("heartbeat failed")

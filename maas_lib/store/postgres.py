@@ -49,7 +49,7 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from maas_lib.errors import StoreError, StoreUnusable
+from maas_lib.errors import StoreError, StoreUnavailable, StoreUnusable
 from maas_lib.store.pg_schema import LATEST_VERSION, MIGRATIONS, MIGRATIONS_TABLE
 from maas_lib.store.pg_url import parse_pg_url
 from maas_lib.store.sql import SqlStore
@@ -153,8 +153,11 @@ class PostgresStore(SqlStore):
 
     def _run(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         for attempt in range(1, RETRIES + 1):
-            if self.conn.broken and not self._closed:
-                self.conn = self._connect()
+            if (self.conn.broken or self.conn.closed) and not self._closed:
+                try:
+                    self.conn = self._connect()
+                except StoreError as exc:  # e.g. the server is still restarting
+                    raise StoreUnavailable(str(exc)) from None
             try:
                 return fn(self, *args, **kwargs)
             except _RETRYABLE as exc:
@@ -164,7 +167,8 @@ class PostgresStore(SqlStore):
                     ) from None
                 time.sleep(random.uniform(0, min(0.5, 0.005 * 2**attempt)))
             except psycopg.OperationalError as exc:  # connection lost, server shutting down
-                raise StoreError(f"database {self.url}: {self._scrub(exc)}") from None
+                # The next call reconnects (above); whether to make it is the caller's call.
+                raise StoreUnavailable(f"database {self.url}: {self._scrub(exc)}") from None
         raise AssertionError("unreachable")
 
     # -- statements and transactions ------------------------------------------------------

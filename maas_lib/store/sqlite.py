@@ -15,12 +15,13 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
-from maas_lib.errors import StoreError, StoreUnusable
+from maas_lib.errors import StoreError, StoreUnavailable, StoreUnusable
+from maas_lib.store.faults import sqlite_transient
 from maas_lib.store.sql import SqlStore
 from maas_lib.store.sql_base import Cursor, Params
 from maas_lib.store.sqlite_schema import LATEST_VERSION, MIGRATIONS
@@ -95,9 +96,25 @@ class SqliteStore(SqlStore):
         try:
             yield
         except BaseException:
-            self.conn.execute("ROLLBACK")
+            self._rollback()
             raise
         self.conn.execute("COMMIT")
+
+    def _rollback(self) -> None:
+        """End a failed transaction, if it is still open (SQLite may have ended it: a full
+        disk or an I/O error); a failing rollback must not hide the error that caused it."""
+        if self.conn.in_transaction:
+            with suppress(sqlite3.Error):
+                self.conn.execute("ROLLBACK")
+
+    def _run(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        try:
+            return fn(self, *args, **kwargs)
+        except sqlite3.Error as exc:
+            if not sqlite_transient(exc):
+                raise
+            self._rollback()  # e.g. a COMMIT that found the disk full
+            raise StoreUnavailable(f"database {self.path}: {exc}") from None
 
     def _exec(self, sql: str, params: Params = ()) -> Cursor:
         return self.conn.execute(sql, params)
