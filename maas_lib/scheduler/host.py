@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from maas_lib.bmc.control import run_with_deadline
@@ -112,10 +113,18 @@ def final_standing(action: Action, ok: bool) -> HostStatus | None:
     return HostStatus.QUARANTINED if action in QUARANTINE_ON_FAILURE else None
 
 
-def run_task(ctx: HostContext, task_id: int, *, resume: bool = False) -> TaskOutcome:
+def run_task(
+    ctx: HostContext,
+    task_id: int,
+    *,
+    resume: bool = False,
+    claim_lost: Callable[[], bool] = lambda: False,
+) -> TaskOutcome:
     """Run every step of `ctx.action` for one host and end its task in the store.
 
     `resume`: earlier attempts exist (a crash or a stop); steps they completed are skipped.
+    `claim_lost`: asked before each step; True leaves the task interrupted, to the
+    request's new holder.
     """
     store = ctx.store
     host = ctx.host.name
@@ -131,7 +140,7 @@ def run_task(ctx: HostContext, task_id: int, *, resume: bool = False) -> TaskOut
             if step.on_skip is not None:
                 step.on_skip(ctx, earlier[nth - 1])
             continue
-        if ctx.stopping():
+        if ctx.stopping() or claim_lost():
             store.interrupt_task(task_id)
             return TaskOutcome(host, None, reason="worker stopping")
         step_id = store.start_step(task_id, step.name)

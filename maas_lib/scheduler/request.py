@@ -29,6 +29,7 @@ from maas_lib.scheduler.installs import InstallWatcher
 from maas_lib.scheduler.settings import SchedulerSettings
 from maas_lib.scheduler.steps import HostContext
 from maas_lib.store import Store
+from maas_lib.store.faults import RetryingStore
 
 if TYPE_CHECKING:
     from maas_lib.telemetry.alerts import AlertSender
@@ -49,6 +50,8 @@ class Shared:
     stop: threading.Event
     hook_slots: threading.Semaphore
     alerts: AlertSender | None = None
+    #: The worker's view of its store's health (None: calls are not retried).
+    guard: RetryingStore | None = None
 
 
 def final_state(st: RequestStatus) -> tuple[RequestState, str | None]:
@@ -82,11 +85,37 @@ class RequestRun:
         self.threshold_exceeded = False
         self.resumed: set[str] = set()
         self.noted_waits: dict[str, int] = {}
+        self._spells_seen = shared.guard.spells if shared.guard is not None else 0
+        self._spell_lock = threading.Lock()
+        self._lost = False
 
     # -- control --------------------------------------------------------------------------
 
     def _stopping(self) -> bool:
         return self.s.stop.is_set()
+
+    def _claim_lost_in_spell(self) -> bool:
+        """A host task's check before each step: did the store fail since the last check
+        while another worker took the request over?"""
+        guard = self.s.guard
+        if guard is None or guard.spells == self._spells_seen:
+            return self._lost
+        with self._spell_lock:
+            # No step starts while the store fails; once it is back (our claims renewed
+            # if they were still ours), the claim is read again.
+            if not guard.wait_healthy(self.s.stop):
+                return True
+            if guard.spells != self._spells_seen:
+                self._spells_seen = guard.spells
+                claimed_by = self.store.claim_state(self.id).claimed_by
+                if claimed_by != self.s.worker:
+                    log.warning(
+                        "request %s: claim lost to %s while the store was failing",
+                        self.id,
+                        claimed_by,
+                    )
+                    self._lost = True
+            return self._lost
 
     def _still_ours(self) -> bool:
         """False if the request was cancelled, or another worker took it over."""
@@ -346,7 +375,9 @@ class RequestRun:
             hook_slots=self.s.hook_slots,
         )
         try:
-            return run_task(ctx, task_id, resume=host in self.resumed)
+            return run_task(
+                ctx, task_id, resume=host in self.resumed, claim_lost=self._claim_lost_in_spell
+            )
         except StoreFailing:
             raise  # the worker gave up on its store: the open step is left for a resume
         except Exception:

@@ -79,7 +79,10 @@ class Worker:
         #: The store as the worker's threads see it: failing calls retried (bounded);
         #: giving up stops the worker.
         self.guard = RetryingStore(
-            store, self.settings.store_retry_s, on_give_up=lambda _: self.stop_event.set()
+            store,
+            self.settings.store_retry_s,
+            on_give_up=lambda _: self.stop_event.set(),
+            on_recover=self._renew_claims,
         )
         self.controller = BmcController(
             self.settings.bmc, resolve=_Credentials(), driver_factory=driver_factory
@@ -123,6 +126,7 @@ class Worker:
             stop=self.stop_event,
             hook_slots=threading.Semaphore(s.hook_concurrency),
             alerts=alerts,
+            guard=self.guard,
         )
         active: dict[int, threading.Thread] = {}
         results: dict[int, RequestState | None] = {}
@@ -198,11 +202,18 @@ class Worker:
         log.info("worker %s stopped", self.id)
         return report
 
+    def _renew_claims(self) -> None:
+        """The store works again after failing: extend our claims at once (if still ours)
+        before any step goes on (see `RequestRun._claim_lost_in_spell`)."""
+        with contextlib.suppress(StoreError):
+            self.store.heartbeat(self.id, ttl=self.settings.claim_ttl)
+
     def _heartbeat(self, done: threading.Event) -> None:
+        store = self.guard.as_store()
         while not done.wait(self.settings.heartbeat_interval):
             try:
-                self.store.heartbeat(self.id, ttl=self.settings.claim_ttl)
-            except StoreError:
-                pass  # the next beat tries again; the worker's RetryingStore reports the spell
+                store.heartbeat(self.id, ttl=self.settings.claim_ttl)
+            except StoreFailing:
+                return  # the worker gave up on its store and is stopping
             except Exception:
                 log.exception("heartbeat failed")

@@ -54,8 +54,9 @@ def sqlite_transient(exc: BaseException) -> bool:
 class RetryingStore:
     """`store`, with calls that fail with `StoreUnavailable` run again (see the module).
 
-    `failing` is set while the store is failing; `on_give_up` is called once, with the
-    error, when the bound runs out."""
+    `failing` is set while the store is failing, `spells` counts the failing spells begun,
+    and `healthy` is set when none is going on (and `on_recover`, called as one ends, has
+    returned). `on_give_up` is called once, with the error, when the bound runs out."""
 
     def __init__(
         self,
@@ -63,11 +64,16 @@ class RetryingStore:
         retry_s: float,
         *,
         on_give_up: Callable[[StoreFailing], None] | None = None,
+        on_recover: Callable[[], None] | None = None,
     ):
         self.store = store
         self.retry_s = retry_s
         self.failing = threading.Event()
         self._on_give_up = on_give_up
+        self._on_recover = on_recover
+        self.spells = 0
+        self.healthy = threading.Event()
+        self.healthy.set()
         self._lock = threading.Lock()
         self._since: float | None = None  # when the current failing spell began
         self._cause: str | None = None  # set once the worker gave up
@@ -119,6 +125,8 @@ class RetryingStore:
         with self._lock:
             if self._since is None:
                 self._since = now
+                self.spells += 1
+                self.healthy.clear()
                 self.failing.set()
                 log.warning("store failing (%s); retrying for up to %gs", exc, self.retry_s)
             return self._since + self.retry_s - now
@@ -130,6 +138,18 @@ class RetryingStore:
             log.warning("store back after %.1fs", time.monotonic() - self._since)
             self._since = None
             self.failing.clear()
+        if self._on_recover is not None:
+            self._on_recover()
+        with self._lock:
+            if self._since is None:  # no new spell began meanwhile
+                self.healthy.set()
+
+    def wait_healthy(self, stop: threading.Event) -> bool:
+        """Wait until no failing spell is going on; False if `stop` is set first."""
+        while not self.healthy.wait(0.05):
+            if stop.is_set() or self._cause is not None:
+                return False
+        return True
 
     def _give_up(self, exc: StoreUnavailable) -> StoreFailing:
         with self._lock:

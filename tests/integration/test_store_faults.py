@@ -277,3 +277,66 @@ def test_a_terminated_postgresql_backend_mid_power_cycle_is_survived(
         assert report.errors == []
         assert sorted(report.finished) == rids
         _assert_done_once(fleet, sim, rids)
+
+
+def test_a_claim_taken_over_while_the_store_was_locked_stops_the_hosts_steps(
+    tmp_path: Path, creds: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process holds the write lock past the busy timeout and, meanwhile, another
+    worker takes the request over: once the store works again, the host in flight takes
+    no further step (the new holder resumes it)."""
+    import sqlite3
+
+    from maas_lib.store import sqlite as sqlite_store
+
+    monkeypatch.setattr(sqlite_store, "BUSY_TIMEOUT_S", 0.2)
+    db = tmp_path / "f.db"
+    sim = InProcessFleet()
+    with maas_lib.open_fleet(db) as fleet:
+        rids = _setup(fleet, sim, requests=1)
+        lock: dict[str, sqlite3.Connection] = {}
+
+        def take_over() -> None:
+            conn = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute(
+                "UPDATE requests SET claimed_by = 'other-worker', "
+                "claim_expires = '9999-01-01T00:00:00Z' WHERE id = ?",
+                (rids[0],),
+            )
+            lock["conn"] = conn
+
+        node1 = sim.by_name()["node1"]
+        _on_first_power_off(node1, take_over)
+        worker = fleet.worker(driver_factory=sim.driver_factory, poll=0.05)
+        thread, out = _run_in_thread(worker)
+        _wait_for(lambda: "conn" in lock)
+        guard = getattr(worker, "guard", None)
+        _wait_for(lambda: not thread.is_alive() or (guard is not None and guard.failing.is_set()))
+        lock["conn"].execute("COMMIT")  # the store works again; the request is another's
+
+        def node1_went_on() -> bool:
+            """node1's task was left (interrupted), or it took its next step."""
+            with sqlite3.connect(db) as conn:
+                task = conn.execute(
+                    "SELECT state FROM host_tasks WHERE request_id = ? AND host = 'node1' "
+                    "ORDER BY id DESC LIMIT 1",
+                    (rids[0],),
+                ).fetchone()
+                steps = conn.execute(
+                    "SELECT step FROM step_results WHERE request_id = ? AND host = 'node1'",
+                    (rids[0],),
+                ).fetchall()
+            return task[0] == "interrupted" or ("power-on",) in steps
+
+        _wait_for(lambda: node1_went_on() or not thread.is_alive())
+        assert [s for _, s in node1.history] == ["off"], "a step ran under another's claim"
+        # The other worker "dies": its claim expires, and ours resumes the request.
+        lock["conn"].execute(
+            "UPDATE requests SET claim_expires = '2000-01-01T00:00:00Z' WHERE id = ?", (rids[0],)
+        )
+        lock["conn"].close()
+        thread.join(timeout=120)
+        assert not thread.is_alive()
+        assert "error" not in out, out.get("error")
+        _assert_done_once(fleet, sim, rids)
