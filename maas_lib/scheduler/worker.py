@@ -108,6 +108,8 @@ class Worker:
         from maas_lib.telemetry.alerts import AlertSender, settings_from_env
 
         alert_settings = settings_from_env()  # bad input (exit 2) before anything runs
+        # The first write: a store failing past `store_retry_s` stops us before any thread.
+        store.heartbeat(self.id, ttl=s.claim_ttl)
         alerts = AlertSender(alert_settings) if alert_settings else None
         from maas_lib.scheduler.playbook import remove_stale_private_dirs
 
@@ -136,7 +138,6 @@ class Worker:
         beat = threading.Thread(
             target=self._heartbeat, args=(beating,), name="heartbeat", daemon=True
         )
-        store.heartbeat(self.id, ttl=s.claim_ttl)
         beat.start()
         log.info("worker %s started", self.id)
 
