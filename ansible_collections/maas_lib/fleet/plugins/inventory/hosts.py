@@ -143,7 +143,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable):
         if "://" not in path_part and not os.path.exists(path_part):
             raise AnsibleParserError(f"maas-lib database {path_part} does not exist")
         try:
-            with maas_lib.open_fleet(db) as fleet:
+            with maas_lib.open_fleet(db, create=False) as fleet:
                 records = fleet.hosts()
                 budgets = {p.name: p.max_unavailable for p in fleet.store.list_pools()}
         except MaasError as exc:

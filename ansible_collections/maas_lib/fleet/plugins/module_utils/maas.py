@@ -201,7 +201,7 @@ def fleet(db: str | None) -> Iterator[Any]:
             f"maas-lib database {path} does not exist (set db or MAAS_DB; "
             "register hosts with `maasctl hosts import`)"
         )
-    with maas_lib.open_fleet(url) as f:
+    with maas_lib.open_fleet(url, create=False) as f:
         yield f
 
 
