@@ -8,7 +8,9 @@ cycled twice, no completed step ran again, and a worker that gives up says why i
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -245,6 +247,108 @@ def test_maasctl_run_on_a_failing_store_exits_1_with_one_line(
     assert len(errors) == 1, proc.stderr
     assert errors[0].startswith(f"maasctl: error: store failing: database {db}: ")
     assert "database or disk is full" in errors[0]
+
+
+class CuttableProxy:
+    """A TCP relay to PostgreSQL that can be cut (every connection dropped, new ones
+    refused: a server restarting, or a failover in progress) and restored on its port."""
+
+    def __init__(self, target: tuple[str, int]):
+        self.target = target
+        self.port = 0
+        self._lock = threading.Lock()
+        self._sockets: list[socket.socket] = []
+        self._listen()
+
+    def _listen(self) -> None:
+        srv = socket.socket()
+        srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        srv.bind(("127.0.0.1", self.port))
+        srv.listen(16)
+        self.port = srv.getsockname()[1]
+        self._server = srv
+        threading.Thread(target=self._accept, args=(srv,), daemon=True).start()
+
+    def _accept(self, srv: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = srv.accept()
+                upstream = socket.create_connection(self.target, timeout=10)
+                upstream.settimeout(None)
+            except OSError:
+                return
+            with self._lock:
+                self._sockets += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(a: socket.socket, b: socket.socket) -> None:
+        try:
+            while data := a.recv(65536):
+                b.sendall(data)
+        except OSError:
+            pass
+        for sock in (a, b):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def cut(self) -> None:
+        with contextlib.suppress(OSError):
+            self._server.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept()
+        self._server.close()
+        with self._lock:
+            sockets, self._sockets = self._sockets, []
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+    def restore(self) -> None:
+        self._listen()
+
+
+def test_a_postgresql_restart_mid_power_cycle_pauses_the_worker_until_it_is_back(
+    pg_url: str, creds: None
+) -> None:
+    if "@127.0.0.1:5432/" not in pg_url:
+        pytest.skip("the relay test expects the server at 127.0.0.1:5432")
+    proxy = CuttableProxy(("127.0.0.1", 5432))
+    url = pg_url.replace("@127.0.0.1:5432/", f"@127.0.0.1:{proxy.port}/")
+    sim = InProcessFleet()
+    try:
+        with maas_lib.open_fleet(url) as fleet:
+            rids = _setup(fleet, sim, requests=2)
+            fault: dict[str, Any] = {}
+
+            def restart() -> None:
+                with maas_lib.open_fleet(pg_url) as direct:
+                    fault["started"] = {s["host"] for rid in rids for s in direct.store.steps(rid)}
+                fault["at"] = time.time()
+                proxy.cut()
+
+            _on_first_power_off(sim.by_name()["node1"], restart)
+            worker = fleet.worker(driver_factory=sim.driver_factory, poll=0.05)
+            thread, out = _run_in_thread(worker)
+            _wait_for(lambda: "at" in fault)
+            guard = getattr(worker, "guard", None)
+            _wait_for(
+                lambda: not thread.is_alive() or (guard is not None and guard.failing.is_set())
+            )
+            time.sleep(1.0)  # a window in which a worker that ignored the fault would go on
+            back = time.time()
+            proxy.restore()
+            thread.join(timeout=120)
+            assert not thread.is_alive()
+            for name, machine in sim.by_name().items():
+                if name not in fault["started"]:
+                    assert not [t for t, _ in machine.history if fault["at"] <= t <= back], name
+            assert "error" not in out, out.get("error")
+            assert out["report"].errors == []
+            assert sorted(out["report"].finished) == rids
+            _assert_done_once(fleet, sim, rids)
+    finally:
+        proxy.cut()
 
 
 def _terminate(pg_server: str, application_name: str) -> int:
