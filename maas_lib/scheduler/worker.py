@@ -153,7 +153,14 @@ class Worker:
                 # Our heartbeats would keep the claim alive forever: let another worker try.
                 store.release_claim(request_id, self.id)
 
+        def start(rid: int) -> None:
+            log.info("request %s claimed", rid)
+            t = threading.Thread(target=run_one, args=(rid,), name=f"request-{rid}")
+            active[rid] = t
+            t.start()
+
         idle_sessions = IdleSessionCloser(s.session_idle_s)
+        spells_seen = self.guard.spells
         try:
             while not self.stop_event.is_set():
                 idle_sessions.tick()
@@ -164,15 +171,19 @@ class Worker:
                         report.let_go.append(rid)
                     else:
                         report.finished[rid] = str(state)
+                if self.guard.spells != spells_seen and self.guard.healthy.is_set():
+                    spells_seen = self.guard.spells
+                    # A claim whose COMMIT the fault cut off may have been written after
+                    # all: run every request we hold that nothing runs.
+                    for rid in self._held(store):
+                        if rid not in active:
+                            start(rid)
                 # At capacity, still resume requests whose worker died: the requests we
                 # run may be waiting for exactly those (their leases, their hosts).
                 full = len(active) >= s.max_requests
                 rid = store.claim_request(self.id, ttl=s.claim_ttl, resume_only=full)
                 if rid is not None and rid not in active:
-                    log.info("request %s claimed", rid)
-                    t = threading.Thread(target=run_one, args=(rid,), name=f"request-{rid}")
-                    active[rid] = t
-                    t.start()
+                    start(rid)
                     continue
                 if until_idle and not active and self._idle():
                     break
@@ -202,6 +213,11 @@ class Worker:
             raise StoreFailing(f"store failing: {self.guard.gave_up}")
         log.info("worker %s stopped", self.id)
         return report
+
+    def _held(self, store: Store) -> list[int]:
+        """The running requests this worker has claimed."""
+        mine = [w for w in store.list_workers(self.settings.claim_ttl) if w.id == self.id]
+        return mine[0].requests if mine else []
 
     def _renew_claims(self) -> None:
         """The store works again after failing: extend our claims at once (if still ours)

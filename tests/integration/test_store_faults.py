@@ -444,3 +444,50 @@ def test_a_claim_taken_over_while_the_store_was_locked_stops_the_hosts_steps(
         assert not thread.is_alive()
         assert "error" not in out, out.get("error")
         _assert_done_once(fleet, sim, rids)
+
+
+def test_a_claim_committed_as_the_store_failed_is_run_once_the_store_is_back(
+    tmp_path: Path, creds: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A claim's COMMIT can reach the database even though the worker saw the connection
+    fail: the worker holds a request it does not know it has. Once the store is back it
+    runs every request it holds that nothing runs (else the request would hang, its claim
+    renewed by every heartbeat)."""
+    import sqlite3
+
+    from maas_lib.store import sqlite as sqlite_store
+
+    monkeypatch.setattr(sqlite_store, "BUSY_TIMEOUT_S", 0.2)
+    db = tmp_path / "f.db"
+    sim = InProcessFleet()
+    with maas_lib.open_fleet(db) as fleet:
+        rids = _setup(fleet, sim, requests=2)
+        # One request at a time: the second is left accepted while the first runs.
+        worker = fleet.worker(driver_factory=sim.driver_factory, poll=0.05, max_requests=1)
+        lock: dict[str, sqlite3.Connection] = {}
+
+        def claim_behind_its_back() -> None:
+            conn = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute(
+                "UPDATE requests SET state = 'running', claimed_by = ?, "
+                "claim_expires = '9999-01-01T00:00:00Z' WHERE id = ?",
+                (worker.id, rids[1]),
+            )
+            lock["conn"] = conn
+
+        _on_first_power_off(sim.by_name()["node1"], claim_behind_its_back)
+        thread, out = _run_in_thread(worker)
+        _wait_for(lambda: "conn" in lock)
+        guard = getattr(worker, "guard", None)
+        _wait_for(lambda: not thread.is_alive() or (guard is not None and guard.failing.is_set()))
+        lock["conn"].execute("COMMIT")
+        lock["conn"].close()
+        thread.join(timeout=60)
+        hung = thread.is_alive()
+        worker.stop()
+        thread.join(timeout=60)
+        assert not hung, "the worker never ran a request it held"
+        assert "error" not in out, out.get("error")
+        assert sorted(out["report"].finished) == rids
+        _assert_done_once(fleet, sim, rids)
