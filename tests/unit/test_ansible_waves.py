@@ -22,7 +22,9 @@ def endpoint_load(records, run):
 
 def test_hosts_behind_one_endpoint_are_split_in_order_others_fill_the_first_run():
     agg = "https://rf-aggregator.example"
-    records = {f"rf{i}": spec(f"rf{i}", agg, bmc_system=f"/redfish/v1/Systems/{i}") for i in range(6)}
+    records = {
+        f"rf{i}": spec(f"rf{i}", agg, bmc_system=f"/redfish/v1/Systems/{i}") for i in range(6)
+    }
     records |= {f"ipmi{i}": spec(f"ipmi{i}", f"10.0.0.{i}") for i in range(3)}
     order = ["rf0", "ipmi0", "rf1", "rf2", "rf3", "rf4", "ipmi1", "rf5", "ipmi2"]
     runs = waves(records, order, 4)
