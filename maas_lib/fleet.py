@@ -475,9 +475,14 @@ class Fleet:
     def wait(
         self, request_id: int, *, timeout: float | None = None, interval: float = 1.0
     ) -> RequestView:
-        """Block until the request ends (a scheduler must be running) or `timeout`."""
+        """Block until the request ends (a scheduler must be running) or `timeout` seconds,
+        (0, 86400]."""
         import time
 
+        from maas_lib.validation import wait_seconds
+
+        if timeout is not None:
+            wait_seconds(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         view = self.summary(request_id)
         while not view.ended and (deadline is None or time.monotonic() < deadline):

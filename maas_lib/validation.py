@@ -24,3 +24,18 @@ def option_error(exc: ValidationError, renames: dict[str, str] | None = None) ->
         return InputError(msg)
     option = (renames or {}).get(field, field).replace("_", "-")
     return InputError(f"--{option}: {msg}")
+
+
+#: The longest anyone may block waiting for a request to end (`Fleet.wait`, the submit
+#: module's wait_timeout): one day.
+MAX_WAIT_S = 86400.0
+
+
+def wait_seconds(value: float, what: str = "wait timeout") -> float:
+    """`value` if it is a usable wait in seconds, (0, MAX_WAIT_S]; NaN, inf and the rest
+    are bad input."""
+    if not 0 < value <= MAX_WAIT_S:  # NaN fails every comparison
+        raise InputError(
+            f"{what}: must be more than 0 and at most {MAX_WAIT_S:g} s (got {value!r})"
+        )
+    return value

@@ -409,6 +409,41 @@ WAIT_PLAYBOOK = """
 """
 
 
+BAD_WAIT_PLAYBOOK = """
+- name: A wait_timeout out of range is refused before anything is written
+  hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: Submit with an unusable wait
+      maas_lib.fleet.submit:
+        db: "@DB@"
+        action: power-on
+        hosts: ["@OK@"]
+        wait: true
+        wait_timeout: "{{ item }}"
+      loop: [.nan, .inf, 1e20, 0, -5]
+      register: bad
+      ignore_errors: true
+
+    - name: Every one failed naming the option
+      ansible.builtin.assert:
+        that:
+          - bad.results | rejectattr('failed') | list | length == 0
+          - "bad.results | rejectattr('msg', 'search', '^wait_timeout: ') | list | length == 0"
+"""
+
+
+def test_submit_refuses_an_unusable_wait_timeout_writing_nothing(ansible, simfleet):
+    ok = simfleet.hosts(kind="ipmi")[0]
+    with simfleet.fleet() as fleet:
+        before = len(fleet.requests(None, 10_000))
+    text = BAD_WAIT_PLAYBOOK.replace("@OK@", ok).replace("@DB@", str(simfleet.db))
+    r = ansible.playbook("bad_wait.yml", text)
+    assert r.returncode == 0 and "failed=0" in r.stdout, tail(r)
+    with simfleet.fleet() as fleet:
+        assert len(fleet.requests(None, 10_000)) == before
+
+
 def test_inventory_plugin_lists_hosts_by_pool_and_rack_without_secrets(ansible, simfleet):
     (ansible.directory / "fleet.maas.yml").write_text(
         f"""

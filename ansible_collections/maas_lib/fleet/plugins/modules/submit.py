@@ -75,8 +75,8 @@ options:
     default: false
   wait_timeout:
     description:
-      - Seconds to wait with O(wait=true); the task fails if the request has not ended by
-        then (the request keeps going).
+      - Seconds to wait with O(wait=true), more than 0 and at most 86400; the task fails if
+        the request has not ended by then (the request keeps going).
     type: float
     default: 3600
 attributes:
@@ -219,6 +219,8 @@ def main() -> None:
     p = module.params
 
     def submit() -> dict:
+        from maas_lib.validation import wait_seconds
+
         request = {
             "image": p["image"],
             "submitted_by": p["submitted_by"],
@@ -226,6 +228,8 @@ def main() -> None:
         }
         with fleet(p["db"]) as f:
             try:
+                if p["wait"]:
+                    wait_seconds(p["wait_timeout"], "wait_timeout")  # before anything is written
                 if module.check_mode:
                     plan = f.plan(p["action"], p["hosts"], **request)
                     return {"changed": True, "hosts": plan["hosts"], "plan": plan}
