@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -12,6 +14,7 @@ from typing import Any
 
 import maas_lib
 from maas_lib import sim
+from maas_lib.models import HostSpec
 
 #: Fast, but not so tight that a loaded CI machine times out a healthy simulated BMC.
 FAST_RUN = {
@@ -23,6 +26,35 @@ FAST_RUN = {
     "install_timeout": 20.0,
     "claim_ttl": 5.0,
 }
+
+
+def run_maasctl(
+    env: dict[str, str], *args: str, cwd: Path | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """The real CLI in a child process, with exactly `env` as its environment."""
+    return subprocess.run(
+        [sys.executable, "-m", "maas_lib", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=timeout,
+    )
+
+
+def blades(n: int) -> list[HostSpec]:
+    """`n` hosts behind one BMC endpoint (a chassis manager), for the in-process sim."""
+    return [
+        HostSpec(
+            name=f"blade{i}",
+            pool="chassis",
+            bmc_address="127.0.0.1",
+            bmc_port=6230,
+            bmc_system=f"blade-{i}",
+            bmc_credential="lab",
+        )
+        for i in range(n)
+    ]
 
 
 def free_udp_base(count: int, start: int = 21000) -> int:

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 import maas_lib
 from maas_lib.errors import InputError
-from maas_lib.models import TERMINAL_REQUEST_STATES, HostSpec
+from maas_lib.models import TERMINAL_REQUEST_STATES
 from maas_lib.sim.inproc import InProcessFleet
 from maas_lib.telemetry.progress import (
     BatchProgress,
@@ -30,6 +30,7 @@ from maas_lib.telemetry.progress import (
     render,
     watch,
 )
+from tests.simfleet import blades
 
 # -- markup -----------------------------------------------------------------------------
 
@@ -75,20 +76,6 @@ def test_request_view_renders_any_text_literally(host, reason, error_class, step
 def creds(monkeypatch):
     monkeypatch.setenv("MAAS_CRED_LAB_USERNAME", "admin")
     monkeypatch.setenv("MAAS_CRED_LAB_PASSWORD", "secret")
-
-
-def blades(n: int) -> list[HostSpec]:
-    return [
-        HostSpec(
-            name=f"blade{i}",
-            pool="chassis",
-            bmc_address="127.0.0.1",
-            bmc_port=6230,
-            bmc_system=f"blade-{i}",
-            bmc_credential="lab",
-        )
-        for i in range(n)
-    ]
 
 
 def poison_request(db: Path, request_id: int, text: str) -> None:

@@ -22,7 +22,7 @@ import pytest
 
 import maas_lib
 from tests.conftest import PG_URL, CliResult
-from tests.simfleet import free_udp_base
+from tests.simfleet import free_udp_base, run_maasctl
 
 BOMB = """\
 all:
@@ -53,15 +53,7 @@ def maasctl(tmp_path: Path, db: Path, *args: str, timeout: float) -> CliResult:
     """As the `cli` fixture, with a timeout of our own."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MAAS_CRED_", "MAAS_DB"))}
     env.update(HOME=str(tmp_path / "home"), MAAS_DB=str(db))
-    proc = subprocess.run(
-        [sys.executable, "-m", "maas_lib", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        timeout=timeout,
-    )
-    return CliResult(proc)
+    return CliResult(run_maasctl(env, *args, cwd=tmp_path, timeout=timeout))
 
 
 # -- item 6: inventories, --hosts-file, host names ----------------------------------------

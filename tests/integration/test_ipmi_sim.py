@@ -8,8 +8,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +17,7 @@ import pytest
 
 from maas_lib.bmc import BmcSettings
 from maas_lib.sim.ipmisim import IpmiSimFleet, IpmiSimOptions, running_ipmi_sims
+from tests.simfleet import run_maasctl
 
 pytestmark = [
     pytest.mark.skipif(
@@ -42,13 +41,7 @@ class Peer:
     env: dict[str, str]
 
     def maasctl(self, *args: str) -> tuple[int, Any, str]:
-        proc = subprocess.run(
-            [sys.executable, "-m", "maas_lib", *args, "--json"],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        proc = run_maasctl(self.env, *args, "--json")
         return proc.returncode, json.loads(proc.stdout or "null"), proc.stderr
 
     def rows(self, *args: str) -> dict[str, dict[str, Any]]:

@@ -9,7 +9,6 @@ import json
 import os
 import socket
 import subprocess
-import sys
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -27,7 +26,7 @@ from maas_lib.errors import BmcError, BmcTimeout
 from maas_lib.models import BmcProtocol
 from maas_lib.sim.redfish_profile_server import RedfishService, serve
 from maas_lib.sim.redfish_profiles import PROFILES, Profile
-from tests.simfleet import FAST_RUN
+from tests.simfleet import FAST_RUN, run_maasctl
 
 USER, PASSWORD = "admin", "profile-pass-0"
 #: Generous for a loaded 2-core machine; the profiles answer in milliseconds.
@@ -72,13 +71,7 @@ class Lab:
             "MAAS_CRED_RF_PASSWORD": PASSWORD,
             "HOME": str(self.directory),
         }
-        return subprocess.run(
-            [sys.executable, "-m", "maas_lib", *args],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=120,
-        )
+        return run_maasctl(env, *args)
 
 
 @pytest.fixture
@@ -138,6 +131,26 @@ def test_cli_shows_unknown_and_power_off_of_an_unknown_host_does_not_succeed(lab
     assert bmc.state.power("1") == "Off"  # the ForceOff landed; it just cannot be confirmed
     assert resets(bmc) == [("ForceOff", 204)]
     assert bmc.record.count("POST", "/SessionService") == 0
+
+
+def test_cycle_of_a_host_in_an_unknown_state_powers_it_off_first_and_never_on(lab):
+    # Before: Paused read as off, the off skipped, and On sent to a host that may be running.
+    bmc = lab.add("paused", Profile(power_state="Paused", sessions=False))
+    bmc.state.set_power("1", "On")
+    with lab.fleet() as fleet:
+        (r,) = fleet.bmc_power("cycle", ["paused"], settings=QUICK)
+    assert not r.ok and r.error_class == "power_unknown", r
+    assert "Paused" in (r.error or ""), r
+    assert resets(bmc) == [("ForceOff", 204)]
+
+
+def test_a_transition_that_never_ends_is_a_timeout(lab):
+    bmc = lab.add("stuck", Profile(power_state="PoweringOn", sessions=False))
+    settings = QUICK.model_copy(update={"power_timeout": 1.0})
+    with lab.fleet() as fleet:
+        (r,) = fleet.bmc_power("on", ["stuck"], settings=settings)
+    assert not r.ok and r.error_class == "timeout" and "powering_on" in (r.error or ""), r
+    assert resets(bmc) == [("On", 204)]
 
 
 @pytest.mark.parametrize("action", ["power-off", "power-cycle"])

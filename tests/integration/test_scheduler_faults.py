@@ -12,25 +12,11 @@ import maas_lib
 from maas_lib.bmc import BmcController, BmcSettings, PowerAction
 from maas_lib.bmc.base import BmcTarget
 from maas_lib.credentials import Credential
-from maas_lib.models import HostSpec, HostTaskState
+from maas_lib.models import HostTaskState
 from maas_lib.sim.inproc import InProcessFleet
+from tests.simfleet import blades
 
 CRED = Credential("lab", "admin", "secret")
-
-
-def blades(n: int) -> list[HostSpec]:
-    """`n` hosts behind one BMC endpoint (a chassis manager)."""
-    return [
-        HostSpec(
-            name=f"blade{i}",
-            pool="chassis",
-            bmc_address="127.0.0.1",
-            bmc_port=6230,
-            bmc_system=f"blade-{i}",
-            bmc_credential="lab",
-        )
-        for i in range(n)
-    ]
 
 
 @pytest.fixture

@@ -7,14 +7,13 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from tests.simfleet import read_env
+from tests.simfleet import read_env, run_maasctl
 
 
 class Cli:
@@ -23,13 +22,7 @@ class Cli:
         self.env |= {"MAAS_DB": str(tmp_path / "f.db"), "HOME": str(tmp_path)}
 
     def __call__(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "maas_lib", *args],
-            capture_output=True,
-            text=True,
-            env=self.env,
-            timeout=120,
-        )
+        return run_maasctl(self.env, *args)
 
     def rows(self, *args: str) -> list[dict[str, Any]]:
         r = self(*args, "--json")
