@@ -1,14 +1,22 @@
 """One exception hierarchy for the whole library.
 
-The CLI maps `InputError` (and its subclasses) to exit code 2 with a one-line message;
-every BMC failure carries an `error_class` string that status, stats and metrics use.
+The CLI maps `InputError` (and its subclasses) to exit code 2 with a one-line message,
+any other `MaasError` to exit code 1. An error that fails a host's step carries its
+`ErrorClass` (`error_class`), which status, stats and metrics use; `error_class_of` is
+the one mapping from an exception to its class.
 """
 
 from __future__ import annotations
 
+from maas_lib.classes import ErrorClass
+
 
 class MaasError(Exception):
     """Base class of every error maas-lib raises on purpose."""
+
+    #: How a host's step that raised this failed; None: no class of its own, so a step
+    #: that raises it fails `internal` (see `error_class_of`).
+    error_class: ErrorClass | None = None
 
 
 class InputError(MaasError):
@@ -41,11 +49,27 @@ class StoreUnusable(StoreError, InputError):
 class CredentialError(InputError):
     """A credential name could not be resolved to a secret."""
 
+    error_class = ErrorClass.CREDENTIAL
+
+
+class StepError(MaasError):
+    """A host's step failed for a reason that is not a BMC error (an install, a hook, a
+    step that ran out of time); `error_class` names the kind."""
+
+    def __init__(self, error_class: ErrorClass, message: str):
+        super().__init__(message)
+        self.error_class = ErrorClass(error_class)
+
+
+class Interrupted(MaasError):
+    """The worker is stopping: a step or a wait for an install report gave up, and the
+    next worker retries the host. Not a failure: the step is recorded `interrupted`."""
+
 
 class BmcError(MaasError):
     """A BMC operation failed; `error_class` says how, for every consumer downstream."""
 
-    error_class = "bmc_error"
+    error_class: ErrorClass = ErrorClass.BMC_ERROR
 
     def __init__(
         self,
@@ -63,27 +87,34 @@ class BmcError(MaasError):
 
 
 class BmcUnreachable(BmcError):
-    error_class = "unreachable"
+    error_class = ErrorClass.UNREACHABLE
 
 
 class BmcAuthError(BmcError):
-    error_class = "auth"
+    error_class = ErrorClass.AUTH
 
 
 class BmcTimeout(BmcError):
-    error_class = "timeout"
+    error_class = ErrorClass.TIMEOUT
 
 
 class BmcUnsupported(BmcError):
-    error_class = "unsupported"
+    error_class = ErrorClass.UNSUPPORTED
 
 
 class BmcTlsError(BmcError):
-    error_class = "tls"
+    error_class = ErrorClass.TLS
 
 
 class BmcPowerUnknown(BmcError):
     """The BMC answered, but not with a power state we can act on (absent, null, Paused,
     an unrecognised value, a garbled reply) while a step needed to confirm one."""
 
-    error_class = "power_unknown"
+    error_class = ErrorClass.POWER_UNKNOWN
+
+
+def error_class_of(exc: BaseException) -> ErrorClass:
+    """The failure class of a step or BMC call that raised `exc`: a maas-lib error's own
+    class; anything else (a bug, or a maas-lib error with no class) is `internal`."""
+    found = exc.error_class if isinstance(exc, MaasError) else None
+    return found or ErrorClass.INTERNAL

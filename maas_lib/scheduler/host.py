@@ -13,10 +13,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from maas_lib.bmc.control import run_with_deadline
-from maas_lib.errors import BmcError, CredentialError
+from maas_lib.classes import ErrorClass, StepOutcome, outcome_of
+from maas_lib.errors import Interrupted, StepError, error_class_of
 from maas_lib.models import Action, HostStatus, HostTaskState
-from maas_lib.scheduler.installs import Interrupted
-from maas_lib.scheduler.steps import HostContext, Step, StepError, StepInterrupted, steps_for
+from maas_lib.scheduler.steps import HostContext, Step, steps_for
 from maas_lib.store import Store
 
 log = logging.getLogger(__name__)
@@ -29,28 +29,23 @@ QUARANTINE_ON_FAILURE = frozenset({Action.WIPE, Action.DECOMMISSION})
 class TaskOutcome:
     host: str
     state: HostTaskState | None  # None: interrupted (the worker is stopping)
-    error_class: str | None = None
+    error_class: ErrorClass | None = None
     reason: str | None = None
 
 
 def _abandon(ctx: HostContext, name: str, timeout: float) -> StepError:
     ctx.abort.set()  # the step's thread may end its call in flight, but start no other
-    return StepError("timeout", f"no result within {timeout:g}s")
+    return StepError(ErrorClass.TIMEOUT, f"no result within {timeout:g}s")
 
 
-def _error(exc: BaseException) -> tuple[str, str, str | None]:
+def _error(exc: BaseException) -> tuple[StepOutcome, ErrorClass, str]:
     """(outcome, error_class, message) for a failed step; outcome is failed or timeout."""
-    if isinstance(exc, BmcError):
-        outcome = "timeout" if exc.error_class == "timeout" else "failed"
-        return outcome, exc.error_class, str(exc)
-    if isinstance(exc, StepError):
-        outcome = "timeout" if exc.error_class.endswith("timeout") else "failed"
-        return outcome, exc.error_class, str(exc)
-    if isinstance(exc, CredentialError):
-        return "failed", "credential", str(exc)
-    # A bug, not a BMC problem: fail the host with the type so it is visible, not hidden.
-    log.exception("step crashed")
-    return "failed", "internal", f"{type(exc).__name__}: {exc}"
+    error_class = error_class_of(exc)
+    if error_class is ErrorClass.INTERNAL:
+        # A bug, not a BMC problem: fail the host with the type so it is visible, not hidden.
+        log.exception("step crashed")
+        return StepOutcome.FAILED, error_class, f"{type(exc).__name__}: {exc}"
+    return outcome_of(error_class), error_class, str(exc)
 
 
 def completed_steps(
@@ -61,25 +56,28 @@ def completed_steps(
     done: dict[str, list[str]] = {}
     optional = {s.name for s in steps_for(action) if s.optional}
     for rec in store.steps(request_id, host):
-        ok = rec["outcome"] == "succeeded"
-        finished_optional = rec["step"] in optional and rec["outcome"] in ("failed", "timeout")
+        ok = rec["outcome"] == StepOutcome.SUCCEEDED
+        finished_optional = rec["step"] in optional and rec["outcome"] in (
+            StepOutcome.FAILED,
+            StepOutcome.TIMEOUT,
+        )
         if ok or finished_optional:
             done.setdefault(rec["step"], []).append(rec["outcome"])
     return done
 
 
 @dataclass(frozen=True)
-class StepOutcome:
+class StepEnd:
     """How one step ended: succeeded, failed, timeout, or interrupted (worker stopping)."""
 
-    outcome: str
+    outcome: StepOutcome
     duration_s: float
-    error_class: str | None = None
+    error_class: ErrorClass | None = None
     message: str | None = None
     via: str | None = None
 
 
-def execute_step(step: Step, ctx: HostContext) -> StepOutcome:
+def execute_step(step: Step, ctx: HostContext) -> StepEnd:
     """Run one step within its timeout and classify how it ended; records nothing."""
     started = time.monotonic()
     via = (lambda: ctx.via) if step.bmc else (lambda: None)
@@ -91,18 +89,18 @@ def execute_step(step: Step, ctx: HostContext) -> StepOutcome:
             timeout,
             lambda: _abandon(step_ctx, step.name, timeout),
         )
-    except (StepInterrupted, Interrupted):
-        return StepOutcome("interrupted", time.monotonic() - started, via=via())
+    except Interrupted:
+        return StepEnd(StepOutcome.INTERRUPTED, time.monotonic() - started, via=via())
     except Exception as exc:
         outcome, error_class, message = _error(exc)
-        return StepOutcome(
+        return StepEnd(
             outcome,
             time.monotonic() - started,
             error_class,
             message,
             getattr(exc, "via", None) or via(),
         )
-    return StepOutcome("succeeded", time.monotonic() - started, via=via())
+    return StepEnd(StepOutcome.SUCCEEDED, time.monotonic() - started, via=via())
 
 
 def final_standing(action: Action, ok: bool) -> HostStatus | None:
@@ -153,10 +151,10 @@ def run_task(
             error=res.message,
             via=res.via,
         )
-        if res.outcome == "interrupted":
+        if res.outcome is StepOutcome.INTERRUPTED:
             store.interrupt_task(task_id)
             return TaskOutcome(host, None, reason="worker stopping")
-        if res.outcome == "succeeded":
+        if res.outcome is StepOutcome.SUCCEEDED:
             continue
         if step.optional:
             log.info("%s: optional step %s %s: %s", host, step.name, res.outcome, res.message)

@@ -13,15 +13,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from maas_lib.errors import StoreFailing
+from maas_lib.errors import Interrupted, StoreFailing
 from maas_lib.models import InstallReport
 from maas_lib.store import Store
 
 log = logging.getLogger(__name__)
-
-
-class Interrupted(Exception):
-    """The worker is stopping; nobody waits for the report any more."""
 
 
 @dataclass

@@ -21,6 +21,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from maas_lib.bmc import BmcController
+from maas_lib.classes import ErrorClass, StepOutcome
 from maas_lib.errors import InputError, MaasError
 from maas_lib.scheduler.host import execute_step
 from maas_lib.scheduler.installs import InstallWatcher
@@ -34,7 +35,7 @@ __all__ = ["SingleStepResult", "StepFenced", "run_single_step"]
 class StepFenced(MaasError):
     """The worker that runs this playbook no longer holds the request."""
 
-    error_class = "fenced"
+    error_class = ErrorClass.FENCED
 
 
 class SingleStepResult(BaseModel):
@@ -121,7 +122,7 @@ def run_single_step(
         ctx.host_vars = host_vars(ctx.host, settings.allow_ansible_vars)
         for earlier in steps[:idx]:
             if earlier.on_skip is not None:
-                earlier.on_skip(ctx, "succeeded")
+                earlier.on_skip(ctx, StepOutcome.SUCCEEDED)
         if install_mark is not None:
             ctx.notes["install_mark"] = install_mark
         if notes and "powered_off" in notes:
@@ -131,7 +132,7 @@ def run_single_step(
         chosen = steps[idx]
         base = {"step": step, "nth": nth, "optional": chosen.optional}
         if chosen.when is not None and not chosen.when(ctx):
-            return SingleStepResult(**base, outcome="skipped")
+            return SingleStepResult(**base, outcome=StepOutcome.SKIPPED)
         earlier_outcomes = (done or {}).get(step, [])
         if nth <= len(earlier_outcomes):
             outcome = earlier_outcomes[nth - 1]

@@ -16,25 +16,14 @@ from typing import TYPE_CHECKING, Any
 
 from maas_lib.bmc import BmcController, BmcTarget, BootDevice, PowerAction, PowerState
 from maas_lib.bmc.base import BmcDriver, PowerReading
-from maas_lib.errors import BmcTimeout
+from maas_lib.classes import ErrorClass, StepOutcome
+from maas_lib.errors import BmcTimeout, Interrupted, StepError
 from maas_lib.models import Action, BmcProtocol, HostRecord, InstallReport, RequestOptions
 
 if TYPE_CHECKING:
     from maas_lib.scheduler.installs import InstallWatcher
     from maas_lib.scheduler.settings import SchedulerSettings
     from maas_lib.store import Store
-
-
-class StepError(Exception):
-    """A step failed for a reason that is not a BMC error; `error_class` names the kind."""
-
-    def __init__(self, error_class: str, message: str):
-        super().__init__(message)
-        self.error_class = error_class
-
-
-class StepInterrupted(Exception):
-    """The worker is stopping: the step gave up waiting, to be retried by the next one."""
 
 
 class _Guarded(BmcDriver):
@@ -197,7 +186,7 @@ def _soft_off(ctx: HostContext) -> None:
 
 
 def _soft_off_skipped(ctx: HostContext, outcome: str) -> None:
-    ctx.notes["off"] = outcome == "succeeded"
+    ctx.notes["off"] = outcome == StepOutcome.SUCCEEDED
 
 
 def _install_target_skipped(ctx: HostContext, outcome: str) -> None:
@@ -238,21 +227,23 @@ def _wait_install(ctx: HostContext) -> None:
         )
     if report is None:
         raise StepError(
-            "install_timeout",
+            ErrorClass.INSTALL_TIMEOUT,
             f"no install report for {ctx.install_image} within {ctx.settings.install_timeout:g}s",
         )
     ctx.notes["report"] = report
     if report.outcome != "succeeded":
-        raise StepError("install_failed", f"installer reported: {report.reason or 'failed'}")
+        raise StepError(
+            ErrorClass.INSTALL_FAILED, f"installer reported: {report.reason or 'failed'}"
+        )
 
 
 def _verify_image(ctx: HostContext) -> None:
     report: InstallReport | None = ctx.notes.get("report")
     if report is None:
-        raise StepError("install_failed", "no install report to verify")
+        raise StepError(ErrorClass.INSTALL_FAILED, "no install report to verify")
     if report.image != ctx.install_image:
         raise StepError(
-            "image_mismatch",
+            ErrorClass.IMAGE_MISMATCH,
             f"host reports image {report.image}, requested {ctx.install_image}",
         )
 
@@ -282,9 +273,11 @@ def _hook(which: str) -> Callable[[HostContext], None]:
                 cancel=ctx.stopping,
             )
         if result.status == "canceled":
-            raise StepInterrupted(f"{which} canceled: the worker is stopping")
+            raise Interrupted(f"{which} canceled: the worker is stopping")
         if not result.ok:
-            error_class = "hook_timeout" if result.status == "timeout" else "hook_failed"
+            error_class = (
+                ErrorClass.HOOK_TIMEOUT if result.status == "timeout" else ErrorClass.HOOK_FAILED
+            )
             raise StepError(error_class, result.summary)
 
     return run
