@@ -13,7 +13,7 @@ The same on PostgreSQL (--pg URL, default $MAAS_BENCH_PG or the local `test` dat
 --no-pg skips it), with the same hosts, holders and request, in a fresh schema dropped
 afterwards: resolve_with_store_ms_pg, claim_ms_pg, resolve_pure_ms_pg, dropped_pg, and
 setup_s_pg — the data generation through the store's public methods (`upsert_hosts`,
-`create_request`, `acquire_leases`, `claim_request`; not part of any target). The tables
+`create_request`, `claim_request`, `begin_hosts`; not part of any target). The tables
 are not ANALYZEd by the bench: the figures are what the store's queries get as loaded.
 `pg` is the database URL used (password hidden), or "skipped: <reason>" when it cannot
 be reached.
@@ -57,9 +57,9 @@ def measure(
         rid = store.create_request(
             NewRequest(Action.REBOOT, BatchPolicy(), ["x"], part, "bench", "bench")
         )
-        store.acquire_leases(rid, part, holder="bench")
-    for _ in range(args.holders):
-        store.claim_request("bench", ttl=3600)  # the holders are running
+        # The holders run as a scheduler runs them: claimed, their hosts started (leased).
+        assert store.claim_request("bench", ttl=3600) == rid
+        store.begin_hosts(rid, part, batch=0, action="reboot", holder="bench", limits={})
     rid = store.create_request(
         NewRequest(Action.REBOOT, BatchPolicy(), ["x"], request, "bench", "bench")
     )

@@ -6,11 +6,10 @@ import os
 from pathlib import Path
 
 from maas_lib.errors import InputError, StoreError
-from maas_lib.store.base import Event, LeaseResult, NewRequest, PatternMatch, Store
+from maas_lib.store.base import Event, NewRequest, PatternMatch, Store
 
 __all__ = [
     "Event",
-    "LeaseResult",
     "NewRequest",
     "PatternMatch",
     "Store",

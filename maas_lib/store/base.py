@@ -71,14 +71,6 @@ class PatternMatch:
 
 
 @dataclass(frozen=True)
-class LeaseResult:
-    """Outcome of an atomic lease attempt: hosts now held, and hosts held by others."""
-
-    acquired: list[str]
-    held_by: dict[str, int]
-
-
-@dataclass(frozen=True)
 class BeginResult:
     """Outcome of starting hosts' tasks: which started, and why the others cannot yet."""
 
@@ -267,10 +259,6 @@ class Store(ABC):
 
     # host tasks and step results (written as they happen: the crash-safety record)
     @abstractmethod
-    def start_task(self, request_id: int, host: str, action: str, batch: int) -> int:
-        """A host's action begins: a host_tasks row (attempt n+1) and the host `running`."""
-
-    @abstractmethod
     def start_step(self, task_id: int, step: str) -> int:
         """Written *before* the BMC is touched; returns the step id."""
 
@@ -324,17 +312,6 @@ class Store(ABC):
 
     # leases
     @abstractmethod
-    def acquire_leases(self, request_id: int, hosts: Sequence[str], *, holder: str) -> LeaseResult:
-        """Atomically take every free host of `hosts` for `request_id`."""
-
-    @abstractmethod
-    def holders(self, hosts: Sequence[str]) -> dict[str, int]:
-        """For each of `hosts` that is leased: the request id holding it."""
-
-    @abstractmethod
-    def release_leases(self, request_id: int, hosts: Sequence[str] | None = None) -> int: ...
-
-    @abstractmethod
     def inflight(self) -> list[Lease]: ...
 
     # install-completion path
@@ -376,17 +353,5 @@ class Store(ABC):
         """Hosts' task outcomes per action per `bucket_s`-second bucket, oldest first."""
 
     # events
-    @abstractmethod
-    def record_event(
-        self,
-        kind: str,
-        message: str,
-        *,
-        request_id: int | None = None,
-        host: str | None = None,
-        actor: str | None = None,
-        data: dict[str, Any] | None = None,
-    ) -> None: ...
-
     @abstractmethod
     def events(self, request_id: int | None = None, limit: int = 100) -> list[Event]: ...

@@ -20,12 +20,12 @@ non-trivial work):
     overlaps every older request's hosts are already visible — as on SQLite (host
     imports take the same lock, so their added/updated counts are exact too);
   * leases: `host_leases` has the host as primary key and leases are inserted with
-    `ON CONFLICT DO NOTHING` (a conflict = the host is held), in sorted order;
+    `ON CONFLICT DO NOTHING` (a conflict = the host is held);
   * pool budgets: `begin_hosts` takes `pg_advisory_xact_lock` on every pool of its
     hosts, by key in ascending order (no deadlock between two such writers), before it
     counts the pools' leases; the count therefore includes every lease committed by
     whoever held a pool before, and no other `begin_hosts` leases in that pool until
-    this one commits. (`acquire_leases` ignores budgets, on SQLite as here.)
+    this one commits.
 Deadlocks the lock order does not rule out (e.g. a worker finishing a request while
 another takes it over) abort one transaction; `_run` retries the whole method, which is
 safe because a method is one transaction and keeps no state outside it.

@@ -28,7 +28,7 @@ from maas_lib.models import (
     RequestState,
 )
 from maas_lib.store import sql_stats
-from maas_lib.store.base import BeginResult, ClaimState, LeaseResult
+from maas_lib.store.base import BeginResult, ClaimState
 from maas_lib.store.sql_catalog import SqlCatalog
 from maas_lib.telemetry.models import OutcomePoint, Stats, StepHistogram, WorkerInfo
 from maas_lib.timeutil import utc_now
@@ -418,10 +418,6 @@ class SqlStore(SqlCatalog):
         )
         return task_id
 
-    def start_task(self, request_id: int, host: str, action: str, batch: int) -> int:
-        with self._write():
-            return self._start_task(request_id, host, action, batch, utc_now())
-
     def start_step(self, task_id: int, step: str) -> int:
         with self._write():
             rows = self._exec(
@@ -543,42 +539,6 @@ class SqlStore(SqlCatalog):
         return self._rows(sql + " ORDER BY s.id", params)
 
     # -- leases ---------------------------------------------------------------------------
-
-    def acquire_leases(self, request_id: int, hosts: Sequence[str], *, holder: str) -> LeaseResult:
-        now = utc_now()
-        with self._write():
-            # In one order for every writer, so two never wait on each other's leases.
-            self._many(
-                "INSERT INTO host_leases (host, request_id, holder, acquired) "
-                "VALUES (?, ?, ?, ?) ON CONFLICT (host) DO NOTHING",
-                [(h, request_id, holder, now) for h in sorted(set(hosts))],
-            )
-            owners = self._owners(hosts)
-        acquired = [h for h in hosts if owners.get(h) == request_id]
-        held_by = {h: owners[h] for h in hosts if owners.get(h) not in (None, request_id)}
-        return LeaseResult(acquired=acquired, held_by=held_by)
-
-    def _owners(self, hosts: Sequence[str]) -> dict[str, int]:
-        return dict(
-            self._exec(
-                f"SELECT host, request_id FROM host_leases WHERE {self._in('host')}",
-                (self._list(hosts),),
-            ).fetchall()
-        )
-
-    def holders(self, hosts: Sequence[str]) -> dict[str, int]:
-        return self._owners(hosts)
-
-    def release_leases(self, request_id: int, hosts: Sequence[str] | None = None) -> int:
-        with self._write():
-            if hosts is None:
-                cur = self._exec("DELETE FROM host_leases WHERE request_id = ?", (request_id,))
-            else:
-                cur = self._exec(
-                    f"DELETE FROM host_leases WHERE request_id = ? AND {self._in('host')}",
-                    (request_id, self._list(hosts)),
-                )
-            return cur.rowcount
 
     def inflight(self) -> list[Lease]:
         return [

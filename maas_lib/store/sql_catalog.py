@@ -392,19 +392,6 @@ class SqlCatalog(SqlBase):
 
     # -- events ---------------------------------------------------------------------------
 
-    def record_event(
-        self,
-        kind: str,
-        message: str,
-        *,
-        request_id: int | None = None,
-        host: str | None = None,
-        actor: str | None = None,
-        data: dict[str, Any] | None = None,
-    ) -> None:
-        with self._write():
-            self._event(kind, message, request_id=request_id, host=host, actor=actor, data=data)
-
     def events(self, request_id: int | None = None, limit: int = 100) -> list[Event]:
         if request_id is None:
             rows = self._rows("SELECT * FROM events ORDER BY id DESC LIMIT ?", (limit,))

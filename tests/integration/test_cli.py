@@ -20,6 +20,13 @@ def count(db, table):
         conn.close()
 
 
+def start_as_scheduler(store, hosts, worker):
+    """Claim request 1 and start `hosts` of it, as a scheduler does (leasing them)."""
+    assert store.claim_request(worker, ttl=60) == 1
+    began = store.begin_hosts(1, hosts, batch=0, action="reboot", holder=worker, limits={})
+    assert sorted(began.started) == sorted(hosts)
+
+
 @pytest.fixture
 def imported(cli, inventory):
     r = cli("hosts", "import", str(inventory))
@@ -157,7 +164,7 @@ def test_cancel_running_request_is_flagged_for_the_scheduler(cli, imported, db_p
 def test_inflight_lists_hosts_held_by_requests(cli, imported, db_path):
     cli("submit", "reboot", "web0[1-2]")
     with maas_lib.open_fleet(db_path) as fleet:
-        fleet.store.acquire_leases(1, ["web01", "web02"], holder="sched-a")
+        start_as_scheduler(fleet.store, ["web01", "web02"], "sched-a")
     rows = cli("inflight", "--json").json()
     assert [(x["host"], x["request_id"], x["action"], x["pool"], x["holder"]) for x in rows] == [
         ("web01", 1, "reboot", "web", "sched-a"),
@@ -347,7 +354,7 @@ def test_dry_run_prints_the_plan_and_writes_nothing(cli, imported, db_path):
     # web pool: 8 hosts, standing budget 25% = 2 down at once. Request 1 holds web01/web02.
     cli("submit", "reboot", "web0[1-2]")
     with maas_lib.open_fleet(db_path) as fleet:
-        fleet.store.acquire_leases(1, ["web01", "web02"], holder="sched")
+        start_as_scheduler(fleet.store, ["web01", "web02"], "sched")
     before = {t: count(db_path, t) for t in ("requests", "request_hosts", "events")}
     r = cli(
         "submit", "power-cycle", "web*", "--batch-size", "3", "--canary", "1", "--dry-run", "--json"

@@ -230,15 +230,20 @@ def test_gauges_follow_leases_standing_and_queue(tmp_path: Path) -> None:
     with maas_lib.open_fleet(db) as fleet:
         store = fleet.store
         store.upsert_hosts(GOOD, [], actor="test")
-        rid = fleet.submit("power-on", [h.name for h in GOOD[:4]]).id
-        assert store.acquire_leases(rid, ["ok0", "ok1", "ok2"], holder="test").acquired
+        rid = fleet.submit("power-on", [h.name for h in GOOD[:3]]).id
+        fleet.submit("power-on", [GOOD[3].name])  # stays accepted
+        assert store.claim_request("test", ttl=30) == rid
+        started = store.begin_hosts(
+            rid, ["ok0", "ok1", "ok2"], batch=0, action="power-on", holder="test", limits={}
+        ).started
+        assert len(started) == 3
         store.set_host_status("ok5", HostStatus.QUARANTINED, "test", actor="test")
         store.heartbeat("worker-a", ttl=30)
 
         families = scrape(render(lambda: open_store(db)).decode())
     assert value(families["maas_hosts_in_flight"], "maas_hosts_in_flight") == 3
     assert value(families["maas_requests"], "maas_requests", state="accepted") == 1
-    assert value(families["maas_requests"], "maas_requests", state="running") == 0
+    assert value(families["maas_requests"], "maas_requests", state="running") == 1
     assert value(families["maas_hosts"], "maas_hosts", status="active") == 5
     assert value(families["maas_hosts"], "maas_hosts", status="quarantined") == 1
     assert value(families["maas_hosts"], "maas_hosts", status="decommissioned") == 0

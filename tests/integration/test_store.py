@@ -281,40 +281,52 @@ def test_glob_matching_equals_fnmatch(store_url, names, pattern):
 # -- leases, claims and workers -----------------------------------------------------------
 
 
-def _lease_worker(db, request_id, names, out):
+def begin(store, request_id, names, *, holder="w", batch=0, action="reboot"):
+    """Start `names` of a claimed request as the scheduler does; host → task id."""
+    began = store.begin_hosts(
+        request_id, names, batch=batch, action=action, holder=holder, limits={}
+    )
+    assert not began.blocked, began.blocked
+    return began.started
+
+
+def _lease_worker(db, out):
     store = open_store(db)
-    result = store.acquire_leases(request_id, names, holder=f"worker-{request_id}")
-    out.put((request_id, result.acquired, result.held_by))
+    worker = f"w{mp.current_process().pid}"
+    rid = store.claim_request(worker, ttl=60)
+    began = store.begin_hosts(
+        rid, store.pending_hosts(rid), batch=0, action="reboot", holder=worker, limits={}
+    )
+    out.put((rid, worker, sorted(began.started), began.blocked))
 
 
 def test_leases_are_atomic_across_processes(store_url):
     store = open_store(store_url)
     names = [f"n{i:03d}" for i in range(200)]
     store.upsert_hosts(hosts(*names), [], actor="t")
-    ids = [store.create_request(new_request(names)) for _ in range(4)]
+    wait = NewRequest(**{**new_request(names).__dict__, "policy": BatchPolicy(on_overlap="wait")})
+    ids = [store.create_request(wait) for _ in range(4)]
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
-    procs = [ctx.Process(target=_lease_worker, args=(store_url, i, names, out)) for i in ids]
+    procs = [ctx.Process(target=_lease_worker, args=(store_url, out)) for _ in ids]
     for p in procs:
         p.start()
-    results = [out.get(timeout=60) for _ in procs]
+    results = sorted(out.get(timeout=60) for _ in procs)
     for p in procs:
         p.join(timeout=60)
-    owner = {}
-    for rid, acquired, held_by in results:
-        for h in acquired:
-            assert h not in owner, f"{h} leased twice"
-            owner[h] = rid
-        assert rid not in held_by.values()
-    assert sorted(owner) == names
-    leases = store.inflight()
-    assert {x.host: x.request_id for x in leases} == owner
-    assert store.holders([*names, "not-a-host"]) == owner
-    # Releasing frees hosts for the next request.
-    first = results[0][0]
-    mine = [h for h, r in owner.items() if r == first]
-    assert store.release_leases(first) == len(mine)
-    assert all(x.request_id != first for x in store.inflight())
+    # Each process claimed its own request, and every host went to the oldest one only.
+    assert [rid for rid, *_ in results] == ids
+    (first, worker, started, _), *rest = results
+    assert started == names
+    for *_, started, blocked in rest:
+        assert started == [] and set(blocked.values()) == {f"waiting for request {first}"}
+    assert {x.host: x.request_id for x in store.inflight()} == dict.fromkeys(names, first)
+    # Ending the first request frees its hosts for the next one.
+    store.finish_request(first, worker, RequestState.SUCCEEDED, None)
+    assert store.inflight() == []
+    second, worker2 = results[1][:2]
+    assert sorted(begin(store, second, names, holder=worker2)) == names
+    assert {x.request_id for x in store.inflight()} == {second}
 
 
 def _submit_worker(db, n, out):
@@ -358,7 +370,7 @@ def test_a_dead_workers_request_is_resumed_with_its_leases(store_url):
     store.upsert_hosts(hosts("a", "b"), [], actor="t")
     rid = store.create_request(new_request(["a", "b"]))
     assert store.claim_request("dead", ttl=0.2) == rid
-    store.acquire_leases(rid, ["a", "b"], holder="dead")
+    begin(store, rid, ["a", "b"], holder="dead")
     assert store.claim_request("alive", ttl=30) is None  # claim still valid
     time.sleep(0.3)  # no heartbeat from "dead": its claim expires
     assert store.claim_request("alive", ttl=30) == rid
@@ -405,7 +417,7 @@ def test_list_workers_shows_liveness_claims_and_leases(store_url):
     store.heartbeat("w1", ttl=30)
     assert store.claim_request("w1", ttl=30) == r1
     assert store.claim_request("w1", ttl=30) == r2
-    store.acquire_leases(r1, ["a", "b"], holder="w1")
+    begin(store, r1, ["a", "b"], holder="w1")
     time.sleep(0.3)
     store.heartbeat("w1", ttl=30)
     workers = store.list_workers(ttl=0.2)
@@ -453,13 +465,14 @@ def test_steps_are_recorded_as_they_happen_and_survive_a_crash(store_url):
     store = open_store(store_url)
     store.upsert_hosts(hosts("a", "b"), [], actor="t")
     rid = store.create_request(new_request(["a", "b"], Action.POWER_CYCLE))
-    ta = store.start_task(rid, "a", "power-cycle", batch=0)
+    assert store.claim_request("w", ttl=60) == rid
+    ta = begin(store, rid, ["a"], action="power-cycle")["a"]
     s1 = store.start_step(ta, "power_off")
     store.end_step(s1, "succeeded", 0.4, via="ipmi://x:623")
     s2 = store.start_step(ta, "power_on")
     store.end_step(s2, "failed", 3.0, error_class="unreachable", error="no answer")
     store.end_task(ta, HostTaskState.FAILED, error_class="unreachable", reason="no answer")
-    tb = store.start_task(rid, "b", "power-cycle", batch=1)
+    tb = begin(store, rid, ["b"], action="power-cycle", batch=1)["b"]
     store.start_step(tb, "power_off")  # the worker dies here: no end is written
     st = {h.host: h for h in store.get_request(rid).hosts}
     assert (st["a"].state, st["a"].error_class, st["a"].batch) == ("failed", "unreachable", 0)
@@ -479,7 +492,7 @@ def test_steps_are_recorded_as_they_happen_and_survive_a_crash(store_url):
     assert steps[0]["via"] == "ipmi://x:623" and steps[1]["duration_s"] == 3.0
     assert all(s["started"] and s["finished"] for s in steps)
     # The retry is a second attempt of the same host.
-    tb2 = store.start_task(rid, "b", "power-cycle", batch=1)
+    tb2 = begin(store, rid, ["b"], action="power-cycle", batch=1)["b"]
     store.start_step(tb2, "power_off")
     assert [s["attempt"] for s in store.steps(rid, "b")] == [1, 2]
     with pytest.raises(NotFound, match="unknown host task"):
@@ -580,9 +593,9 @@ def _record_history(url: str) -> object:
     )
     for r in range(3):
         rid = store.create_request(new_request([f"h{i}" for i in range(r, 12, 3)]))
-        store.claim_request("w", ttl=60)
+        assert store.claim_request("w", ttl=60) == rid
         for i in range(r, 12, 3):
-            task = store.start_task(rid, f"h{i}", "reboot", batch=0)
+            task = begin(store, rid, [f"h{i}"])[f"h{i}"]
             for k, step in enumerate(("power_off", "power_on")):
                 sid = store.start_step(task, step)
                 ok = (i + k) % 5 != 0
