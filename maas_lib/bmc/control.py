@@ -386,7 +386,7 @@ class BmcController:
             return BmcResult(
                 target.host,
                 False,
-                error_class="auth",
+                error_class=exc.error_class,
                 error=str(exc),
                 via=target.primary.label,
                 elapsed_s=time.monotonic() - started,

@@ -27,6 +27,7 @@ from maas_lib.bmc.base import (
 )
 from maas_lib.bmc.redfish_client import RedfishClient
 from maas_lib.bmc.sessions import REDFISH_SESSIONS
+from maas_lib.classes import ErrorClass
 from maas_lib.credentials import Credential
 from maas_lib.errors import (
     BmcAuthError,
@@ -40,6 +41,10 @@ from maas_lib.errors import (
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 _warned_insecure: set[str] = set()
+#: After these the session is not reused: the next call connects afresh.
+_SESSION_LOST = frozenset(
+    {ErrorClass.UNREACHABLE, ErrorClass.TLS, ErrorClass.AUTH, ErrorClass.TIMEOUT}
+)
 
 
 _ERRNO_RE = re.compile(r"\[Errno -?\d+\] ([^'\")]+)")
@@ -206,7 +211,7 @@ class RedfishDriver(BmcDriver):
                     return fn(client, self._system_path(client))
                 except Exception as exc:
                     error = classify_redfish_error(exc, self.via)
-                    if error.error_class in ("unreachable", "tls", "auth", "timeout"):
+                    if error.error_class in _SESSION_LOST:
                         entry.client = None  # connect afresh next time
                         client.abandon()
                     raise error from None

@@ -34,6 +34,7 @@ from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 from maas_lib.bmc.base import BmcTarget
+from maas_lib.classes import ErrorClass
 from maas_lib.errors import InputError
 from maas_lib.models import Action, HostSpec, HostTaskState
 from maas_lib.scheduler.host import TaskOutcome, final_standing
@@ -219,7 +220,7 @@ class AnsibleBatch:
                     opened.step_id,
                     outcome,
                     now - opened.started,
-                    error_class=None if stopped else "executor",
+                    error_class=None if stopped else ErrorClass.EXECUTOR,
                     error=None if stopped else f"playbook {status}",
                 )
             if stopped:
@@ -230,7 +231,9 @@ class AnsibleBatch:
             else:
                 error = result.stdout_error or "the host did not finish the play"
                 reason = f"action playbook {status} (rc={result.rc}): {error}"
-                outcomes.append(self._end(name, h, HostTaskState.FAILED, "executor", reason))
+                outcomes.append(
+                    self._end(name, h, HostTaskState.FAILED, ErrorClass.EXECUTOR, reason)
+                )
         return outcomes
 
     def _end(
@@ -309,7 +312,11 @@ class AnsibleBatch:
             outcome = "failed"
         error_class = res.get("error_class")
         if outcome != "succeeded" and not error_class:
-            error_class = "unreachable" if kind == "runner_on_unreachable" else "task_failed"
+            error_class = (
+                ErrorClass.UNREACHABLE
+                if kind == "runner_on_unreachable"
+                else ErrorClass.TASK_FAILED
+            )
         message = res.get("message") or res.get("msg")
         duration = data.get("duration")
         if not isinstance(duration, int | float):

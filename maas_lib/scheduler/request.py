@@ -16,6 +16,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from maas_lib.classes import ErrorClass
 from maas_lib.errors import StoreFailing
 from maas_lib.models import HostRecord, HostTaskState, RequestState, RequestStatus
 from maas_lib.planner import failures_exceeded, pool_limits
@@ -351,11 +352,13 @@ class RequestRun:
                 self.store.end_task(
                     task_id,
                     HostTaskState.FAILED,
-                    error_class="internal",
+                    error_class=ErrorClass.INTERNAL,
                     reason=reason,
                     holder=self.s.worker,
                 )
-            return [TaskOutcome(h, HostTaskState.FAILED, "internal", reason) for h in started]
+            return [
+                TaskOutcome(h, HostTaskState.FAILED, ErrorClass.INTERNAL, reason) for h in started
+            ]
 
     def _host(self, host: str, task_id: int) -> TaskOutcome:
         record: HostRecord = self.records[host]
@@ -385,11 +388,11 @@ class RequestRun:
             self.store.end_task(
                 task_id,
                 HostTaskState.FAILED,
-                error_class="internal",
+                error_class=ErrorClass.INTERNAL,
                 reason="task crashed",
                 holder=self.s.worker,
             )
-            return TaskOutcome(host, HostTaskState.FAILED, "internal", "task crashed")
+            return TaskOutcome(host, HostTaskState.FAILED, ErrorClass.INTERNAL, "task crashed")
 
 
 def host_vars(record: HostRecord, allow: Collection[str] = ()) -> dict[str, object]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from maas_lib.classes import ErrorClass
 from maas_lib.store.sql_base import SqlBase
 from maas_lib.telemetry.models import (
     ActionStats,
@@ -145,7 +146,7 @@ def _add(target: Any, state: str, error_class: str | None, n: int) -> None:
         target.succeeded += n
     else:
         target.failed += n
-        key = error_class or "unknown"
+        key = error_class or ErrorClass.UNKNOWN
         target.failures_by_class[key] = target.failures_by_class.get(key, 0) + n
 
 

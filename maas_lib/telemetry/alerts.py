@@ -29,6 +29,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from maas_lib.classes import ErrorClass
 from maas_lib.errors import InputError
 from maas_lib.timeutil import utc_now
 
@@ -179,7 +180,7 @@ def request_event(kind: str, status: RequestStatusLike) -> dict[str, Any]:
     for h in status.hosts:
         if _text(h.state) != "failed":
             continue
-        error_class = h.error_class or "unknown"
+        error_class = h.error_class or ErrorClass.UNKNOWN
         by_class[error_class] = by_class.get(error_class, 0) + 1
         if len(failed) < MAX_FAILED_HOSTS:
             failed.append({"host": h.host, "error_class": h.error_class, "reason": _clip(h.reason)})

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
 
+from maas_lib.classes import ErrorClass
 from maas_lib.models import TERMINAL_REQUEST_STATES, HostTaskState, RequestStatus
 
 if TYPE_CHECKING:
@@ -81,7 +82,7 @@ def request_view(fleet: Fleet, request_id: int, *, slowest: int = 5) -> RequestV
     groups: dict[str, FailureGroup] = {}
     for h in st.hosts:
         if h.state == HostTaskState.FAILED:
-            key = h.error_class or "unknown"
+            key = h.error_class or ErrorClass.UNKNOWN
             group = groups.setdefault(key, FailureGroup(error_class=key, hosts=[]))
             group.hosts.append(h.host)
             group.example = group.example or h.reason
