@@ -95,5 +95,6 @@ notes:
   - 'Runs where the module executes; with the P(maas_lib.fleet.hosts#inventory) inventory,
     use C(delegate_to: localhost) and C(name: "{{ inventory_hostname }}").'
   - A failed BMC call fails the task with C(error_class) (V(unreachable), V(auth),
-    V(timeout), V(unsupported), V(tls), V(bmc_error)), C(error) and C(via).
+    V(timeout), V(power_unknown), V(unsupported), V(tls), V(bmc_error)), C(error) and
+    C(via).
 """
