@@ -6,8 +6,9 @@ never renders a string it loaded with the ``!unsafe`` tag (its own marking for u
 data), however a play references it; mapping keys are tagged too (a key may come back as
 a value through ``dict2items``).
 
-`store_host_vars` also keeps Ansible's connection and interpreter variables (``ansible_*``)
-out of what the store can set, unless the operator allow-lists them: with
+`store_host_vars` (and `host_vars`, what a play knows of a host) also keeps Ansible's
+connection and interpreter variables (``ansible_*``) out of what the store can set,
+unless the operator allow-lists them: with
 ``ansible_python_interpreter`` or ``ansible_connection`` a row in the store would choose
 what runs on the scheduler host.
 """
@@ -16,11 +17,14 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
-__all__ = ["store_host_vars", "write_unsafe_yaml"]
+if TYPE_CHECKING:
+    from maas_lib.models import HostRecord
+
+__all__ = ["host_vars", "store_host_vars", "write_unsafe_yaml"]
 
 
 class _UnsafeDumper(yaml.SafeDumper):
@@ -62,3 +66,13 @@ def store_host_vars(stored: Mapping[str, Any], allow: Collection[str] = ()) -> d
     """A host's vars from the store as Ansible may see them: ``ansible_*`` variables
     (connection, interpreter, become...) only when named in `allow`."""
     return {k: v for k, v in stored.items() if not k.startswith("ansible_") or k in allow}
+
+
+def host_vars(record: HostRecord, allow: Collection[str] = ()) -> dict[str, object]:
+    """What a play's inventory knows of the host (a hook's, an action playbook's): its
+    inventory vars (``ansible_*`` ones only when named in `allow`) and maas-lib's
+    fields, as ``maas_<field>``."""
+    data: dict[str, object] = store_host_vars(record.vars, allow)
+    fields = record.model_dump(mode="json", exclude={"vars", "created", "updated"})
+    data.update({f"maas_{k}": v for k, v in fields.items() if v is not None})
+    return data

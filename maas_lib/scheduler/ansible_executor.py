@@ -28,21 +28,23 @@ import os
 import time
 from collections import Counter
 from collections.abc import Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from maas_lib.bmc.base import BmcTarget
 from maas_lib.classes import ErrorClass
 from maas_lib.errors import InputError
 from maas_lib.models import Action, HostSpec, HostTaskState
+from maas_lib.scheduler.ansible_data import host_vars
+from maas_lib.scheduler.executor import Batch, ExecutorEnv, run_guarded
 from maas_lib.scheduler.host import TaskOutcome, final_standing
 from maas_lib.scheduler.playbook import PlaybookRun, run_playbook
+from maas_lib.scheduler.resume import Resume
+from maas_lib.scheduler.settings import SchedulerSettings
 from maas_lib.scheduler.steps import steps_for
-
-if TYPE_CHECKING:
-    from maas_lib.scheduler.request import RequestRun
 
 log = logging.getLogger(__name__)
 
@@ -79,10 +81,10 @@ def collections_path() -> str | None:
     return os.pathsep.join([str(root), configured or default])
 
 
-def run_timeout(run: RequestRun) -> float:
+def run_timeout(action: Action, settings: SchedulerSettings) -> float:
     """Seconds the playbook may take: every step's own timeout, plus task overhead."""
-    ctx = SimpleNamespace(settings=run.s.settings)
-    return sum(s.timeout(ctx) + _TASK_OVERHEAD_S for s in steps_for(run.action))  # type: ignore[arg-type]
+    ctx = SimpleNamespace(settings=settings)
+    return sum(s.timeout(ctx) + _TASK_OVERHEAD_S for s in steps_for(action))  # type: ignore[arg-type]
 
 
 def waves(records: Mapping[str, HostSpec], hosts: list[str], limit: int) -> list[list[str]]:
@@ -119,21 +121,41 @@ class _Open:
 @dataclass
 class _Host:
     task_id: int
-    done: dict[str, list[str]]
-    seen: dict[str, int] = field(default_factory=dict)
+    resume: Resume
     open: dict[str, _Open] = field(default_factory=dict)  # task uuid → open step
     outcome: TaskOutcome | None = None
     via: str | None = None
 
 
+class AnsibleExecutor:
+    """Each batch as runs of the action's playbook, in a thread of the worker's pool."""
+
+    def __init__(self, env: ExecutorEnv):
+        self.env = env
+
+    def submit(self, batch: Batch) -> list[Future[list[TaskOutcome]]]:
+        return [self.env.pool.submit(self._run, batch)]
+
+    def _run(self, batch: Batch) -> list[TaskOutcome]:
+        return run_guarded(
+            self.env,
+            batch,
+            batch.tasks,
+            "the Ansible executor",
+            AnsibleBatch(self.env, batch).execute,
+            lambda exc: f"ansible executor: {type(exc).__name__}: {exc}",
+        )
+
+
 class AnsibleBatch:
     """One batch's hosts (already begun in the store) run through the action playbook."""
 
-    def __init__(self, run: RequestRun, started: dict[str, int], resumed: dict[str, dict]):
-        self.run = run
-        self.store = run.store
+    def __init__(self, env: ExecutorEnv, batch: Batch):
+        self.env = env
+        self.batch = batch
+        self.store = env.store
         self.hosts = {
-            h: _Host(task_id, dict(resumed.get(h) or {})) for h, task_id in started.items()
+            h: _Host(task_id, Resume(batch.done.get(h))) for h, task_id in batch.tasks.items()
         }
 
     # -- the run --------------------------------------------------------------------------
@@ -141,11 +163,11 @@ class AnsibleBatch:
     def execute(self) -> list[TaskOutcome]:
         """Run the batch's hosts, in as many playbook runs (waves) as the per-endpoint
         BMC limit needs; hosts left when the worker stops are handed over."""
-        run = self.run
+        batch = self.batch
         outcomes: list[TaskOutcome] = []
-        limit = run.s.settings.bmc.endpoint_concurrency
-        for wave in waves({h: run.records[h] for h in self.hosts}, list(self.hosts), limit):
-            if run._stopping():
+        limit = self.env.settings.bmc.endpoint_concurrency
+        for wave in waves({h: batch.records[h] for h in self.hosts}, list(self.hosts), limit):
+            if batch.stopping():
                 for name in wave:
                     self.store.interrupt_task(self.hosts[name].task_id)
                     outcomes.append(TaskOutcome(name, None, reason="worker stopping"))
@@ -154,19 +176,17 @@ class AnsibleBatch:
         return outcomes
 
     def _run(self, wave: list[str]) -> PlaybookRun:
-        run = self.run
-        settings = run.s.settings
-        playbook = playbook_for(run.action, settings.action_playbooks)
+        batch = self.batch
+        settings = self.env.settings
+        playbook = playbook_for(batch.action, settings.action_playbooks)
         mark = self.store.last_install_report_id()
         inventory_hosts: dict[str, Any] = {}
-        from maas_lib.scheduler.request import host_vars
-
         for name in wave:
             h = self.hosts[name]
-            hv = host_vars(run.records[name], settings.allow_ansible_vars)
+            hv = host_vars(batch.records[name], settings.allow_ansible_vars)
             hv["maas_task_id"] = h.task_id
-            if h.done:
-                hv["maas_done_steps"] = h.done
+            if h.resume.done:
+                hv["maas_done_steps"] = h.resume.done
             else:
                 hv["maas_install_mark"] = mark
             inventory_hosts[name] = hv
@@ -180,19 +200,19 @@ class AnsibleBatch:
             playbook,
             {"all": {"hosts": inventory_hosts}},
             limit=",".join(wave),
-            timeout=run_timeout(run),
+            timeout=run_timeout(batch.action, settings),
             extravars={
-                "maas_request_id": run.id,
-                "maas_worker": run.s.worker,
-                "maas_action": str(run.action),
+                "maas_request_id": batch.request_id,
+                "maas_worker": self.env.worker,
+                "maas_action": str(batch.action),
                 "maas_settings": settings.model_dump(mode="json", exclude={"action_playbooks"}),
             },
-            label=f"request-{run.id}",
-            cancel=run._stopping,
+            label=f"request-{batch.request_id}",
+            cancel=batch.stopping,
             on_event=self._on_event,
             forks=min(settings.forks, len(wave)),
             envvars=env,
-            credentials={run.records[name].bmc_credential for name in wave},
+            credentials={batch.records[name].bmc_credential for name in wave},
             database_url=self.store.child_url(),
         )
 
@@ -251,8 +271,8 @@ class AnsibleBatch:
             error_class=error_class,
             reason=reason,
             via=h.via,
-            host_status=final_standing(self.run.action, ok=ok),
-            holder=self.run.s.worker,
+            host_status=final_standing(self.batch.action, ok=ok),
+            holder=self.env.worker,
         )
         h.outcome = TaskOutcome(name, state, error_class, reason)
         return h.outcome
@@ -280,16 +300,17 @@ class AnsibleBatch:
         except Exception:
             # A store error must not kill the run's event loop; the step stays running
             # and is retried as after a crash.
-            log.exception("request %s: recording %s of %s failed", self.run.id, name, kind)
+            log.exception(
+                "request %s: recording %s of %s failed", self.batch.request_id, name, kind
+            )
 
     def _started(self, h: _Host, uuid: str, name: str) -> None:
-        nth = h.seen[name] = h.seen.get(name, 0) + 1
-        if nth <= len(h.done.get(name, [])):
+        if h.resume.reach(name) is not None:
             return  # an earlier attempt completed it; the module skips it too
         h.open[uuid] = _Open(self.store.start_step(h.task_id, name), time.monotonic())
 
     def _skipped(self, h: _Host, uuid: str, name: str) -> None:
-        h.seen[name] -= 1
+        h.resume.retract(name)
         opened = h.open.pop(uuid, None)
         if opened is not None:
             self.store.discard_step(opened.step_id)
@@ -300,7 +321,7 @@ class AnsibleBatch:
         opened = h.open.pop(uuid, None)
         res = data.get("res") or {}
         if res.get("skipped"):  # the module said its step did not apply
-            h.seen[name] -= 1
+            h.resume.retract(name)
             if opened is not None:
                 self.store.discard_step(opened.step_id)
             return

@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from maas_lib.bmc.control import run_with_deadline
 from maas_lib.classes import ErrorClass, StepOutcome, outcome_of
 from maas_lib.errors import Interrupted, StepError, error_class_of
 from maas_lib.models import Action, HostStatus, HostTaskState
+from maas_lib.scheduler.resume import Resume
 from maas_lib.scheduler.steps import HostContext, Step, steps_for
-from maas_lib.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -46,24 +46,6 @@ def _error(exc: BaseException) -> tuple[StepOutcome, ErrorClass, str]:
         log.exception("step crashed")
         return StepOutcome.FAILED, error_class, f"{type(exc).__name__}: {exc}"
     return outcome_of(error_class), error_class, str(exc)
-
-
-def completed_steps(
-    store: Store, request_id: int, host: str, action: Action
-) -> dict[str, list[str]]:
-    """Steps earlier attempts of this host's task finished, by name, in order, with their
-    outcome: a resumed task skips them (only steps in flight at a crash are retried)."""
-    done: dict[str, list[str]] = {}
-    optional = {s.name for s in steps_for(action) if s.optional}
-    for rec in store.steps(request_id, host):
-        ok = rec["outcome"] == StepOutcome.SUCCEEDED
-        finished_optional = rec["step"] in optional and rec["outcome"] in (
-            StepOutcome.FAILED,
-            StepOutcome.TIMEOUT,
-        )
-        if ok or finished_optional:
-            done.setdefault(rec["step"], []).append(rec["outcome"])
-    return done
 
 
 @dataclass(frozen=True)
@@ -115,28 +97,26 @@ def run_task(
     ctx: HostContext,
     task_id: int,
     *,
-    resume: bool = False,
+    done: Mapping[str, list[str]] | None = None,
     claim_lost: Callable[[], bool] = lambda: False,
 ) -> TaskOutcome:
     """Run every step of `ctx.action` for one host and end its task in the store.
 
-    `resume`: earlier attempts exist (a crash or a stop); steps they completed are skipped.
+    `done`: the steps earlier attempts completed (a crash or a stop; `completed_steps`),
+    skipped (see `maas_lib.scheduler.resume`).
     `claim_lost`: asked before each step; True leaves the task interrupted, to the
     request's new holder.
     """
     store = ctx.store
     host = ctx.host.name
-    completed = completed_steps(store, ctx.request_id, host, ctx.action) if resume else {}
-    seen: dict[str, int] = {}
+    resume = Resume(done)
     for step in steps_for(ctx.action):
         if step.when is not None and not step.when(ctx):
             continue
-        nth = seen[step.name] = seen.get(step.name, 0) + 1
-        earlier = completed.get(step.name, [])
-        if nth <= len(earlier):
+        earlier = resume.reach(step.name)
+        if earlier is not None:
             log.info("%s: %s already done before the restart; skipped", host, step.name)
-            if step.on_skip is not None:
-                step.on_skip(ctx, earlier[nth - 1])
+            resume.restore(step, ctx, earlier)
             continue
         if ctx.stopping() or claim_lost():
             store.interrupt_task(task_id)

@@ -11,24 +11,16 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Collection
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from maas_lib.classes import ErrorClass
-from maas_lib.errors import StoreFailing
-from maas_lib.models import HostRecord, HostTaskState, RequestState, RequestStatus
+from maas_lib.models import HostTaskState, RequestState, RequestStatus
 from maas_lib.planner import failures_exceeded, pool_limits
-from maas_lib.scheduler.host import (
-    QUARANTINE_ON_FAILURE,
-    TaskOutcome,
-    completed_steps,
-    run_task,
-)
-from maas_lib.scheduler.installs import InstallWatcher
+from maas_lib.scheduler.executor import Batch, Executor
+from maas_lib.scheduler.host import QUARANTINE_ON_FAILURE
+from maas_lib.scheduler.resume import completed_steps
 from maas_lib.scheduler.settings import SchedulerSettings
-from maas_lib.scheduler.steps import HostContext
 from maas_lib.store import Store
 from maas_lib.store.faults import RetryingStore
 
@@ -45,11 +37,9 @@ class Shared:
     worker: str
     store: Store
     settings: SchedulerSettings
-    controller: object  # BmcController (kept loose: tests plug in their own transport)
-    installs: InstallWatcher
-    executor: ThreadPoolExecutor
+    #: Runs the hosts of each batch (native, or ansible-runner).
+    executor: Executor
     stop: threading.Event
-    hook_slots: threading.Semaphore
     alerts: AlertSender | None = None
     #: The worker's view of its store's health (None: calls are not retried).
     guard: RetryingStore | None = None
@@ -262,7 +252,7 @@ class RequestRun:
         store.record_batch(self.id, idx, len(hosts), "running")
         log.info("request %s: batch %d of %d hosts", self.id, idx, len(hosts))
         remaining = list(hosts)
-        running: dict[Future[Any], str] = {}
+        running: set[Future[Any]] = set()
         # Completed tasks arrive here; one queue.get per completion (not futures.wait,
         # whose cost grows with every pending future on every call).
         finished: queue.SimpleQueue[Future[Any]] = queue.SimpleQueue()
@@ -284,7 +274,7 @@ class RequestRun:
         self,
         idx: int,
         remaining: list[str],
-        running: dict[Future[Any], str],
+        running: set[Future[Any]],
         finished: queue.SimpleQueue[Future[Any]],
     ) -> None:
         store = self.store
@@ -303,15 +293,9 @@ class RequestRun:
                     holder=self.s.worker,
                     limits=self.limits,
                 )
-                if self.s.settings.executor == "ansible":
-                    if result.started:
-                        fut = self.s.executor.submit(self._ansible_batch, result.started)
-                        running[fut] = ",".join(result.started)
-                        fut.add_done_callback(finished.put)
-                else:
-                    for host, task_id in result.started.items():
-                        fut = self.s.executor.submit(self._host, host, task_id)
-                        running[fut] = host
+                if result.started:
+                    for fut in self.s.executor.submit(self._batch(result.started)):
+                        running.add(fut)
                         fut.add_done_callback(finished.put)
                 remaining = [h for h in remaining if h in result.blocked]
             elif remaining:
@@ -325,83 +309,28 @@ class RequestRun:
             except queue.Empty:
                 continue
             while True:
-                running.pop(fut)
+                running.remove(fut)
                 fut.result()
                 try:
                     fut = finished.get_nowait()
                 except queue.Empty:
                     break
 
-    def _ansible_batch(self, started: dict[str, int]) -> list[TaskOutcome]:
-        """The hosts just begun, as one run of the action's playbook (--executor ansible)."""
-        from maas_lib.scheduler.ansible_executor import AnsibleBatch
-
-        resumed = {
-            h: completed_steps(self.store, self.id, h, self.action)
-            for h in started
-            if h in self.resumed
-        }
-        try:
-            return AnsibleBatch(self, started, resumed).execute()
-        except StoreFailing:
-            raise  # the worker gave up on its store: nothing can be recorded
-        except Exception as exc:
-            log.exception("request %s: the Ansible executor crashed", self.id)
-            reason = f"ansible executor: {type(exc).__name__}: {exc}"
-            for task_id in started.values():
-                self.store.end_task(
-                    task_id,
-                    HostTaskState.FAILED,
-                    error_class=ErrorClass.INTERNAL,
-                    reason=reason,
-                    holder=self.s.worker,
-                )
-            return [
-                TaskOutcome(h, HostTaskState.FAILED, ErrorClass.INTERNAL, reason) for h in started
-            ]
-
-    def _host(self, host: str, task_id: int) -> TaskOutcome:
-        record: HostRecord = self.records[host]
-        ctx = HostContext(
-            host=record,
+    def _batch(self, started: dict[str, int]) -> Batch:
+        """The hosts just begun, for the executor; a resumed host's completed steps are
+        read here, once, for either executor to skip."""
+        return Batch(
             request_id=self.id,
             action=self.action,
             image=self.image,
             options=self.options,
-            controller=self.s.controller,  # type: ignore[arg-type]
-            settings=self.s.settings,
-            installs=self.s.installs,
-            store=self.store,
+            tasks=started,
+            records=self.records,
+            done={
+                h: completed_steps(self.store, self.id, h, self.action)
+                for h in started
+                if h in self.resumed
+            },
             stopping=self._stopping,
-            worker=self.s.worker,
-            host_vars=host_vars(record, self.s.settings.allow_ansible_vars),
-            hook_slots=self.s.hook_slots,
+            claim_lost=self._claim_lost_in_spell,
         )
-        try:
-            return run_task(
-                ctx, task_id, resume=host in self.resumed, claim_lost=self._claim_lost_in_spell
-            )
-        except StoreFailing:
-            raise  # the worker gave up on its store: the open step is left for a resume
-        except Exception:
-            log.exception("request %s: host %s: task crashed", self.id, host)
-            self.store.end_task(
-                task_id,
-                HostTaskState.FAILED,
-                error_class=ErrorClass.INTERNAL,
-                reason="task crashed",
-                holder=self.s.worker,
-            )
-            return TaskOutcome(host, HostTaskState.FAILED, ErrorClass.INTERNAL, "task crashed")
-
-
-def host_vars(record: HostRecord, allow: Collection[str] = ()) -> dict[str, object]:
-    """What a hook's inventory knows of the host: its inventory vars (``ansible_*`` ones
-    only when named in `allow`: the store must not choose connections or interpreters)
-    and maas-lib's fields."""
-    from maas_lib.scheduler.ansible_data import store_host_vars
-
-    data: dict[str, object] = store_host_vars(record.vars, allow)
-    fields = record.model_dump(mode="json", exclude={"vars", "created", "updated"})
-    data.update({f"maas_{k}": v for k, v in fields.items() if v is not None})
-    return data

@@ -23,8 +23,10 @@ from pydantic import BaseModel
 from maas_lib.bmc import BmcController
 from maas_lib.classes import ErrorClass, StepOutcome
 from maas_lib.errors import InputError, MaasError
+from maas_lib.scheduler.ansible_data import host_vars
 from maas_lib.scheduler.host import execute_step
 from maas_lib.scheduler.installs import InstallWatcher
+from maas_lib.scheduler.resume import Resume
 from maas_lib.scheduler.settings import SchedulerSettings
 from maas_lib.scheduler.steps import HostContext, Step, steps_for
 from maas_lib.store import Store
@@ -117,12 +119,9 @@ def run_single_step(
             stopping=lambda: False,
             hook_slots=threading.Semaphore(1),
         )
-        from maas_lib.scheduler.request import host_vars
-
         ctx.host_vars = host_vars(ctx.host, settings.allow_ansible_vars)
         for earlier in steps[:idx]:
-            if earlier.on_skip is not None:
-                earlier.on_skip(ctx, StepOutcome.SUCCEEDED)
+            Resume.restore(earlier, ctx, StepOutcome.SUCCEEDED)
         if install_mark is not None:
             ctx.notes["install_mark"] = install_mark
         if notes and "powered_off" in notes:
@@ -133,11 +132,9 @@ def run_single_step(
         base = {"step": step, "nth": nth, "optional": chosen.optional}
         if chosen.when is not None and not chosen.when(ctx):
             return SingleStepResult(**base, outcome=StepOutcome.SKIPPED)
-        earlier_outcomes = (done or {}).get(step, [])
-        if nth <= len(earlier_outcomes):
-            outcome = earlier_outcomes[nth - 1]
-            if chosen.on_skip is not None:
-                chosen.on_skip(ctx, outcome)
+        outcome = Resume(done).earlier(step, nth)
+        if outcome is not None:
+            Resume.restore(chosen, ctx, outcome)
             return SingleStepResult(
                 **base, outcome=outcome, resumed=True, powered_off=ctx.notes.get("off")
             )

@@ -24,6 +24,7 @@ from maas_lib.bmc.sessions import IdleSessionCloser, close_all_sessions
 from maas_lib.credentials import Credential, resolve_credential
 from maas_lib.errors import StoreError, StoreFailing
 from maas_lib.models import IN_FLIGHT_REQUEST_STATES, RequestState
+from maas_lib.scheduler.executor import Executor, ExecutorEnv, NativeExecutor
 from maas_lib.scheduler.installs import InstallWatcher
 from maas_lib.scheduler.request import RequestRun, Shared
 from maas_lib.scheduler.settings import SchedulerSettings
@@ -33,6 +34,16 @@ from maas_lib.store.faults import RetryingStore
 log = logging.getLogger(__name__)
 
 DriverFactory = Callable[[BmcEndpoint, Credential, BmcSettings], BmcDriver]
+
+
+def executor_for(env: ExecutorEnv) -> Executor:
+    """The executor `env.settings.executor` names."""
+    if env.settings.executor == "ansible":
+        # Imports ansible-runner (~0.1 s): only a worker that runs playbooks pays for it.
+        from maas_lib.scheduler.ansible_executor import AnsibleExecutor
+
+        return AnsibleExecutor(env)
+    return NativeExecutor(env)
 
 
 def worker_id() -> str:
@@ -117,16 +128,24 @@ class Worker:
         for path in remove_stale_private_dirs():
             log.info("removed %s, left by a worker that no longer runs", path)
         installs = InstallWatcher(store, poll=min(s.poll, 0.5))
-        executor = ThreadPoolExecutor(max_workers=s.max_hosts, thread_name_prefix="host")
+        pool = ThreadPoolExecutor(max_workers=s.max_hosts, thread_name_prefix="host")
+        executor = executor_for(
+            ExecutorEnv(
+                worker=self.id,
+                store=store,
+                settings=s,
+                pool=pool,
+                controller=self.controller,
+                installs=installs,
+                hook_slots=threading.Semaphore(s.hook_concurrency),
+            )
+        )
         shared = Shared(
             worker=self.id,
             store=store,
             settings=s,
-            controller=self.controller,
-            installs=installs,
             executor=executor,
             stop=self.stop_event,
-            hook_slots=threading.Semaphore(s.hook_concurrency),
             alerts=alerts,
             guard=self.guard,
         )
@@ -199,7 +218,7 @@ class Worker:
                     report.let_go.append(rid)
                 else:
                     report.finished[rid] = str(state)
-            executor.shutdown(wait=True)
+            pool.shutdown(wait=True)
             installs.close()
             close_all_sessions()
             beating.set()
