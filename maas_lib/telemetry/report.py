@@ -49,6 +49,7 @@ from matplotlib.ticker import (
 )
 from matplotlib.transforms import blended_transform_factory
 
+from maas_lib.classes import StepOutcome
 from maas_lib.errors import InputError
 from maas_lib.models import HostTaskState
 from maas_lib.timeutil import parse_since, utc_now
@@ -483,9 +484,9 @@ def _timeline(
 def _bar_style(outcome: str) -> str:
     """How a step's bar looks: `ok`, `failed` (hatched red), or `open` (pale: still running,
     or interrupted by a stopping worker and retried as a new attempt)."""
-    if outcome in ("succeeded", "skipped", ""):
+    if outcome in (StepOutcome.SUCCEEDED, StepOutcome.SKIPPED, ""):
         return "ok"
-    if outcome in ("running", "interrupted"):
+    if outcome in (StepOutcome.RUNNING, StepOutcome.INTERRUPTED):
         return "open"
     return "failed"
 
@@ -683,7 +684,7 @@ def _dists_from_steps(action: str, steps: Sequence[dict[str, Any]]) -> list[_Dis
         if s.get("duration_s") is None:
             continue
         durations.setdefault(s["step"], []).append(float(s["duration_s"]))
-        if s.get("outcome") != "succeeded":
+        if s.get("outcome") != StepOutcome.SUCCEEDED:
             failed[s["step"]] = failed.get(s["step"], 0) + 1
     out = []
     for step, values in durations.items():
@@ -1113,7 +1114,7 @@ def _request_section(doc: _Doc, tl: _Timeline, steps: Sequence[dict[str, Any]]) 
     if failed:
         last_error: dict[str, dict[str, Any]] = {}
         for s in steps:
-            if s.get("outcome") not in ("succeeded", None):
+            if s.get("outcome") not in (StepOutcome.SUCCEEDED, None):
                 last_error[s["host"]] = s
         doc.add(f"<h3>Failed hosts ({len(failed)})</h3>")
         shown = failed[:MAX_LISTED_FAILURES]
