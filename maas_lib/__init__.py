@@ -8,6 +8,7 @@ with maas_lib.open_fleet("sqlite:///fleet.db") as fleet:
 """
 
 from maas_lib.bmc.control import BmcResult, BmcSettings
+from maas_lib.classes import ErrorClass, StepOutcome
 from maas_lib.credentials import Credential, resolve_credential
 from maas_lib.errors import (
     BmcError,
@@ -50,6 +51,7 @@ __all__ = [
     "BmcSettings",
     "Credential",
     "CredentialError",
+    "ErrorClass",
     "Fleet",
     "HostRecord",
     "HostSpec",
@@ -67,6 +69,7 @@ __all__ = [
     "RequestState",
     "RequestStatus",
     "RequestSummary",
+    "StepOutcome",
     "StoreError",
     "SubmitResult",
     "default_db_url",
