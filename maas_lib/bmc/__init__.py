@@ -57,7 +57,7 @@ def run_bmc(
     controller = BmcController(settings, resolve=creds.__getitem__)
     try:
         if verb == "status":
-            return controller.fan_out(targets, controller.status)
+            return controller.status_many(targets)
         if verb == "power":
             assert action is not None
             return controller.fan_out(targets, lambda t: controller.power(t, action, wait=wait))

@@ -212,6 +212,10 @@ class IpmiDriver(BmcDriver):
             "password": self._credential.password.encode(),
         }
 
+    def has_session(self) -> bool:
+        """Whether this process holds a session to this BMC as this user."""
+        return IPMI_SESSIONS.has_client(self._key)
+
     def _connect(self) -> IpmiClient:
         from pyghmi.ipmi.private.session import Session
 

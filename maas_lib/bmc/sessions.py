@@ -85,6 +85,11 @@ class SessionPool:
         if client is not None:
             close_client(client)
 
+    def has_client(self, key: Hashable) -> bool:
+        with self._guard:
+            entry = self._entries.get(key)
+        return entry is not None and entry.client is not None
+
     def discard(self, key: Hashable) -> None:
         with self._guard:
             entry = self._entries.get(key)

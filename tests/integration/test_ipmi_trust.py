@@ -224,6 +224,9 @@ def test_bmc_out_of_session_slots_is_busy_and_retried_until_a_slot_frees():
             assert (r.ok, r.error_class) == (False, "bmc_error"), r
             assert "busy" in r.error and "session slot" in r.error, r
             assert r.elapsed_s > 0.4, r  # retried with backoff, not given up at once
+            # The same through a fleet-wide status: the batch hands it to the per-host path.
+            (r,) = _controller(BmcSettings(timeout=2, retries=1)).status_many([_target(sim)])
+            assert (r.ok, r.error_class) == (False, "bmc_error") and "busy" in r.error, r
 
             # A slot frees while the call is retrying: the call succeeds.
             results = []
@@ -247,3 +250,96 @@ def test_bmc_out_of_session_slots_is_busy_and_retried_until_a_slot_frees():
             last.wait()
             for stream in (last.stdin, last.stdout):
                 stream.close()
+
+
+# -- a status of many BMCs, read from one thread (bmc/ipmi_batch.py) -------------------------
+
+
+def _free_udp_port() -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _per_host_calls(controller: BmcController, monkeypatch) -> list[str]:
+    """The hosts `status_many` hands to the per-host path (thread per host)."""
+    handed: list[str] = []
+    fan_out = controller.fan_out
+
+    def spy(targets, op):
+        handed.extend(t.host for t in targets)
+        return fan_out(targets, op)
+
+    monkeypatch.setattr(controller, "fan_out", spy)
+    return handed
+
+
+def test_status_of_many_bmcs_is_read_in_one_batch_and_classifies_each(bmcs, monkeypatch):
+    """Healthy IPMI 2.0 and IPMI-1.5-only BMCs, a wrong password and a port where no BMC
+    answers, in one status: each host gets its own answer, ipmitool agrees on power, no
+    session stays open, and none of them needed a thread of its own."""
+    dead = BmcTarget("dead", "ipmisim", BmcEndpoint.build("ipmi", "127.0.0.1", _free_udp_port()))
+    targets = [_target(bmcs[name]) for name in NAMES] + [dead]
+    before = _active_sessions(bmcs["a"])
+    controller = _controller(BmcSettings(timeout=2, retries=0))
+    handed = _per_host_calls(controller, monkeypatch)
+    results = {r.host: r for r in controller.status_many(targets)}
+    assert [r.host for r in results.values()] == [t.host for t in targets]
+    assert handed == []
+    for name in ("a", "b", "c", "d", "v15-1", "v15-2", "v15-3"):
+        r = results[name]
+        said = bmcs[name].ipmitool("chassis", "power", "status", lanplus=name[0] != "v")
+        assert r.ok and f"Chassis Power is {r.power}" in said.stdout, (r, said.stdout)
+    assert (results["wrong"].ok, results["wrong"].error_class) == (False, "auth")
+    assert (results["dead"].ok, results["dead"].error_class) == (False, "unreachable")
+    assert results["dead"].elapsed_s <= 3.5, results["dead"]  # its deadline: timeout + 1 s
+    assert _active_sessions(bmcs["a"]) == before
+
+
+def test_a_bmc_quiet_after_its_login_does_not_hold_up_the_batch(bmcs, monkeypatch):
+    """BMC b never answers Set Session Privilege Level (its request is dropped on the way:
+    a real BMC that goes quiet mid-login, which ipmi_sim cannot be made to do). Before
+    fix 12 the one pumping thread waited on b's retries inside b's login, so every other
+    BMC's answer waited too; now they are read in well under a second and b alone fails."""
+    from pyghmi.ipmi.private import session
+
+    from maas_lib.bmc import pyghmi_fixes
+
+    pyghmi_fixes.apply()
+    quiet = bmcs["b"].port
+    real = session.Session._send_ipmi_net_payload
+
+    def drop_b_privilege(self, netfn=None, command=None, *args, **kwargs):
+        if self.port == quiet and (netfn, command) == (0x6, 0x3B) and not self.servermode:
+            self.lastpayload = None  # never sent: nothing to retransmit either
+            return None
+        return real(self, netfn, command, *args, **kwargs)
+
+    monkeypatch.setattr(session.Session, "_send_ipmi_net_payload", drop_b_privilege)
+    controller = _controller(BmcSettings(timeout=1, retries=0))
+    names = ["a", "b", "c", "d"]
+    results = {r.host: r for r in controller.status_many([_target(bmcs[n]) for n in names])}
+    b = results["b"]
+    assert (b.ok, b.error_class) == (False, "unreachable") and "within 2s" in b.error, b
+    assert b.elapsed_s < 3.0, b  # its deadline, not pyghmi's retry period (~16 s)
+    for name in ("a", "c", "d"):
+        assert results[name].ok and results[name].elapsed_s < 1.0, results[name]
+
+
+def test_a_bmc_out_of_slots_or_with_a_session_held_here_goes_the_per_host_way(bmcs, monkeypatch):
+    """What the batch cannot finish for certain is handed to the per-host path: a session
+    this process already holds (it is its holder's: it stays usable), and two hosts
+    behind one BMC (pyghmi would share one session between them)."""
+    a, c = bmcs["a"], bmcs["c"]
+    held = _controller()
+    assert held.status(_target(a)).ok  # the pool keeps a's session
+    controller = _controller()
+    handed = _per_host_calls(controller, monkeypatch)
+    twin = BmcTarget("c-twin", "ipmisim", BmcEndpoint.build("ipmi", c.host, c.port))
+    results = controller.status_many([_target(a), _target(c), twin, _target(bmcs["d"])])
+    assert all(r.ok for r in results), results
+    assert [r.host for r in results] == ["a", "c", "c-twin", "d"]
+    assert sorted(handed) == ["a", "c-twin"]
+    assert held.status(_target(a)).ok  # the held session was not logged out under it
