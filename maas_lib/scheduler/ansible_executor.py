@@ -35,7 +35,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from maas_lib.bmc.base import BmcTarget
-from maas_lib.classes import ErrorClass
+from maas_lib.classes import ErrorClass, StepOutcome
 from maas_lib.errors import InputError
 from maas_lib.models import Action, HostSpec, HostTaskState
 from maas_lib.scheduler.ansible_data import host_vars
@@ -235,7 +235,7 @@ class AnsibleBatch:
                 continue
             now = time.monotonic()
             for opened in h.open.values():
-                outcome = "interrupted" if stopped else "failed"
+                outcome = StepOutcome.INTERRUPTED if stopped else StepOutcome.FAILED
                 self.store.end_step(
                     opened.step_id,
                     outcome,
@@ -328,11 +328,11 @@ class AnsibleBatch:
         if opened is None:
             return  # resumed: an earlier attempt's record stands
         failed = kind != "runner_on_ok"
-        outcome = str(res.get("outcome") or ("failed" if failed else "succeeded"))
-        if outcome not in ("succeeded", "failed", "timeout"):
-            outcome = "failed"
+        said = res.get("outcome") or (StepOutcome.FAILED if failed else StepOutcome.SUCCEEDED)
+        ended = (StepOutcome.SUCCEEDED, StepOutcome.FAILED, StepOutcome.TIMEOUT)
+        outcome = StepOutcome(said) if said in ended else StepOutcome.FAILED
         error_class = res.get("error_class")
-        if outcome != "succeeded" and not error_class:
+        if outcome is not StepOutcome.SUCCEEDED and not error_class:
             error_class = (
                 ErrorClass.UNREACHABLE
                 if kind == "runner_on_unreachable"
@@ -349,8 +349,8 @@ class AnsibleBatch:
             opened.step_id,
             outcome,
             float(duration),
-            error_class=None if outcome == "succeeded" else error_class,
-            error=None if outcome == "succeeded" else _one_line(message),
+            error_class=None if outcome is StepOutcome.SUCCEEDED else error_class,
+            error=None if outcome is StepOutcome.SUCCEEDED else _one_line(message),
             via=via,
         )
         if failed and not data.get("ignore_errors"):
