@@ -81,7 +81,7 @@ class OverlapMode(StrEnum):
 _AMOUNT_RE = re.compile(r"^\s*(\d+)\s*(%?)\s*$")
 
 
-class Amount(BaseModel):
+class Amount(BaseModel, defer_build=True):
     """A count of hosts given either absolutely (``"5"``) or as a share (``"25%"``)."""
 
     model_config = ConfigDict(frozen=True)
@@ -143,7 +143,7 @@ def _check_share(amount: Amount | None, what: str, *, allow_zero: bool) -> Amoun
     return amount
 
 
-class BatchPolicy(BaseModel):
+class BatchPolicy(BaseModel, defer_build=True):
     """How a request's hosts are rolled out: batches, failure threshold, budgets."""
 
     model_config = ConfigDict(extra="forbid")
@@ -285,7 +285,7 @@ def check_bmc_address(value: str) -> str:
     return value
 
 
-class HostSpec(BaseModel):
+class HostSpec(BaseModel, defer_build=True):
     """A host as declared by an inventory: where its BMC is and how to reach it.
 
     Only the credential *name* is kept; the secret is resolved when a BMC is contacted.
@@ -359,7 +359,7 @@ class HostSpec(BaseModel):
         return self
 
 
-class PoolSpec(BaseModel):
+class PoolSpec(BaseModel, defer_build=True):
     """A pool of hosts and its standing disruption budget, if the inventory declares one."""
 
     name: str
@@ -396,20 +396,20 @@ class HostRecord(HostSpec):
         return {"host": self.name, **data}
 
 
-class ImportResult(BaseModel):
+class ImportResult(BaseModel, defer_build=True):
     added: int
     updated: int
     hosts: int
     pools: list[PoolSpec]
 
 
-class SubmitResult(BaseModel):
+class SubmitResult(BaseModel, defer_build=True):
     id: int
     state: RequestState
     hosts: int
 
 
-class RequestOptions(BaseModel):
+class RequestOptions(BaseModel, defer_build=True):
     """Per-request extras beyond the batch policy: playbooks run around each host's action."""
 
     model_config = ConfigDict(extra="forbid")
@@ -418,7 +418,7 @@ class RequestOptions(BaseModel):
     post_hook: str | None = None
 
 
-class RequestHost(BaseModel):
+class RequestHost(BaseModel, defer_build=True):
     host: str
     state: HostTaskState
     reason: str | None = None
@@ -427,7 +427,7 @@ class RequestHost(BaseModel):
     holder: int | None = None  # the request that holds (or held) this host, if it overlapped
 
 
-class RequestSummary(BaseModel):
+class RequestSummary(BaseModel, defer_build=True):
     id: int
     action: Action
     state: RequestState
@@ -452,7 +452,7 @@ class RequestStatus(RequestSummary):
     hosts: list[RequestHost]
 
 
-class Lease(BaseModel):
+class Lease(BaseModel, defer_build=True):
     """A host held by an in-flight request."""
 
     host: str
@@ -463,7 +463,7 @@ class Lease(BaseModel):
     acquired: str
 
 
-class InstallReport(BaseModel):
+class InstallReport(BaseModel, defer_build=True):
     """What an installer reported through the install-completion path."""
 
     id: int

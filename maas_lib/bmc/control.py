@@ -17,13 +17,6 @@ from dataclasses import asdict, dataclass
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, Field
-from tenacity import (
-    Retrying,
-    retry_if_exception,
-    stop_after_attempt,
-    stop_after_delay,
-    wait_exponential,
-)
 
 from maas_lib.bmc.base import (
     BmcDriver,
@@ -62,7 +55,7 @@ FIRST_POLL_S = 0.1
 POLL_BACKOFF = 1.5
 
 
-class BmcSettings(BaseModel):
+class BmcSettings(BaseModel, defer_build=True):
     """Timeouts and limits for BMC work."""
 
     timeout: float = Field(
@@ -316,6 +309,15 @@ class BmcController:
         if budget <= 0:
             return attempt()
         time.sleep(min(0.2, budget))
+        # Imported here: most calls never retry, and a CLI call should not pay for it.
+        from tenacity import (
+            Retrying,
+            retry_if_exception,
+            stop_after_attempt,
+            stop_after_delay,
+            wait_exponential,
+        )
+
         retrying = Retrying(
             retry=retry_if_exception(lambda e: isinstance(e, BmcError) and e.transient),
             stop=stop_after_attempt(s.retries) | stop_after_delay(budget),

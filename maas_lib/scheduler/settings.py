@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field, field_validator
 from maas_lib.bmc import BmcSettings
 
 
-class SchedulerSettings(BaseModel):
+class SchedulerSettings(BaseModel, defer_build=True):
     """Everything `maasctl run` can tune; the defaults suit a real fleet."""
 
     bmc: BmcSettings = Field(default_factory=BmcSettings)

@@ -40,7 +40,7 @@ class StepFenced(MaasError):
     error_class = ErrorClass.FENCED
 
 
-class SingleStepResult(BaseModel):
+class SingleStepResult(BaseModel, defer_build=True):
     step: str
     nth: int
     #: succeeded | failed | timeout | skipped (its condition did not hold);

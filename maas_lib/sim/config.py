@@ -17,7 +17,7 @@ FAULT_KINDS = ("dead", "wrong_creds", "slow", "flaky", "bad_install")
 MAX_PROFILE_HOSTS = 200
 
 
-class SimConfig(BaseModel):
+class SimConfig(BaseModel, defer_build=True):
     """What `maasctl sim up` starts. Faults apply to that many hosts of each protocol."""
 
     directory: Path

@@ -99,7 +99,7 @@ def _url_problem(url: str) -> str | None:
 # --------------------------------------------------------------------------- settings
 
 
-class AlertSettings(BaseModel):
+class AlertSettings(BaseModel, defer_build=True):
     """Where alerts go and how hard to try. Delays are ``backoff * 2**n`` seconds."""
 
     # hide_input_in_errors: a ValidationError must not echo a URL's token either.

@@ -39,7 +39,7 @@ MAX_PASSWORD_BYTES = 4096
 PASSWORD_ENV = "MAAS_METRICS_PASSWORD"
 
 
-class BasicAuth(BaseModel):
+class BasicAuth(BaseModel, defer_build=True):
     """The one user a scraper must authenticate as. The password is never logged."""
 
     model_config = ConfigDict(frozen=True)
@@ -61,7 +61,7 @@ class BasicAuth(BaseModel):
         return bool(sep) and ok_user and ok_password
 
 
-class TlsFiles(BaseModel):
+class TlsFiles(BaseModel, defer_build=True):
     """A PEM certificate (chain) and its key (omitted: the key is in the certificate file)."""
 
     model_config = ConfigDict(frozen=True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pydantic import BaseModel, Field, computed_field
 
 
-class Runtime(BaseModel):
+class Runtime(BaseModel, defer_build=True):
     """A distribution of durations in seconds (nearest-rank percentiles)."""
 
     count: int = 0
@@ -20,7 +20,7 @@ class StepStats(Runtime):
     failed: int = 0  # outcomes other than succeeded (failed, timeout, interrupted)
 
 
-class Outcomes(BaseModel):
+class Outcomes(BaseModel, defer_build=True):
     """Hosts whose task ended, and how: the success rate's numerator and denominator."""
 
     succeeded: int = 0
@@ -53,7 +53,7 @@ class ActionStats(Outcomes):
     by_bmc_vendor: list[Breakdown] = Field(default_factory=list)
 
 
-class WorkerState(BaseModel):
+class WorkerState(BaseModel, defer_build=True):
     id: str
     hostname: str
     pid: int
@@ -70,7 +70,7 @@ class WorkerInfo(WorkerState):
     hosts_leased: int = 0  # host leases it holds
 
 
-class FleetNow(BaseModel):
+class FleetNow(BaseModel, defer_build=True):
     """The fleet at this moment (not limited to the stats window)."""
 
     hosts: int
@@ -80,7 +80,7 @@ class FleetNow(BaseModel):
     workers: list[WorkerState]
 
 
-class Stats(BaseModel):
+class Stats(BaseModel, defer_build=True):
     since: str | None = None
     action: str | None = None
     pool: str | None = None
@@ -88,7 +88,7 @@ class Stats(BaseModel):
     fleet: FleetNow
 
 
-class StepHistogram(BaseModel):
+class StepHistogram(BaseModel, defer_build=True):
     """Step durations of one (action, step) as Prometheus buckets: `counts[i]` steps took
     at most `buckets[i]` seconds (cumulative); `count` and `sum_s` over all of them."""
 
@@ -100,7 +100,7 @@ class StepHistogram(BaseModel):
     sum_s: float
 
 
-class OutcomePoint(BaseModel):
+class OutcomePoint(BaseModel, defer_build=True):
     """Hosts of one action whose task ended in one time bucket, by outcome."""
 
     action: str

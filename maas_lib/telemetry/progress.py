@@ -28,7 +28,7 @@ _ENDED = {
 }
 
 
-class BatchProgress(BaseModel):
+class BatchProgress(BaseModel, defer_build=True):
     batch: int
     hosts: int
     counts: dict[str, int]
@@ -38,20 +38,20 @@ class BatchProgress(BaseModel):
         return sum(n for state, n in self.counts.items() if state in _ENDED)
 
 
-class SlowHost(BaseModel):
+class SlowHost(BaseModel, defer_build=True):
     host: str
     seconds: float
     state: str
     slowest_step: str | None = None
 
 
-class FailureGroup(BaseModel):
+class FailureGroup(BaseModel, defer_build=True):
     error_class: str
     hosts: list[str]
     example: str | None = None
 
 
-class RequestView(BaseModel):
+class RequestView(BaseModel, defer_build=True):
     id: int
     action: str
     state: str

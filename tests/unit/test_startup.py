@@ -1,0 +1,70 @@
+"""Start-up: `maasctl` and `import maas_lib` load only what a command needs. Checked on
+the import graph (which modules a fresh interpreter has loaded), never on a timing."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+#: Libraries no `--help` needs: BMC protocols, databases, Ansible, retries, rendering.
+HEAVY = (
+    "pyghmi",
+    "sushy",
+    "ansible",
+    "ansible_runner",
+    "sqlite_utils",
+    "psycopg",
+    "tenacity",
+    "rich",
+    "yaml",
+    "cryptography",
+    "maas_lib.fleet",
+    "maas_lib.store",
+    "maas_lib.telemetry",
+    "maas_lib.bmc.ipmi",
+    "maas_lib.bmc.redfish",
+)
+
+
+def _loaded_after(code: str) -> set[str]:
+    """Top modules and maas_lib submodules a fresh interpreter holds after `code`."""
+    probe = f"import sys, json\n{code}\nprint(json.dumps(sorted(sys.modules)))\n"
+    proc = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True
+    )
+    return set(json.loads(proc.stdout.splitlines()[-1]))
+
+
+def _heavy(loaded: set[str]) -> list[str]:
+    return sorted(m for m in loaded if any(m == h or m.startswith(h + ".") for h in HEAVY))
+
+
+def test_import_maas_lib_loads_no_submodule_until_a_name_is_used():
+    loaded = _loaded_after("import maas_lib")
+    assert sorted(m for m in loaded if m.startswith("maas_lib.")) == []
+    assert "pydantic" not in loaded
+
+
+def test_every_public_name_resolves():
+    import maas_lib
+
+    for name in maas_lib.__all__:
+        assert getattr(maas_lib, name) is not None, name
+    with pytest.raises(AttributeError):
+        maas_lib.no_such_name  # noqa: B018
+
+
+def test_maasctl_help_loads_no_protocol_database_or_ansible_library():
+    loaded = _loaded_after(
+        "import runpy\n"
+        "sys.argv = ['maasctl', '--help']\n"
+        "try:\n"
+        "    runpy.run_module('maas_lib', run_name='__main__')\n"
+        "except SystemExit:\n"
+        "    pass\n"
+    )
+    assert "maas_lib.cli" in loaded  # the probe ran the CLI
+    assert _heavy(loaded) == []
