@@ -16,24 +16,13 @@ from typing import TYPE_CHECKING
 
 from maas_lib.errors import InputError
 from maas_lib.models import RequestState
+from maas_lib.store import schema
 
 if TYPE_CHECKING:
     from maas_lib.store.sql_base import SqlBase
 
-#: In foreign-key order.
-TABLES = (
-    "hosts",
-    "pools",
-    "requests",
-    "request_hosts",
-    "batches",
-    "host_tasks",
-    "step_results",
-    "host_leases",
-    "events",
-    "install_targets",
-    "install_reports",
-)
+#: In foreign-key order (as `schema` declares them); not the workers.
+TABLES = tuple(t.name for t in schema.TABLES if t.name != "workers")
 
 #: Rows written per statement batch.
 CHUNK = 5000

@@ -50,8 +50,8 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from maas_lib.errors import StoreError, StoreUnavailable, StoreUnusable
-from maas_lib.store.pg_schema import LATEST_VERSION, MIGRATIONS, MIGRATIONS_TABLE
 from maas_lib.store.pg_url import parse_pg_url
+from maas_lib.store.schema import LATEST_VERSION
 from maas_lib.store.sql import SqlStore
 from maas_lib.store.sql_base import Cursor, Params
 
@@ -99,8 +99,7 @@ def _jd_ms(ts: str) -> str:
 
 class PostgresStore(SqlStore):
     ROW_ORDER = "seq"
-    MIGRATIONS = MIGRATIONS
-    LATEST_VERSION = LATEST_VERSION
+    DIALECT = "postgresql"
 
     def __init__(self, url: str, *, create: bool = True):
         self._given_url = url
@@ -257,7 +256,7 @@ class PostgresStore(SqlStore):
         if exists:  # the common case: no lock, no DDL
             current = self._version()
             self._refuse_newer(current)
-            if current == self.LATEST_VERSION:
+            if current == LATEST_VERSION:
                 return
         elif not self._create:  # a mistyped ?schema= is not a new, unread queue
             raise StoreUnusable(
@@ -290,8 +289,4 @@ class PostgresStore(SqlStore):
             self.conn.execute(
                 sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.schema))
             )
-        self._exec(MIGRATIONS_TABLE)
-
-    def _apply(self, migration: list[str]) -> None:
-        for statement in migration:
-            self._exec(statement)
+        super()._prepare_migrations()

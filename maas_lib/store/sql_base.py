@@ -25,6 +25,7 @@ from contextlib import AbstractContextManager
 from typing import Any, ClassVar, Protocol
 
 from maas_lib.errors import StoreError
+from maas_lib.store import schema
 from maas_lib.store.base import Store
 from maas_lib.timeutil import utc_now
 
@@ -57,9 +58,8 @@ class SqlBase(Store):
 
     #: The `request_hosts` column that orders a request's hosts as they were submitted.
     ROW_ORDER: ClassVar[str]
-    #: (version, migration) in order; what a migration is is the backend's business.
-    MIGRATIONS: ClassVar[Sequence[tuple[int, Any]]]
-    LATEST_VERSION: ClassVar[int]
+    #: Which DDL `schema` generates for this backend.
+    DIALECT: ClassVar[schema.Dialect]
 
     #: How error messages name the database (a path, or a URL without its password).
     _label: str
@@ -164,32 +164,28 @@ class SqlBase(Store):
 
     # -- migrations -----------------------------------------------------------------------
 
-    @abstractmethod
     def _prepare_migrations(self) -> None:
         """Inside the migration's write: make sure `schema_migrations` exists."""
-
-    @abstractmethod
-    def _apply(self, migration: Any) -> None:
-        """Inside the migration's write: apply one of `MIGRATIONS`."""
+        self._exec(schema.migrations_table(self.DIALECT))
 
     def _migrate(self) -> None:
         with self._write():
             self._prepare_migrations()
             current = self._version()
             self._refuse_newer(current)
-            for version, migration in self.MIGRATIONS:
-                if version > current:
-                    self._apply(migration)
-                    self._exec(
-                        "INSERT INTO schema_migrations (version, applied) VALUES (?, ?)",
-                        (version, utc_now()),
-                    )
+            for version, statements in schema.migrations(self.DIALECT, current):
+                for statement in statements:
+                    self._exec(statement)
+                self._exec(
+                    "INSERT INTO schema_migrations (version, applied) VALUES (?, ?)",
+                    (version, utc_now()),
+                )
 
     def _refuse_newer(self, current: int) -> None:
-        if current > self.LATEST_VERSION:
+        if current > schema.LATEST_VERSION:
             raise StoreError(
                 f"database {self._label} has schema version {current}, newer than this "
-                f"maas-lib understands ({self.LATEST_VERSION}); upgrade maas-lib"
+                f"maas-lib understands ({schema.LATEST_VERSION}); upgrade maas-lib"
             )
 
     def _version(self) -> int:

@@ -5,9 +5,7 @@ upgrading a read lock, and every write transaction is short. Readers never block
 Because a write transaction holds the whole database, the row-lock hooks of `SqlBase`
 are no-ops here; the store's logic is `SqlStore`'s, shared with PostgreSQL.
 
-sqlite-utils declares the schema (`sqlite_schema`) and is imported only when a database
-needs migrating: importing it imports numpy when numpy is installed (~0.2 s), which
-every `maasctl` start would otherwise pay. Queries go through sqlite3 itself.
+The schema's DDL comes from `schema`, the description PostgreSQL's is generated from too.
 """
 
 from __future__ import annotations
@@ -21,10 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from maas_lib.errors import StoreError, StoreUnavailable, StoreUnusable
+from maas_lib.store import schema
 from maas_lib.store.faults import sqlite_transient
 from maas_lib.store.sql import SqlStore
 from maas_lib.store.sql_base import Cursor, Params
-from maas_lib.store.sqlite_schema import LATEST_VERSION, MIGRATIONS
 
 #: How long a writer waits for another process's write lock before giving up.
 BUSY_TIMEOUT_S = 30.0
@@ -35,8 +33,7 @@ _UNUSABLE_CODES = frozenset({11, 26})  # SQLITE_CORRUPT, SQLITE_NOTADB
 
 class SqliteStore(SqlStore):
     ROW_ORDER = "rowid"
-    MIGRATIONS = MIGRATIONS
-    LATEST_VERSION = LATEST_VERSION
+    DIALECT = "sqlite"
 
     def __init__(self, path: str | Path, *, create: bool = True):
         self.path = Path(path)
@@ -170,25 +167,12 @@ class SqliteStore(SqlStore):
 
     # -- migrations -----------------------------------------------------------------------
 
-    def _prepare_migrations(self) -> None:
-        db = self._schema_db()
-        if not db["schema_migrations"].exists():
-            db["schema_migrations"].create({"version": int, "applied": str}, pk="version")
-
-    def _apply(self, migration: Any) -> None:
-        migration(self._schema_db())
-
-    def _schema_db(self) -> Any:
-        import sqlite_utils
-
-        return sqlite_utils.Database(self.conn)
-
     def _migrate(self) -> None:
-        # Most opens find the schema current: say so without a write lock or sqlite-utils.
+        # Most opens find the schema current: say so without taking the write lock.
         try:
             row = self.conn.execute("SELECT MAX(version) FROM schema_migrations").fetchone()
         except sqlite3.OperationalError:  # no such table: a new database
             row = None
-        if row is not None and row[0] == self.LATEST_VERSION:
+        if row is not None and row[0] == schema.LATEST_VERSION:
             return
         super()._migrate()

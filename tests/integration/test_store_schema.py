@@ -1,0 +1,247 @@
+"""The store's schema as the databases themselves report it: SQLite's `sqlite_master` and
+pragmas, PostgreSQL's `information_schema` and `pg_catalog` — never the DDL generator's own
+description. Both dialects must have the same tables, columns and indexes, and stores
+written by earlier maas-lib releases (tests/fixtures/store/*.sql) must open and upgrade to
+exactly what a fresh store has.
+
+The PostgreSQL tests skip when no server answers at `MAAS_TEST_PG`
+(default postgresql://postgres@127.0.0.1:5432/test).
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from maas_lib.models import Action, BatchPolicy, HostSpec
+from maas_lib.store import NewRequest, open_store
+from maas_lib.store.pg_url import parse_pg_url
+from maas_lib.store.schema import LATEST_VERSION
+
+FIXTURES = Path(__file__).parent.parent / "fixtures" / "store"
+
+#: PostgreSQL's stand-in for SQLite's rowid (a request's hosts in submission order).
+PG_ONLY_COLUMNS = {("request_hosts", "seq")}
+PG_ONLY_INDEXES = {"idx_request_hosts_request_id_seq"}
+#: Booleans: BOOLEAN on PostgreSQL, INTEGER 1/0 on SQLite.
+BOOLEANS = {("hosts", "bmc_tls_verify")}
+#: PostgreSQL type → the SQLite type that holds the same values.
+PG_TYPES = {"text": "TEXT", "integer": "INTEGER", "bigint": "INTEGER", "double precision": "REAL"}
+
+Catalog = dict[str, Any]
+
+
+def sqlite_catalog(path: Path) -> Catalog:
+    """Tables (columns in order: name, type, not null, default; primary key; foreign keys)
+    and indexes (table, columns, unique), as SQLite reports them."""
+    conn = sqlite3.connect(path)
+    tables = {}
+    for (table,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'"):
+        info = conn.execute(f"PRAGMA table_info({table})").fetchall()
+        columns = []
+        for _, name, type_, notnull, default, pk in info:
+            if (table, name) in BOOLEANS:
+                assert type_ == "INTEGER", (table, name, type_)
+                type_ = "BOOLEAN"
+            # PostgreSQL makes every primary key column NOT NULL; SQLite (a legacy quirk)
+            # only an INTEGER PRIMARY KEY, whatever the DDL says: count the key as NOT NULL.
+            columns.append((name, type_, bool(notnull) or pk > 0, default))
+        tables[table] = {
+            "columns": columns,
+            "primary_key": [name for pk, name in sorted((r[5], r[1]) for r in info if r[5])],
+            "foreign_keys": {
+                (r[3], f"{r[2]}.{r[4]}") for r in conn.execute(f"PRAGMA foreign_key_list({table})")
+            },
+        }
+    indexes = {}
+    for name, table in conn.execute(
+        "SELECT name, tbl_name FROM sqlite_master WHERE type = 'index' "
+        "AND name NOT LIKE 'sqlite_autoindex%'"
+    ).fetchall():
+        unique = {r[1]: bool(r[2]) for r in conn.execute(f"PRAGMA index_list({table})")}[name]
+        columns = [r[2] for r in conn.execute(f"PRAGMA index_info({name})")]
+        indexes[name] = (table, columns, unique)
+    conn.close()
+    return {"tables": tables, "indexes": indexes}
+
+
+def pg_catalog(conn: Any) -> Catalog:
+    """The current schema of a PostgreSQL store as PostgreSQL reports it: the same shape as
+    `sqlite_catalog`, a column being (name, type, not null, default, collation, identity)."""
+    tables: dict[str, Any] = {}
+    for table, *column in conn.execute(
+        "SELECT table_name, column_name, data_type, is_nullable = 'NO', column_default, "
+        "collation_name, identity_generation FROM information_schema.columns "
+        "WHERE table_schema = current_schema() ORDER BY table_name, ordinal_position"
+    ):
+        entry = tables.setdefault(table, {"columns": [], "primary_key": [], "foreign_keys": set()})
+        entry["columns"].append(tuple(column))
+    indexes = {}
+    for index, table, columns, unique, primary in conn.execute(
+        "SELECT i.relname, t.relname, array_agg(a.attname ORDER BY k.n), x.indisunique, "
+        "x.indisprimary FROM pg_index x "
+        "JOIN pg_class i ON i.oid = x.indexrelid JOIN pg_class t ON t.oid = x.indrelid "
+        "CROSS JOIN LATERAL unnest(x.indkey) WITH ORDINALITY AS k(attnum, n) "
+        "JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = k.attnum "
+        "WHERE t.relnamespace = current_schema()::regnamespace "
+        "GROUP BY i.relname, t.relname, x.indisunique, x.indisprimary"
+    ):
+        if primary:
+            tables[table]["primary_key"] = columns
+        else:
+            indexes[index] = (table, columns, unique)
+    for table, column, target, target_column in conn.execute(
+        "SELECT t.relname, a.attname, r.relname, ra.attname FROM pg_constraint c "
+        "JOIN pg_class t ON t.oid = c.conrelid JOIN pg_class r ON r.oid = c.confrelid "
+        "JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = c.conkey[1] "
+        "JOIN pg_attribute ra ON ra.attrelid = c.confrelid AND ra.attnum = c.confkey[1] "
+        "WHERE c.contype = 'f' AND c.connamespace = current_schema()::regnamespace"
+    ):
+        tables[table]["foreign_keys"].add((column, f"{target}.{target_column}"))
+    return {"tables": tables, "indexes": indexes}
+
+
+def as_sqlite(pg: Catalog) -> Catalog:
+    """A PostgreSQL catalog in SQLite's terms, after checking where the two must differ."""
+    tables = {}
+    for table, entry in pg["tables"].items():
+        columns = []
+        for name, type_, notnull, default, collation, identity in entry["columns"]:
+            if type_ == "text":  # code-point order, as SQLite compares
+                assert collation == "C", (table, name, collation)
+            if (table, name) in PG_ONLY_COLUMNS:
+                assert identity == "ALWAYS", (table, name)
+                continue
+            if (table, name) in BOOLEANS:
+                assert type_ == "boolean", (table, name, type_)
+                type_, default = "BOOLEAN", {"true": "1", "false": "0", None: None}[default]
+            else:
+                type_ = PG_TYPES[type_]
+            if default is not None:
+                default = re.sub(r"::[a-z ]+$", "", default)  # 'active'::text → 'active'
+            columns.append((name, type_, notnull, default))
+        tables[table] = {**entry, "columns": columns}
+    indexes = {k: v for k, v in pg["indexes"].items() if k not in PG_ONLY_INDEXES}
+    assert set(pg["indexes"]) - set(indexes) == PG_ONLY_INDEXES
+    return {"tables": tables, "indexes": indexes}
+
+
+def fresh_sqlite(tmp_path: Path) -> Catalog:
+    path = tmp_path / "fresh.db"
+    open_store(path).close()
+    return sqlite_catalog(path)
+
+
+def test_both_dialects_have_the_same_tables_columns_and_indexes(pg_url, tmp_path):
+    lite = fresh_sqlite(tmp_path)
+    store = open_store(pg_url)
+    assert store.schema_version() == LATEST_VERSION
+    pg = as_sqlite(pg_catalog(store.conn))
+    store.close()
+    assert len(lite["tables"]) == 13 and len(lite["indexes"]) == 11
+    assert sorted(pg["tables"]) == sorted(lite["tables"])
+    for table, expected in lite["tables"].items():
+        assert pg["tables"][table] == expected, table
+    assert pg["indexes"] == lite["indexes"]
+
+
+def _load_sqlite_fixture(version: int, path: Path) -> None:
+    conn = sqlite3.connect(path)
+    conn.executescript((FIXTURES / f"sqlite_v{version}.sql").read_text())
+    conn.close()
+
+
+#: The oldest release (every step), the one before the latest (a backfill), the latest.
+@pytest.mark.parametrize("version", [1, 4, 5])
+def test_a_sqlite_store_of_an_earlier_release_opens_and_upgrades(version, tmp_path):
+    path = tmp_path / f"v{version}.db"
+    _load_sqlite_fixture(version, path)
+    ddl_before = sqlite3.connect(path).execute("SELECT sql FROM sqlite_master").fetchall()
+
+    store = open_store(path)
+    assert store.schema_version() == LATEST_VERSION
+    applied = [v for (v,) in store.conn.execute("SELECT version FROM schema_migrations")]
+    assert applied == [1, 2, 3, 4, 5]
+    # What it ran, and what it holds, reads as a fresh store's would.
+    status = store.get_request(1)
+    assert (status.state, status.reason) == ("partial", "1 host failed")
+    assert {h.host: (h.state, h.error_class) for h in status.hosts} == {
+        "web01": ("succeeded", None),
+        "web02": ("failed", "timeout"),
+    }
+    assert [(s["host"], s["outcome"]) for s in store.steps(1)] == [
+        ("web01", "succeeded"),
+        ("web02", "failed"),
+    ]
+    # Version 5 gave tasks and steps their host's pool (and the task its hardware model).
+    assert store.conn.execute(
+        "SELECT host, pool, hw_model FROM host_tasks ORDER BY id"
+    ).fetchall() == [("web01", "web", "r640"), ("web02", "web", None)]
+    assert store.conn.execute("SELECT DISTINCT pool FROM step_results").fetchall() == [("web",)]
+    assert len(store.install_reports()) == (1 if version >= 2 else 0)
+    (stats,) = store.stats(None, None, None).actions
+    assert (stats.action, stats.requests_by_state, stats.failures_by_class) == (
+        "power-cycle",
+        {"partial": 1},
+        {"timeout": 1},
+    )
+    assert [(b.value, b.hosts) for b in stats.by_pool] == [("web", 2)]
+    # And it takes new work.
+    rid = submit(store)
+    assert store.claim_request("w2", ttl=60) == rid
+    store.close()
+
+    upgraded = sqlite_catalog(path)
+    fresh = fresh_sqlite(tmp_path)
+    # Earlier releases made schema_migrations.applied nullable; nothing else may differ.
+    for catalog in (upgraded, fresh):
+        del catalog["tables"]["schema_migrations"]
+    assert upgraded == fresh
+    if version == LATEST_VERSION:  # nothing to migrate: not a byte of DDL rewritten
+        assert (
+            sqlite3.connect(path).execute("SELECT sql FROM sqlite_master").fetchall() == ddl_before
+        )
+
+
+def submit(store) -> int:
+    return store.create_request(
+        NewRequest(Action.REBOOT, BatchPolicy(), ["web01"], ["web01"], "t", "t")
+    )
+
+
+def test_a_pg_store_of_an_earlier_release_opens_as_it_is(pg_url):
+    target = parse_pg_url(pg_url)
+    with psycopg.connect(target.conninfo, autocommit=True) as conn:
+        schema = sql.Identifier(target.schema)
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(schema))
+        conn.execute(sql.SQL("SET search_path TO {}").format(schema))
+        conn.execute((FIXTURES / "postgresql_v5.sql").read_text())  # type: ignore[arg-type]
+        before = pg_catalog(conn)
+
+    store = open_store(pg_url)
+    assert store.schema_version() == LATEST_VERSION
+    assert store.conn.execute("SELECT COUNT(*) FROM schema_migrations").fetchone() == (1,)
+    assert pg_catalog(store.conn) == before  # nothing migrated
+    store.upsert_hosts([HostSpec(name="web01", pool="web", bmc_address="10.0.0.1")], [], actor="t")
+    rid = submit(store)
+    assert store.claim_request("w", ttl=60) == rid
+    store.close()
+
+    fresh_url = pg_url.replace(f"schema={target.schema}", f"schema={target.schema}_new")
+    try:
+        fresh = open_store(fresh_url)
+        assert pg_catalog(fresh.conn) == before  # what this release creates, to the letter
+        fresh.close()
+    finally:
+        with psycopg.connect(target.conninfo, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(
+                    sql.Identifier(f"{target.schema}_new")
+                )
+            )
