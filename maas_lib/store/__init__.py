@@ -6,12 +6,27 @@ import os
 from pathlib import Path
 
 from maas_lib.errors import InputError, StoreError
-from maas_lib.store.base import Event, NewRequest, PatternMatch, Store
+from maas_lib.store.base import (
+    CatalogStore,
+    Event,
+    LeaseStore,
+    NewRequest,
+    PatternMatch,
+    QueueStore,
+    StatsStore,
+    StepStore,
+    Store,
+)
 
 __all__ = [
+    "CatalogStore",
     "Event",
+    "LeaseStore",
     "NewRequest",
     "PatternMatch",
+    "QueueStore",
+    "StatsStore",
+    "StepStore",
     "Store",
     "default_db_url",
     "open_store",

@@ -1,9 +1,12 @@
-"""The job-queue store interface.
+"""The job-queue store interface, by role.
 
-Every backend (SQLite, PostgreSQL) implements `Store`. Callers never see SQL:
-the API layer (`maas_lib.fleet`) speaks in models, and a backend owns its transactions.
-Every write is one short transaction so several processes (CLI invocations, schedulers)
-can share one database.
+`Store` is five small interfaces a backend implements together: `CatalogStore` (hosts,
+pools, install targets and reports), `QueueStore` (requests, workers and claims, events),
+`LeaseStore` (who holds which host), `StepStore` (host tasks and steps as they happen)
+and `StatsStore` (telemetry). Every backend (SQLite, PostgreSQL) implements `Store`.
+Callers never see SQL: the API layer (`maas_lib.fleet`) speaks in models, and a backend
+owns its transactions. Every write is one short transaction so several processes (CLI
+invocations, schedulers) can share one database.
 """
 
 from __future__ import annotations
@@ -99,23 +102,10 @@ class Event:
     data: dict[str, Any]
 
 
-class Store(ABC):
-    """The job-queue tables behind one interface."""
+class CatalogStore(ABC):
+    """Hosts, their pools, and what each should install on its next network boot
+    (the install-completion path)."""
 
-    url: str
-
-    def child_url(self) -> str:
-        """The URL a child process (an executor's Ansible module) opens this store with:
-        `url`, with any password left in (never log it)."""
-        return self.url
-
-    @abstractmethod
-    def close(self) -> None: ...
-
-    @abstractmethod
-    def schema_version(self) -> int: ...
-
-    # hosts and pools
     @abstractmethod
     def upsert_hosts(
         self, hosts: Sequence[HostSpec], pools: Sequence[PoolSpec], *, actor: str
@@ -147,7 +137,31 @@ class Store(ABC):
     def match_hosts(self, names: Sequence[str], globs: Sequence[str]) -> PatternMatch:
         """Resolve exact names and shell-style globs against registered hosts."""
 
-    # requests
+    @abstractmethod
+    def set_install_target(self, host: str, image: str, request_id: int | None) -> None:
+        """Record the image `host` should install on its next network boot."""
+
+    @abstractmethod
+    def install_target(self, host: str) -> tuple[str, int | None] | None: ...
+
+    @abstractmethod
+    def add_install_report(self, host: str, image: str, reason: str | None) -> InstallReport:
+        """Record an installer's report and clear the host's install target, atomically."""
+
+    @abstractmethod
+    def last_install_report_id(self) -> int:
+        """The newest install report's id (0 if none): later reports have larger ids."""
+
+    @abstractmethod
+    def install_reports(
+        self, host: str | None = None, after_id: int = 0
+    ) -> list[InstallReport]: ...
+
+
+class QueueStore(ABC):
+    """Requests from submission to their end, the workers that claim and run them, and the
+    events they leave."""
+
     @abstractmethod
     def create_request(self, request: NewRequest) -> int:
         """Write a request and its hosts (state pending) in one transaction; return its id."""
@@ -165,7 +179,6 @@ class Store(ABC):
     def cancel_request(self, request_id: int, *, actor: str) -> RequestState:
         """Cancel an accepted request at once, or flag a running one; return its state."""
 
-    # scheduler workers and request claims
     @abstractmethod
     def heartbeat(self, worker: str, *, ttl: float) -> None:
         """Record that `worker` is alive, and extend its claims by `ttl` seconds."""
@@ -195,32 +208,6 @@ class Store(ABC):
 
     @abstractmethod
     def claim_state(self, request_id: int) -> ClaimState: ...
-
-    @abstractmethod
-    def blockers(self, hosts: Sequence[str], request_id: int | None = None) -> dict[str, int]:
-        """For each of `hosts` another request stands in the way of: that request's id.
-
-        A host is blocked for request R by a lease of another request, or by an *older*
-        in-flight request that still has it pending or running (acceptance order: the
-        older request gets it first). `request_id=None` means a request newer than all."""
-
-    @abstractmethod
-    def begin_hosts(
-        self,
-        request_id: int,
-        hosts: Sequence[str],
-        *,
-        batch: int,
-        action: str,
-        holder: str,
-        limits: Mapping[str, int],
-    ) -> BeginResult:
-        """Start the tasks of those `hosts` that may go down now, atomically.
-
-        In one transaction, for each host in order: skip it if `blockers` names another
-        request; lease it unless this request already does — unless its pool already has
-        `limits[pool]` hosts leased by *any* request (a disruption budget); then write a
-        new host task (attempt n+1) and mark the host running in `batch`."""
 
     @abstractmethod
     def host_counts(self, request_id: int, batch: int | None = None) -> dict[str, int]:
@@ -257,7 +244,47 @@ class Store(ABC):
         `quarantine_running`: hosts whose task was cut short (still `running`) are
         quarantined — a wipe interrupted and then cancelled may have left data behind."""
 
-    # host tasks and step results (written as they happen: the crash-safety record)
+    @abstractmethod
+    def events(self, request_id: int | None = None, limit: int = 100) -> list[Event]: ...
+
+
+class LeaseStore(ABC):
+    """Which request holds which host: overlaps in acceptance order, disruption budgets,
+    leases."""
+
+    @abstractmethod
+    def blockers(self, hosts: Sequence[str], request_id: int | None = None) -> dict[str, int]:
+        """For each of `hosts` another request stands in the way of: that request's id.
+
+        A host is blocked for request R by a lease of another request, or by an *older*
+        in-flight request that still has it pending or running (acceptance order: the
+        older request gets it first). `request_id=None` means a request newer than all."""
+
+    @abstractmethod
+    def begin_hosts(
+        self,
+        request_id: int,
+        hosts: Sequence[str],
+        *,
+        batch: int,
+        action: str,
+        holder: str,
+        limits: Mapping[str, int],
+    ) -> BeginResult:
+        """Start the tasks of those `hosts` that may go down now, atomically.
+
+        In one transaction, for each host in order: skip it if `blockers` names another
+        request; lease it unless this request already does — unless its pool already has
+        `limits[pool]` hosts leased by *any* request (a disruption budget); then write a
+        new host task (attempt n+1) and mark the host running in `batch`."""
+
+    @abstractmethod
+    def inflight(self) -> list[Lease]: ...
+
+
+class StepStore(ABC):
+    """Host tasks and their steps, written as they happen: the crash-safety record."""
+
     @abstractmethod
     def start_step(self, task_id: int, step: str) -> int:
         """Written *before* the BMC is touched; returns the step id."""
@@ -310,32 +337,10 @@ class Store(ABC):
     @abstractmethod
     def steps(self, request_id: int, host: str | None = None) -> list[dict[str, Any]]: ...
 
-    # leases
-    @abstractmethod
-    def inflight(self) -> list[Lease]: ...
 
-    # install-completion path
-    @abstractmethod
-    def set_install_target(self, host: str, image: str, request_id: int | None) -> None:
-        """Record the image `host` should install on its next network boot."""
+class StatsStore(ABC):
+    """Telemetry computed in the database from the tasks and steps recorded."""
 
-    @abstractmethod
-    def install_target(self, host: str) -> tuple[str, int | None] | None: ...
-
-    @abstractmethod
-    def add_install_report(self, host: str, image: str, reason: str | None) -> InstallReport:
-        """Record an installer's report and clear the host's install target, atomically."""
-
-    @abstractmethod
-    def last_install_report_id(self) -> int:
-        """The newest install report's id (0 if none): later reports have larger ids."""
-
-    @abstractmethod
-    def install_reports(
-        self, host: str | None = None, after_id: int = 0
-    ) -> list[InstallReport]: ...
-
-    # telemetry
     @abstractmethod
     def stats(self, since: str | None, action: str | None, pool: str | None) -> Stats:
         """Per action: requests, host outcomes and failure classes (also by pool, hardware
@@ -352,6 +357,22 @@ class Store(ABC):
     ) -> list[OutcomePoint]:
         """Hosts' task outcomes per action per `bucket_s`-second bucket, oldest first."""
 
-    # events
+
+class Store(CatalogStore, QueueStore, LeaseStore, StepStore, StatsStore):
+    """The job-queue tables behind one interface: every role, plus the store's lifecycle.
+
+    Code that needs one role may take that role's type (e.g. `StatsStore`); a backend
+    implements them all."""
+
+    url: str
+
+    def child_url(self) -> str:
+        """The URL a child process (an executor's Ansible module) opens this store with:
+        `url`, with any password left in (never log it)."""
+        return self.url
+
     @abstractmethod
-    def events(self, request_id: int | None = None, limit: int = 100) -> list[Event]: ...
+    def close(self) -> None: ...
+
+    @abstractmethod
+    def schema_version(self) -> int: ...
