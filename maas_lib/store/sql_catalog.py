@@ -1,5 +1,5 @@
-"""Hosts, pools, requests as submitted, the install-completion path and events, in
-portable SQL (see `sql_base` for the hooks it relies on)."""
+"""Hosts, pools and the install-completion path, in portable SQL (see `sql_base` for
+the hooks it relies on)."""
 
 from __future__ import annotations
 
@@ -7,24 +7,10 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from maas_lib.errors import InputError, NotFound
-from maas_lib.models import (
-    TERMINAL_REQUEST_STATES,
-    BatchPolicy,
-    HostRecord,
-    HostSpec,
-    HostStatus,
-    HostTaskState,
-    InstallReport,
-    PoolSpec,
-    RequestHost,
-    RequestOptions,
-    RequestState,
-    RequestStatus,
-    RequestSummary,
-)
+from maas_lib.errors import NotFound
+from maas_lib.models import HostRecord, HostSpec, HostStatus, InstallReport, PoolSpec
 from maas_lib.patterns import glob_matches, literal_prefix
-from maas_lib.store.base import Event, NewRequest, PatternMatch
+from maas_lib.store.base import PatternMatch
 from maas_lib.store.sql_base import SqlBase
 from maas_lib.timeutil import utc_now
 
@@ -168,167 +154,6 @@ class SqlCatalog(SqlBase):
             status.update((n, HostStatus(candidates[n])) for n in hits[pattern])
         return PatternMatch(status=status, glob_hits=hits)
 
-    # -- requests -------------------------------------------------------------------------
-
-    def create_request(self, request: NewRequest) -> int:
-        now = utc_now()
-        with self._write():
-            self._lock_intake()
-            (request_id,) = self._exec(
-                "INSERT INTO requests (action, state, policy, options, patterns, image, "
-                "submitted_by, os_user, host_count, created, updated) "
-                "VALUES (?,?,?,?,?,?,?,?,?,?,?) RETURNING id",
-                (
-                    str(request.action),
-                    str(RequestState.ACCEPTED),
-                    request.policy.model_dump_json(),
-                    request.options.model_dump_json(exclude_defaults=True),
-                    json.dumps(request.patterns),
-                    request.image,
-                    request.submitted_by,
-                    request.os_user,
-                    len(request.hosts),
-                    now,
-                    now,
-                ),
-            ).fetchall()[0]
-            self._many(
-                "INSERT INTO request_hosts (request_id, host) VALUES (?, ?)",
-                [(request_id, h) for h in request.hosts],
-            )
-            self._event(
-                "request_accepted",
-                f"{request.action} of {len(request.hosts)} hosts accepted",
-                request_id=request_id,
-                actor=request.submitted_by,
-            )
-        return request_id
-
-    def _request_row(self, request_id: int) -> dict[str, Any]:
-        rows = self._rows("SELECT * FROM requests WHERE id = ?", (request_id,))
-        if not rows:
-            raise NotFound(f"unknown request id {request_id}")
-        return rows[0]
-
-    def _counts(self, ids: Sequence[int]) -> dict[int, dict[str, int]]:
-        counts: dict[int, dict[str, int]] = {i: {} for i in ids}
-        for rid, state, n in self._exec(
-            "SELECT request_id, state, COUNT(*) FROM request_hosts "
-            f"WHERE {self._in('request_id')} GROUP BY request_id, state ORDER BY request_id, state",
-            (self._list(ids),),
-        ):
-            counts[rid][state] = n
-        return counts
-
-    @staticmethod
-    def _summary_fields(row: dict[str, Any], counts: dict[str, int]) -> dict[str, Any]:
-        return {
-            "id": row["id"],
-            "action": row["action"],
-            "state": row["state"],
-            "submitted_by": row["submitted_by"],
-            "created": row["created"],
-            "updated": row["updated"],
-            "image": row["image"],
-            "host_count": row["host_count"],
-            "cancel_requested": bool(row["cancel_requested"]),
-            "counts": counts,
-        }
-
-    def get_request(self, request_id: int) -> RequestStatus:
-        row = self._request_row(request_id)
-        hosts = [
-            RequestHost.model_validate(r)
-            for r in self._rows(
-                "SELECT host, state, reason, error_class, batch, holder_request AS holder "
-                f"FROM request_hosts WHERE request_id = ? ORDER BY {self.ROW_ORDER}",
-                (request_id,),
-            )
-        ]
-        counts: dict[str, int] = {}
-        for h in hosts:
-            counts[h.state] = counts.get(h.state, 0) + 1
-        return RequestStatus(
-            **self._summary_fields(row, counts),
-            os_user=row["os_user"],
-            policy=BatchPolicy.from_stored(row["policy"]),
-            options=RequestOptions.model_validate_json(row["options"] or "{}"),
-            patterns=json.loads(row["patterns"]),
-            reason=row["reason"],
-            started=row["started"],
-            finished=row["finished"],
-            claimed_by=row["claimed_by"],
-            hosts=hosts,
-        )
-
-    def list_requests(
-        self, states: Sequence[RequestState] | None = None, limit: int | None = None
-    ) -> list[RequestSummary]:
-        sql = "SELECT * FROM requests"
-        params: list[Any] = []
-        if states:
-            sql += f" WHERE {self._in('state')}"
-            params.append(self._list([str(s) for s in states]))
-        sql += " ORDER BY id DESC"
-        if limit is not None:
-            sql += " LIMIT ?"
-            params.append(limit)
-        rows = self._rows(sql, params)
-        counts = self._counts([r["id"] for r in rows])
-        return [RequestSummary(**self._summary_fields(r, counts[r["id"]])) for r in rows]
-
-    def cancel_request(self, request_id: int, *, actor: str) -> RequestState:
-        now = utc_now()
-        with self._write():
-            row = self._exec(
-                f"SELECT state FROM requests WHERE id = ?{self._for('FOR NO KEY UPDATE')}",
-                (request_id,),
-            ).fetchone()
-            if row is None:
-                raise NotFound(f"unknown request id {request_id}")
-            state = RequestState(row[0])
-            if state in TERMINAL_REQUEST_STATES:
-                raise InputError(f"request {request_id} has already ended ({state})")
-            if state is RequestState.ACCEPTED:
-                self._exec(
-                    "UPDATE requests SET state = ?, cancel_requested = 1, cancelled_by = ?, "
-                    "updated = ?, finished = ?, reason = ? WHERE id = ?",
-                    (
-                        str(RequestState.CANCELLED),
-                        actor,
-                        now,
-                        now,
-                        f"cancelled by {actor} before it started",
-                        request_id,
-                    ),
-                )
-                self._exec(
-                    "UPDATE request_hosts SET state = ?, reason = ?, finished = ? "
-                    "WHERE request_id = ? AND state = ?",
-                    (
-                        str(HostTaskState.CANCELLED),
-                        f"request cancelled by {actor}",
-                        now,
-                        request_id,
-                        str(HostTaskState.PENDING),
-                    ),
-                )
-                new_state = RequestState.CANCELLED
-            else:
-                self._exec(
-                    "UPDATE requests SET cancel_requested = 1, cancelled_by = ?, updated = ? "
-                    "WHERE id = ?",
-                    (actor, now, request_id),
-                )
-                new_state = state
-            self._event(
-                "request_cancelled" if new_state is RequestState.CANCELLED else "cancel_requested",
-                f"cancel by {actor} while {state}",
-                request_id=request_id,
-                actor=actor,
-            )
-        return new_state
-
     # -- install-completion path ----------------------------------------------------------
 
     def set_install_target(self, host: str, image: str, request_id: int | None) -> None:
@@ -389,15 +214,3 @@ class SqlCatalog(SqlBase):
             sql += " AND host = ?"
             params.append(host)
         return [InstallReport.model_validate(r) for r in self._rows(sql + " ORDER BY id", params)]
-
-    # -- events ---------------------------------------------------------------------------
-
-    def events(self, request_id: int | None = None, limit: int = 100) -> list[Event]:
-        if request_id is None:
-            rows = self._rows("SELECT * FROM events ORDER BY id DESC LIMIT ?", (limit,))
-        else:
-            rows = self._rows(
-                "SELECT * FROM events WHERE request_id = ? ORDER BY id DESC LIMIT ?",
-                (request_id, limit),
-            )
-        return [Event(**{**r, "data": json.loads(r["data"]) if r["data"] else {}}) for r in rows]

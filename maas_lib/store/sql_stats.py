@@ -10,6 +10,7 @@ from the store's hooks, which compute the same figures as SQLite does.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -269,3 +270,16 @@ def outcome_series(
         )
         for a, b, ok, bad in rows
     ]
+
+
+class SqlStats(SqlBase):
+    def stats(self, since: str | None, action: str | None, pool: str | None) -> Stats:
+        return stats(self, since, action, pool)
+
+    def step_histograms(self, since: str | None, buckets: Sequence[float]) -> list[StepHistogram]:
+        return step_histograms(self, since, list(buckets))
+
+    def outcome_series(
+        self, since: str | None, bucket_s: int, action: str | None = None
+    ) -> list[OutcomePoint]:
+        return outcome_series(self, since, bucket_s, action)
