@@ -45,6 +45,7 @@ if TYPE_CHECKING:
         SubmitResult,
     )
     from maas_lib.store import default_db_url
+    from maas_lib.telemetry.alerts import AlertSettings
 
 #: Where each public name lives. Imported on first use (PEP 562), so that `maasctl` and
 #: the Ansible modules, which import submodules of this package, pay only for what they use.
@@ -84,6 +85,7 @@ _HOMES = {
         "maas_lib.models",
     ),
     "default_db_url": "maas_lib.store",
+    "AlertSettings": "maas_lib.telemetry.alerts",
 }
 
 
@@ -104,6 +106,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Action",
+    "AlertSettings",
     "Amount",
     "BatchPolicy",
     "BmcError",

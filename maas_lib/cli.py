@@ -249,7 +249,8 @@ def submit(
         click.echo(f"request {result.id} accepted: {action} of {result.hosts} hosts")
     if wait and not dry_run:
         _watch(fleet, result.id, quiet=as_json)
-        _watch_exit(True, fleet.status(result.id))
+        st = fleet.status(result.id)
+        _watch_exit(True, st.counts, st.host_count)
 
 
 def _print_plan(plan: dict[str, Any], as_json: bool) -> None:
@@ -289,16 +290,13 @@ def status(
     fleet = c.fleet()
     if watch:
         _watch(fleet, request_id, quiet=as_json)
+    if as_json:
+        data = fleet.request_info(request_id, steps=with_steps, host=host)
+        emit_json(data)
+        _watch_exit(watch, data["counts"], data["host_count"])
+        return
     st = fleet.status(request_id)
     steps = fleet.steps(request_id, host) if (with_steps or host) else None
-    if as_json:
-        data = st.model_dump(mode="json")
-        if steps is not None:
-            data["steps"] = steps
-        data["summary"] = fleet.summary(request_id).model_dump(mode="json")
-        emit_json(data)
-        _watch_exit(watch, st)
-        return
     p = st.policy
     click.echo(
         f"request {st.id}: {st.action} {st.state}"
@@ -353,7 +351,7 @@ def status(
                 for x in steps
             ],
         )
-    _watch_exit(watch, st)
+    _watch_exit(watch, st.counts, st.host_count)
 
 
 def _watch(fleet: Any, request_id: int, *, quiet: bool = False) -> None:
@@ -366,8 +364,8 @@ def _watch(fleet: Any, request_id: int, *, quiet: bool = False) -> None:
     watch(fleet, request_id, console=Console(stderr=True, quiet=quiet))
 
 
-def _watch_exit(watch: bool, st: Any) -> None:
-    if watch and st.counts.get("succeeded", 0) != st.host_count:
+def _watch_exit(watch: bool, counts: dict[str, int], host_count: int) -> None:
+    if watch and counts.get("succeeded", 0) != host_count:
         raise click.exceptions.Exit(1)
 
 
@@ -658,26 +656,19 @@ def metrics(
     auth_password_file: str | None,
 ) -> None:
     """Prometheus metrics of the fleet: host outcomes, step durations, in flight, workers."""
-    from maas_lib.store import open_store
-    from maas_lib.telemetry.metrics import parse_listen, render
-    from maas_lib.telemetry.metrics import serve as serve_metrics
+    from maas_lib.telemetry.metrics import parse_listen
     from maas_lib.telemetry.metrics_http import server_security
 
     if serve is None and (tls_cert or tls_key or auth_user or auth_password_file):
         raise InputError("--tls-cert, --tls-key and --auth-* apply only with --serve")
     tls, auth = server_security(tls_cert, tls_key, auth_user, auth_password_file)
-
-    def opener() -> Any:
-        return open_store(c.db, create=False)
-
     if serve is None:
-        sys.stdout.buffer.write(render(opener))
+        sys.stdout.buffer.write(c.fleet().metrics())
         return
     host, port = parse_listen(serve)
-    opener().close()  # an unusable database is an error now, not on the first scrape
+    fleet = c.fleet()  # an unusable database is an error now, not on the first scrape
     scheme = "https" if tls else "http"
-    serve_metrics(
-        opener,
+    fleet.serve_metrics(
         host,
         port,
         tls=tls,
@@ -930,19 +921,23 @@ def _bmc_options(fn: Any) -> Any:
             "--hosts-file", type=click.Path(dir_okay=False), help="Host names, one per line."
         ),
         click.option(
-            "--concurrency", type=int, default=64, show_default=True, help="BMCs worked on at once."
+            "--concurrency",
+            type=int,
+            default=_BMC["concurrency"],
+            show_default=True,
+            help="BMCs worked on at once.",
         ),
         click.option(
             "--timeout",
             type=float,
-            default=10.0,
+            default=_BMC["timeout"],
             show_default=True,
             help="Seconds a BMC may take to answer one request; slower is `timeout`.",
         ),
         click.option(
             "--connect-timeout",
             type=float,
-            default=5.0,
+            default=_BMC["connect_timeout"],
             show_default=True,
             help="Seconds to open a Redfish connection; a BMC not there is `unreachable`.",
         ),
@@ -1044,7 +1039,7 @@ def bmc_status(
 @click.option(
     "--wait-timeout",
     type=float,
-    default=300.0,
+    default=_BMC["power_timeout"],
     show_default=True,
     help="Seconds for a BMC to reach the requested state.",
 )

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import getpass
 import re
-from collections.abc import Iterable, Sequence
+import threading
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +16,8 @@ if TYPE_CHECKING:
     from maas_lib.bmc import BmcResult, BmcSettings
     from maas_lib.scheduler import RunReport, SchedulerSettings, Worker
     from maas_lib.scheduler.single_step import SingleStepResult
+    from maas_lib.telemetry.alerts import AlertSettings
+    from maas_lib.telemetry.metrics_http import BasicAuth, TlsFiles
     from maas_lib.telemetry.models import Stats, WorkerInfo
     from maas_lib.telemetry.progress import RequestView
 
@@ -441,6 +444,20 @@ class Fleet:
         self.store.get_request(request_id)  # NotFound for an unknown id
         return self.store.steps(request_id, host)
 
+    def request_info(
+        self, request_id: int, *, steps: bool = False, host: str | None = None
+    ) -> dict[str, Any]:
+        """One request as JSON-ready data, the document `maasctl status ID --json` prints
+        and the `request_info` module returns: the `status` fields, then (with `steps`, or
+        `host` for one host's) `steps`, then `summary`."""
+        from maas_lib.serialize import to_jsonable
+
+        data = to_jsonable(self.status(request_id))
+        if steps or host:
+            data["steps"] = to_jsonable(self.steps(request_id, host))
+        data["summary"] = to_jsonable(self.summary(request_id))
+        return data
+
     # -- telemetry ------------------------------------------------------------------------
 
     def stats(
@@ -465,6 +482,35 @@ class Fleet:
             order = {s.name: i for i, s in enumerate(steps_for(Action(a.action)))}
             a.steps.sort(key=lambda s: (order.get(s.step, len(order)), s.step))
         return result
+
+    def metrics(self) -> bytes:
+        """One scrape of the fleet's Prometheus metrics, in the text exposition format
+        (`maasctl metrics`; see `maas_lib.telemetry.metrics`)."""
+        from maas_lib.telemetry.metrics import render
+
+        return render(self._store_opener())
+
+    def serve_metrics(
+        self,
+        host: str,
+        port: int,
+        *,
+        tls: TlsFiles | None = None,
+        auth: BasicAuth | None = None,
+        stop: threading.Event | None = None,
+        on_ready: Callable[[str, int], None] | None = None,
+    ) -> None:
+        """Serve ``GET /metrics`` until `stop` is set (or SIGTERM/SIGINT in the main
+        thread); blocks (`maasctl metrics --serve`). Each scrape reads the store afresh,
+        on a connection of its own."""
+        from maas_lib.telemetry.metrics import serve
+
+        serve(self._store_opener(), host, port, stop=stop, on_ready=on_ready, tls=tls, auth=auth)
+
+    def _store_opener(self) -> Callable[[], Store]:
+        """Opens this fleet's store again: for threads that must not share its connection."""
+        url = self.store.child_url()
+        return lambda: open_store(url, create=False)
 
     def summary(self, request_id: int) -> RequestView:
         """One request at a glance: progress per batch, slowest hosts, failures by class."""
@@ -497,17 +543,26 @@ class Fleet:
         settings: SchedulerSettings | dict[str, Any] | None = None,
         *,
         worker_id: str | None = None,
+        alerts: AlertSettings | Iterable[str] | None = None,
         **fields: Any,
     ) -> Worker:
-        """A scheduler worker on this fleet's store (`maasctl run`); call `.run()`."""
+        """A scheduler worker on this fleet's store (`maasctl run`); call `.run()`.
+
+        `alerts`: webhook URLs (or `AlertSettings`) that get a JSON event when a request
+        ends failed or partial or passes its failure threshold; `[]` sends none; None (the
+        default) takes them from ``MAAS_ALERT_WEBHOOK``, as `maasctl run` does."""
         from maas_lib.scheduler import Worker
+        from maas_lib.telemetry.alerts import alert_settings
 
         driver_factory = fields.pop("driver_factory", None)
+        if alerts is not None:
+            alerts = alert_settings(alerts) or []  # bad URLs fail now, writing nothing
         return Worker(
             self.store,
             parse_scheduler_settings(settings, **fields),
             worker=worker_id,
             driver_factory=driver_factory,
+            alerts=alerts,
         )
 
     def run(
@@ -515,10 +570,12 @@ class Fleet:
         *,
         until_idle: bool = True,
         settings: SchedulerSettings | dict[str, Any] | None = None,
+        alerts: AlertSettings | Iterable[str] | None = None,
         **fields: Any,
     ) -> RunReport:
-        """Run the scheduler in this process; by default until no request is in flight."""
-        return self.worker(settings, **fields).run(until_idle=until_idle)
+        """Run the scheduler in this process; by default until no request is in flight.
+        `alerts` as for `worker`."""
+        return self.worker(settings, alerts=alerts, **fields).run(until_idle=until_idle)
 
     def copy_to(self, url: str) -> dict[str, int]:
         """Copy this fleet's whole store (hosts and their standing, requests, steps,

@@ -8,17 +8,9 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from pydantic import BaseModel
+from maas_lib.serialize import to_jsonable
 
-
-def to_jsonable(obj: Any) -> Any:
-    if isinstance(obj, BaseModel):
-        return obj.model_dump(mode="json")
-    if isinstance(obj, list | tuple):
-        return [to_jsonable(o) for o in obj]
-    if isinstance(obj, dict):
-        return {k: to_jsonable(v) for k, v in obj.items()}
-    return obj
+__all__ = ["emit_json", "emit_renderable", "emit_table", "format_counts", "to_jsonable"]
 
 
 def emit_json(obj: Any) -> None:

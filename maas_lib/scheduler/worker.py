@@ -13,9 +13,10 @@ import os
 import socket
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from maas_lib.bmc import BmcController
 from maas_lib.bmc.base import BmcDriver, BmcEndpoint
@@ -30,6 +31,9 @@ from maas_lib.scheduler.request import RequestRun, Shared
 from maas_lib.scheduler.settings import SchedulerSettings
 from maas_lib.store import Store
 from maas_lib.store.faults import RetryingStore
+
+if TYPE_CHECKING:
+    from maas_lib.telemetry.alerts import AlertSettings
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +86,12 @@ class Worker:
         *,
         worker: str | None = None,
         driver_factory: DriverFactory | None = None,
+        alerts: AlertSettings | Iterable[str] | None = None,
     ):
+        """`alerts`: webhook URLs (or `AlertSettings`) for requests that end failed or
+        partial; none at all turns alerts off; None reads ``MAAS_ALERT_WEBHOOK`` at `run`."""
         self.store = store
+        self.alerts = alerts
         self.settings = settings or SchedulerSettings()
         self.id = worker or worker_id()
         self.stop_event = threading.Event()
@@ -116,9 +124,10 @@ class Worker:
         s = self.settings
         store = self.guard.as_store()
         report = RunReport(self.id)
-        from maas_lib.telemetry.alerts import AlertSender, settings_from_env
+        from maas_lib.telemetry.alerts import AlertSender
+        from maas_lib.telemetry.alerts import alert_settings as resolve_alerts
 
-        alert_settings = settings_from_env()  # bad input (exit 2) before anything runs
+        alert_settings = resolve_alerts(self.alerts)  # bad input (exit 2) before anything runs
         # The first write: a store failing past `store_retry_s` stops us before any thread.
         store.heartbeat(self.id, ttl=s.claim_ttl)
         alerts = AlertSender(alert_settings) if alert_settings else None

@@ -1,5 +1,6 @@
 """Webhook alerts: a request that ends failed or partial, or exceeds its failure threshold,
-POSTs a JSON event to every URL in ``MAAS_ALERT_WEBHOOK``.
+POSTs a JSON event to every webhook URL: those given to the scheduler (`alert_settings`,
+``Fleet.worker(alerts=...)``), else those in ``MAAS_ALERT_WEBHOOK``.
 
 Delivery is fire-and-forget for the caller: `AlertSender.send` serialises the event and
 enqueues it, and never blocks or raises. Each URL has its own bounded queue and its own
@@ -130,16 +131,37 @@ def settings_from_env(environ: Mapping[str, str] = os.environ) -> AlertSettings 
     are dropped. A malformed URL raises `InputError` with a one-line message.
     """
     raw = environ.get(ENV_VAR, "")
-    urls = list(dict.fromkeys(u for u in _SEPARATORS.split(raw) if u))
-    if not urls:
+    return _settings_for(_SEPARATORS.split(raw), ENV_VAR)
+
+
+def alert_settings(
+    alerts: AlertSettings | Iterable[str] | None, environ: Mapping[str, str] = os.environ
+) -> AlertSettings | None:
+    """Where a scheduler sends alerts: `alerts` as given (settings, or webhook URLs; none
+    at all turns alerts off), or with None, ``MAAS_ALERT_WEBHOOK`` (`settings_from_env`).
+
+    A malformed URL raises `InputError` with a one-line message that shows no secret."""
+    if alerts is None:
+        return settings_from_env(environ)
+    if isinstance(alerts, AlertSettings):
+        return alerts
+    if isinstance(alerts, str):
+        raise InputError("alerts: a list of webhook URLs, not one string")
+    return _settings_for(alerts, "alerts")
+
+
+def _settings_for(urls: Iterable[str], source: str) -> AlertSettings | None:
+    """Settings for these URLs (duplicates and blanks dropped), or None if none is left."""
+    unique = list(dict.fromkeys(u for u in urls if u))
+    if not unique:
         return None
-    for url in urls:
+    for url in unique:
         problem = _url_problem(url)
         if problem:
             raise InputError(
-                f"{ENV_VAR}: not an http(s) URL: {redact_url(url)!r} ({problem})"
+                f"{source}: not an http(s) URL: {redact_url(url)!r} ({problem})"
             ) from None
-    return AlertSettings(urls=urls)
+    return AlertSettings(urls=unique)
 
 
 # --------------------------------------------------------------------------- events

@@ -429,3 +429,32 @@ def test_request_event_fields():
     assert json.loads(json.dumps(event)) == event
     with pytest.raises(ValueError):
         request_event("request_succeeded", status())
+
+
+# --------------------------------------------------------------------------- Python API
+
+
+def test_webhooks_set_through_the_python_api_replace_the_environment(
+    receiver: Callable[..., Receiver], tmp_path, monkeypatch: pytest.MonkeyPatch
+):
+    import maas_lib
+    from maas_lib.models import HostSpec
+    from maas_lib.sim.inproc import InProcessFleet, zero_latency
+
+    given, from_env = receiver(), receiver()
+    monkeypatch.setenv("MAAS_ALERT_WEBHOOK", from_env.url())
+    host = HostSpec(name="n0", pool="p", bmc_address="127.0.0.1", bmc_credential="nocreds")
+    sim = InProcessFleet(config=zero_latency())
+    sim.add_host(host)
+    with maas_lib.open_fleet(tmp_path / "fleet.db") as fleet:
+        fleet.store.upsert_hosts([host], [], actor="test")
+        with pytest.raises(InputError, match=r"^alerts: not an http\(s\) URL: 'ftp://x/'"):
+            fleet.worker(alerts=["ftp://x/"])
+        run = {"driver_factory": sim.driver_factory, "poll": 0.02}
+        rid = fleet.submit("power-on", ["n0"]).id  # fails: no credential
+        fleet.run(alerts=[given.url()], **run)
+        sent = len(given.hits)  # the run ends once its alerts are delivered
+        assert sent and {h.json()["request_id"] for h in given.hits} == {rid}
+        fleet.submit("power-on", ["n0"])
+        fleet.run(alerts=[], **run)  # none at all: off, whatever the environment says
+    assert len(given.hits) == sent and from_env.hits == []

@@ -80,17 +80,20 @@ options:
       - Prefer a vaulted variable to a literal.
     type: str
   timeout:
-    description: Seconds for one BMC call; a BMC that does not answer in time is V(unreachable).
+    description:
+      - Seconds for one BMC call; a BMC that does not answer in time is V(unreachable).
+      - If unset, maas-lib's default, V(10) (the one C(maasctl bmc) uses).
     type: float
-    default: 10
   power_timeout:
-    description: Seconds for a BMC to confirm a requested power state.
+    description:
+      - Seconds for a BMC to confirm a requested power state.
+      - If unset, maas-lib's default, V(300).
     type: float
-    default: 300
   retries:
-    description: Extra attempts for transient BMC errors (busy, HTTP 5xx), with backoff.
+    description:
+      - Extra attempts for transient BMC errors (busy, HTTP 5xx), with backoff.
+      - If unset, maas-lib's default, V(2).
     type: int
-    default: 2
 notes:
   - 'Runs where the module executes; with the P(maas_lib.fleet.hosts#inventory) inventory,
     use C(delegate_to: localhost) and C(name: "{{ inventory_hostname }}").'

@@ -33,16 +33,14 @@ except ImportError:
 else:
     MAAS_LIB_IMPORT_ERROR = None
 
-#: The submission actions maas-lib knows (`maas_lib.Action`).
-ACTIONS = [
-    "power-on",
-    "power-off",
-    "power-cycle",
-    "reboot",
-    "reimage",
-    "wipe",
-    "decommission",
-]
+#: The submission actions and request states, as maas-lib defines them (`maas_lib.Action`,
+#: `maas_lib.RequestState`). None without maas-lib: `new_module` then fails, saying so.
+#: The modules' DOCUMENTATION must list them literally; a test holds it to these.
+ACTIONS: list[str] | None = None
+REQUEST_STATES: list[str] | None = None
+if MAAS_LIB_IMPORT_ERROR is None:
+    ACTIONS = [a.value for a in maas_lib.Action]
+    REQUEST_STATES = [s.value for s in maas_lib.RequestState]
 
 DB_ARGS: dict[str, Any] = {"db": {"type": "str"}}
 
@@ -58,9 +56,10 @@ BMC_ARGS: dict[str, Any] = {
     "credential": {"type": "str"},
     "username": {"type": "str"},
     "password": {"type": "str", "no_log": True},
-    "timeout": {"type": "float", "default": 10.0},
-    "power_timeout": {"type": "float", "default": 300.0},
-    "retries": {"type": "int", "default": 2},
+    # Unset: maas-lib's defaults (`maas_lib.BmcSettings`), the ones `maasctl bmc` uses.
+    "timeout": {"type": "float"},
+    "power_timeout": {"type": "float"},
+    "retries": {"type": "int"},
     **DB_ARGS,
 }
 
@@ -169,16 +168,10 @@ def validated(model: Any, **fields: Any) -> Any:
 
 
 def plain(value: Any) -> Any:
-    """Library results as JSON-ready data."""
-    if hasattr(value, "model_dump"):
-        return value.model_dump(mode="json")
-    if hasattr(value, "public"):
-        return value.public()
-    if isinstance(value, list | tuple):
-        return [plain(v) for v in value]
-    if isinstance(value, dict):
-        return {k: plain(v) for k, v in value.items()}
-    return value
+    """Library results as JSON-ready data (maas-lib's one serializer, as `--json` uses)."""
+    from maas_lib.serialize import to_jsonable
+
+    return to_jsonable(value)
 
 
 def db_path(db: str | None) -> str:

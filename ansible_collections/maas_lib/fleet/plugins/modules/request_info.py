@@ -107,13 +107,12 @@ requests:
 
 from ansible_collections.maas_lib.fleet.plugins.module_utils.maas import (
     DB_ARGS,
+    REQUEST_STATES,
     fleet,
     new_module,
     plain,
     run,
 )
-
-STATES = ["accepted", "running", "succeeded", "failed", "partial", "cancelled"]
 
 
 def main() -> None:
@@ -122,7 +121,7 @@ def main() -> None:
             "id": {"type": "int"},
             "steps": {"type": "bool", "default": False},
             "host": {"type": "str"},
-            "state": {"type": "list", "elements": "str", "choices": STATES},
+            "state": {"type": "list", "elements": "str", "choices": REQUEST_STATES},
             "limit": {"type": "int", "default": 20},
             **DB_ARGS,
         },
@@ -136,16 +135,18 @@ def main() -> None:
         with fleet(p["db"]) as f:
             if p["id"] is None:
                 return {"changed": False, "requests": plain(f.requests(p["state"], p["limit"]))}
-            request = f.status(p["id"])
+            # The document `maasctl status ID --json` prints, in the module's shape.
+            request = f.request_info(p["id"], steps=p["steps"], host=p["host"])
+            summary, steps = request.pop("summary"), request.pop("steps", None)
             result = {
                 "changed": False,
-                "id": request.id,
-                "state": str(request.state),
-                "request": plain(request),
-                "summary": plain(f.summary(p["id"])),
+                "id": request["id"],
+                "state": request["state"],
+                "request": request,
+                "summary": summary,
             }
-            if p["steps"] or p["host"]:
-                result["steps"] = plain(f.steps(p["id"], p["host"]))
+            if steps is not None:
+                result["steps"] = steps
             return result
 
     run(module, info)

@@ -1,0 +1,31 @@
+"""The one serializer of library results to JSON-ready data: what `maasctl --json`, the
+Ansible modules and `Fleet` methods that return documents all print or return."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from typing import Any
+
+from pydantic import BaseModel
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Models, dataclasses, enums, lists and dicts of them as plain JSON values.
+
+    A pydantic model dumps in JSON mode; an object with `public()` (a `BmcResult`) is what
+    that returns; other dataclasses their fields."""
+    if isinstance(obj, BaseModel):
+        return obj.model_dump(mode="json")
+    public = getattr(obj, "public", None)
+    if callable(public):
+        return public()
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, enum.Enum):
+        return obj.value
+    if isinstance(obj, list | tuple):
+        return [to_jsonable(o) for o in obj]
+    if isinstance(obj, dict):
+        return {k: to_jsonable(v) for k, v in obj.items()}
+    return obj
