@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from maas_lib.scheduler.single_step import SingleStepResult
     from maas_lib.telemetry.alerts import AlertSettings
     from maas_lib.telemetry.metrics_http import BasicAuth, TlsFiles
-    from maas_lib.telemetry.models import Stats, WorkerInfo
+    from maas_lib.telemetry.models import OutcomePoint, Stats, StepHistogram, WorkerInfo
     from maas_lib.telemetry.progress import RequestView
 
 from maas_lib.errors import InputError, NotFound
@@ -482,6 +482,19 @@ class Fleet:
             order = {s.name: i for i, s in enumerate(steps_for(Action(a.action)))}
             a.steps.sort(key=lambda s: (order.get(s.step, len(order)), s.step))
         return result
+
+    def outcome_series(
+        self, since: str | None, bucket_s: int, *, action: str | Action | None = None
+    ) -> list[OutcomePoint]:
+        """Hosts' task outcomes per action per `bucket_s`-second bucket since the ISO time
+        `since` (None: all history), oldest first (the report's success-rate plot)."""
+        act = None if action is None else str(parse_action(action))
+        return self.store.outcome_series(since, bucket_s, act)
+
+    def step_histograms(self, since: str | None, buckets: Sequence[float]) -> list[StepHistogram]:
+        """Step durations per (action, step) in cumulative buckets with these upper bounds
+        (seconds), since the ISO time `since` (None: all history)."""
+        return self.store.step_histograms(since, buckets)
 
     def metrics(self) -> bytes:
         """One scrape of the fleet's Prometheus metrics, in the text exposition format
