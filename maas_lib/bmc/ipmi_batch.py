@@ -4,9 +4,9 @@ A status of a whole fleet is one short exchange per BMC (log in, Get Chassis Sta
 out). Done by a thread per host, most of the CPU goes to pyghmi handing packets between
 threads (~2 ms per BMC, four times FreeIPMI's `ipmipower`). Here every login and command
 is asynchronous (pyghmi's `onlogon` and command callbacks; see pyghmi_fixes, fix 12) and
-the calling thread pumps pyghmi's packet loop until every BMC has answered, failed or run
-out of time: ~1 ms of CPU per BMC, so a status of 200 BMCs takes about as long as the BMCs
-themselves need.
+the calling thread runs pyghmi's packet loop itself (fix 13) until every BMC has answered,
+failed or run out of time: under 1 ms of CPU per BMC, so a status of 200 BMCs takes
+about as long as the BMCs themselves need.
 
 This is the happy path only. Whatever it cannot finish for certain is handed back as
 `DEFERRED` for the per-host path (`BmcController.status`), which retries and classifies:
@@ -89,13 +89,13 @@ def read_power_many(
 
     from maas_lib.bmc import pyghmi_fixes
 
-    pyghmi_fixes.apply()
     batch = _Batch(jobs, concurrency, endpoint_concurrency)
     waiting = list(range(len(jobs)))
-    while waiting or batch.flights:
-        waiting = _start_more(batch, waiting, Session)
-        Session.wait_for_rsp(timeout=PUMP_S)
-        _sweep(batch)
+    with pyghmi_fixes.own_packet_loop() as loop:
+        while waiting or batch.flights:
+            waiting = _start_more(batch, waiting, Session)
+            loop.pump(PUMP_S)
+            _sweep(batch)
     return [batch.results[i] for i in range(len(jobs))]
 
 

@@ -63,11 +63,21 @@ session. Each fix is a behaviour pyghmi intends; none changes what goes on the w
     (success or failure, with pyghmi's own messages and its retry at operator level) when
     that reply, or pyghmi's timeout for it, arrives.
 
-And one option pyghmi does not have (not a bug):
+And options pyghmi does not have (not bugs):
 11. A pinned cipher suite: pyghmi proposes RMCP+ cipher suite 17 (SHA-256) and, if the BMC
     refuses it, 3 (SHA-1): an extra round trip per login on a fleet known to use 3.
     `pinned_cipher_suite(3)` around a login proposes only 3; `(17)` proposes only 17 (no
     fallback to 3), as `ipmitool -C` does.
+13. One thread may run the packet loop itself (`own_packet_loop`): pyghmi's IO thread then
+    parks at its next wake-up instead of reading, and the owner reads the sockets, hands
+    each packet to its session and runs the retry timers. A thread driving many
+    asynchronous sessions otherwise hands every packet over from the IO thread (a wake-up
+    and a GIL hand-off each). Measured on 200 ipmi_sim BMCs, 64 in flight: a status in
+    ~20% less CPU and wall time. Other threads' sessions keep working meanwhile: the owner
+    wakes their waiters as the IO thread would, and their other waits are bounded (6).
+    Any callback may run in the owner's thread, including a synchronous command of another
+    thread's login (pyghmi's `_req_priv_level`): a wait in the owner's thread reads the
+    sockets itself, since nobody else does.
 """
 
 from __future__ import annotations
@@ -153,6 +163,16 @@ def _bounded_io_wait(session_module: Any) -> Callable[..., None]:
     a wait for a known session sleeps on an event of its own (fix 9)."""
 
     def _io_wait(timeout: float, myaddr: Any = None, evq: Any = None) -> None:
+        if getattr(_tls, "owns_loop", False):
+            # Fix 13: the loop's owner waits by reading the sockets itself (the IO thread
+            # is parked): e.g. for the reply of a synchronous command nested in a callback.
+            _, ready = _waited_for(myaddr, session_module)
+            if not ready():
+                wait = max(0.0, min(timeout, POLL_BOUND_S))
+                readable, _, _ = select.select(session_module.iosockets, (), (), wait)
+                if readable:
+                    session_module._io_graball(session_module.iosockets, {})
+            return
         evt = threading.Event()
         if evq is not None:
             evq.append(evt)
@@ -199,11 +219,14 @@ def _break_select(session_module: Any) -> None:
 
 def _graball(session_module: Any) -> Callable[..., list[Any]]:
     """pyghmi's `_io_graball` (the IO thread reading every datagram and queueing it for its
-    session), which also wakes the threads waiting for that session (fix 9)."""
+    session), which also wakes the threads waiting for that session (fix 9), and in which
+    the IO thread parks while another thread owns the loop (fix 13)."""
     session_cls = session_module.Session
     sessionqueue = session_module.sessionqueue
 
     def _io_graball(mysockets: Any, iowaiters: dict[Any, list[Any]]) -> list[Any]:
+        if not _loop_free.is_set() and threading.current_thread() is session_module.iothread:
+            _loop_free.wait()
         sockaddrs = []
         handlers = session_cls.bmc_handlers
         for mysocket in mysockets:
@@ -370,6 +393,58 @@ def _records_completion_code(step: str, method: Callable[..., Any]) -> Callable[
         return method(self, response)
 
     return handler
+
+
+# Fix 13: set while no thread owns the packet loop (the IO thread runs it).
+_loop_free = threading.Event()
+_loop_free.set()
+_loop_owners = 0
+_loop_owners_lock = threading.Lock()
+#: Seconds between runs of pyghmi's retry and keepalive timers by a loop owner.
+TIMERS_S = 0.05
+
+
+class PacketLoop:
+    """The packet loop as run by its owner (fix 13): `pump` once per turn."""
+
+    def __init__(self, session_module: Any) -> None:
+        self._session = session_module
+        self._timers_due = 0.0
+
+    def pump(self, timeout: float) -> None:
+        """Wait up to `timeout` seconds for packets; hand each to its session, whose
+        callbacks run here; run the retry timers when due."""
+        sm = self._session
+        readable, _, _ = select.select(sm.iosockets, (), (), timeout)
+        if readable:
+            sm._io_graball(sm.iosockets, {})
+        while sm.sessionqueue:
+            sm.sessionqueue.popleft().process_pktqueue()
+        now = time.monotonic()
+        if now >= self._timers_due:
+            self._timers_due = now + TIMERS_S
+            sm.Session.wait_for_rsp(timeout=0)
+
+
+@contextmanager
+def own_packet_loop() -> Iterator[PacketLoop]:
+    """Run pyghmi's packet loop in this thread for the duration of the block (fix 13)."""
+    global _loop_owners
+    from pyghmi.ipmi.private import session
+
+    apply()
+    with _loop_owners_lock:
+        _loop_owners += 1
+        _loop_free.clear()
+    _tls.owns_loop = True
+    try:
+        yield PacketLoop(session)
+    finally:
+        _tls.owns_loop = False
+        with _loop_owners_lock:
+            _loop_owners -= 1
+            if not _loop_owners:
+                _loop_free.set()
 
 
 @contextmanager

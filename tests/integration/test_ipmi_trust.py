@@ -343,3 +343,32 @@ def test_a_bmc_out_of_slots_or_with_a_session_held_here_goes_the_per_host_way(bm
     assert [r.host for r in results] == ["a", "c", "c-twin", "d"]
     assert sorted(handed) == ["a", "c-twin"]
     assert held.status(_target(a)).ok  # the held session was not logged out under it
+
+
+def test_other_threads_bmc_calls_go_on_while_a_batch_runs_the_packet_loop(bmcs):
+    """While a batch owns pyghmi's packet loop (its IO thread parked; fix 13), per-host
+    calls from another thread still get their answers at once; and after it, too."""
+    dead = BmcTarget("dead", "ipmisim", BmcEndpoint.build("ipmi", "127.0.0.1", _free_udp_port()))
+    batch = [_target(bmcs[n]) for n in ("b", "c", "d")] + [dead]  # ~2 s: dead's deadline
+    a = _target(bmcs["a"])
+    controller = _controller(BmcSettings(timeout=1, retries=0))
+    slowest: list[float] = []
+    batch_done = threading.Event()
+
+    def per_host_calls() -> None:
+        while not batch_done.is_set():
+            IPMI_SESSIONS.drop(IPMI_SESSIONS.entry(make_driver(a.primary, GOOD, SETTINGS)._key))
+            r = controller.status(a)  # a fresh login each time
+            assert r.ok, r
+            slowest.append(r.elapsed_s)
+
+    caller = threading.Thread(target=per_host_calls)
+    caller.start()
+    try:
+        results = controller.status_many(batch)
+    finally:
+        batch_done.set()
+        caller.join(30)
+    assert [r.ok for r in results] == [True, True, True, False]
+    assert len(slowest) >= 3 and max(slowest) < 1.0, slowest
+    assert controller.status(a).elapsed_s < 1.0
