@@ -163,7 +163,11 @@ class SqliteStore(SqlStore):
         return f"TOTAL({expr})"
 
     def _column_types(self, table: str) -> dict[str, str]:
-        return {row[1]: str(row[2]).lower() for row in self._exec(f"PRAGMA table_info({table})")}
+        # Only upgrades of an earlier release's database ask: imported here, not at start-up.
+        import sqlite_utils
+
+        columns = sqlite_utils.Database(self.conn)[table].columns
+        return {column.name: column.type.lower() for column in columns}
 
     # -- migrations -----------------------------------------------------------------------
 

@@ -39,35 +39,37 @@ Catalog = dict[str, Any]
 
 def sqlite_catalog(path: Path) -> Catalog:
     """Tables (columns in order: name, type, not null, default; primary key; foreign keys)
-    and indexes (table, columns, unique), as SQLite reports them."""
-    conn = sqlite3.connect(path)
+    and indexes (table, columns, unique), as SQLite reports them (read with sqlite-utils'
+    introspection)."""
+    import sqlite_utils
+
+    db = sqlite_utils.Database(path)
     tables = {}
-    for (table,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'"):
-        info = conn.execute(f"PRAGMA table_info({table})").fetchall()
+    indexes = {}
+    for table in db.tables:
         columns = []
-        for _, name, type_, notnull, default, pk in info:
-            if (table, name) in BOOLEANS:
-                assert type_ == "INTEGER", (table, name, type_)
+        for column in table.columns:
+            type_ = column.type
+            if (table.name, column.name) in BOOLEANS:
+                assert type_ == "INTEGER", (table.name, column.name, type_)
                 type_ = "BOOLEAN"
             # PostgreSQL makes every primary key column NOT NULL; SQLite (a legacy quirk)
             # only an INTEGER PRIMARY KEY, whatever the DDL says: count the key as NOT NULL.
-            columns.append((name, type_, bool(notnull) or pk > 0, default))
-        tables[table] = {
+            not_null = bool(column.notnull) or column.is_pk > 0
+            columns.append((column.name, type_, not_null, column.default_value))
+        tables[table.name] = {
             "columns": columns,
-            "primary_key": [name for pk, name in sorted((r[5], r[1]) for r in info if r[5])],
+            "primary_key": [
+                c.name for c in sorted(table.columns, key=lambda c: c.is_pk) if c.is_pk
+            ],
             "foreign_keys": {
-                (r[3], f"{r[2]}.{r[4]}") for r in conn.execute(f"PRAGMA foreign_key_list({table})")
+                (fk.column, f"{fk.other_table}.{fk.other_column}") for fk in table.foreign_keys
             },
         }
-    indexes = {}
-    for name, table in conn.execute(
-        "SELECT name, tbl_name FROM sqlite_master WHERE type = 'index' "
-        "AND name NOT LIKE 'sqlite_autoindex%'"
-    ).fetchall():
-        unique = {r[1]: bool(r[2]) for r in conn.execute(f"PRAGMA index_list({table})")}[name]
-        columns = [r[2] for r in conn.execute(f"PRAGMA index_info({name})")]
-        indexes[name] = (table, columns, unique)
-    conn.close()
+        for index in table.indexes:
+            if not index.name.startswith("sqlite_autoindex"):
+                indexes[index.name] = (table.name, list(index.columns), bool(index.unique))
+    db.close()
     return {"tables": tables, "indexes": indexes}
 
 
