@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, Field
@@ -126,7 +126,8 @@ class BmcResult:
     power_raw: str | None = None
 
     def public(self) -> dict[str, Any]:
-        data = asdict(self)
+        # Flat fields: a plain dict (dataclasses.asdict deep-copies; ~30 ms for 200 hosts).
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
         data["elapsed_s"] = round(self.elapsed_s, 3)
         return data
 
