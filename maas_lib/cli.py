@@ -5,10 +5,12 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import click
 
+from maas_lib import cli_render as render
 from maas_lib.errors import InputError, MaasError
 from maas_lib.models import MAX_POLICY_HOSTS, Action, BatchPolicy, OverlapMode, RequestState
 
@@ -34,6 +36,20 @@ class _Ctx:
 
 
 pass_ctx = click.make_pass_decorator(_Ctx)
+
+
+def _emit_json(result: Any) -> None:
+    from maas_lib.output import emit_json
+
+    emit_json(result)
+
+
+def _show(result: Any, as_json: bool, for_people: Callable[[Any], None]) -> None:
+    """One JSON document on stdout under --json; otherwise `for_people` (`cli_render`)."""
+    if as_json:
+        _emit_json(result)
+    else:
+        for_people(result)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -87,16 +103,7 @@ def hosts_import(c: _Ctx, inventory: tuple[str, ...], as_json: bool) -> None:
     from maas_lib.inventory import load_inventory
 
     hosts, pools = load_inventory(list(inventory))  # first: bad input creates no database
-    result = c.fleet(create=True).import_parsed(hosts, pools)
-    if as_json:
-        from maas_lib.output import emit_json
-
-        emit_json(result)
-    else:
-        click.echo(
-            f"imported {result.hosts} hosts ({result.added} added, {result.updated} updated) "
-            f"in {len(result.pools)} pools"
-        )
+    _show(c.fleet(create=True).import_parsed(hosts, pools), as_json, render.import_result)
 
 
 @hosts.command("list")
@@ -105,20 +112,7 @@ def hosts_import(c: _Ctx, inventory: tuple[str, ...], as_json: bool) -> None:
 @pass_ctx
 def hosts_list(c: _Ctx, pool: str | None, as_json: bool) -> None:
     """List registered hosts."""
-    from maas_lib.output import emit_json, emit_table
-
-    records = c.fleet().hosts(pool)
-    if as_json:
-        emit_json([r.public() for r in records])
-        return
-    emit_table(
-        None,
-        ["host", "pool", "rack", "bmc", "address", "credential", "status"],
-        [
-            [r.name, r.pool, r.rack, r.bmc_protocol, r.bmc_address, r.bmc_credential, r.status]
-            for r in records
-        ],
-    )
+    _show(c.fleet().hosts(pool), as_json, render.hosts)
 
 
 @hosts.command("release")
@@ -240,33 +234,17 @@ def submit(
         post_hook=post_hook,
     )
     if dry_run:
-        _print_plan(result, as_json)
-    elif as_json:
-        from maas_lib.output import emit_json
-
-        emit_json(result)
+        _show(result, as_json, render.plan)
     else:
-        click.echo(f"request {result.id} accepted: {action} of {result.hosts} hosts")
+        _show(
+            result,
+            as_json,
+            lambda r: click.echo(f"request {r.id} accepted: {action} of {r.hosts} hosts"),
+        )
     if wait and not dry_run:
-        _watch(fleet, result.id, quiet=as_json)
+        render.watch(fleet, result.id, quiet=as_json)
         st = fleet.status(result.id)
         _watch_exit(True, st.counts, st.host_count)
-
-
-def _print_plan(plan: dict[str, Any], as_json: bool) -> None:
-    from maas_lib.output import emit_json
-
-    if as_json:
-        emit_json(plan)
-        return
-    click.echo(f"dry run: {plan['action']} of {plan['hosts']} hosts, nothing written")
-    for host, holder in {**plan["dropped"], **plan["waiting"]}.items():
-        verb = "dropped" if host in plan["dropped"] else "waits"
-        click.echo(f"  {host}: {verb}, held by request {holder}")
-    for b in plan["batches"]:
-        label = "canary" if b["canary"] else f"batch {b['batch']}"
-        waits = f" (budget waits: {', '.join(b['budget_waits'])})" if b["budget_waits"] else ""
-        click.echo(f"  {label}: {', '.join(b['hosts'])}{waits}")
 
 
 @cli.command()
@@ -285,83 +263,19 @@ def status(
 ) -> None:
     """Show one request: progress per batch, slowest hosts, failures by class, the state
     of each host, and (--steps) every step with its times."""
-    from maas_lib.output import emit_json, emit_table, format_counts
-
     fleet = c.fleet()
     if watch:
-        _watch(fleet, request_id, quiet=as_json)
+        render.watch(fleet, request_id, quiet=as_json)
     if as_json:
         data = fleet.request_info(request_id, steps=with_steps, host=host)
-        emit_json(data)
+        _emit_json(data)
         _watch_exit(watch, data["counts"], data["host_count"])
         return
     st = fleet.status(request_id)
     steps = fleet.steps(request_id, host) if (with_steps or host) else None
-    p = st.policy
-    click.echo(
-        f"request {st.id}: {st.action} {st.state}"
-        + (" (cancel requested)" if st.cancel_requested and st.state != "cancelled" else "")
-        + (f": {st.reason}" if st.reason else "")
-    )
-    click.echo(
-        f"  submitted by {st.submitted_by} at {st.created}"
-        + (f", image {st.image}" if st.image else "")
-    )
-    if st.started:
-        click.echo(
-            f"  started {st.started}"
-            + (f", finished {st.finished}" if st.finished else "")
-            + (f", worker {st.claimed_by}" if st.claimed_by else "")
-        )
-    click.echo(
-        f"  policy: batch {p.batch_size}, max failures {p.max_failures}, "
-        f"max unavailable {p.max_unavailable or 'pool default'}, canary {p.canary}, "
-        f"pause {p.pause:g}s, on overlap {p.on_overlap}"
-    )
-    for which in ("pre_hook", "post_hook"):
-        if getattr(st.options, which):
-            click.echo(f"  {which.replace('_', '-')}: {getattr(st.options, which)}")
-    click.echo(f"  hosts: {st.host_count} ({format_counts(st.counts)})")
-    if not watch:  # --watch has just drawn it
-        from maas_lib.output import emit_renderable
-        from maas_lib.telemetry.progress import render
-
-        emit_renderable(render(fleet.summary(request_id)))
-    emit_table(
-        None,
-        ["host", "state", "batch", "error class", "reason"],
-        [[h.host, h.state, h.batch, h.error_class, h.reason] for h in st.hosts],
-    )
-    if steps is not None:
-        click.echo("")
-        emit_table(
-            None,
-            ["host", "try", "step", "outcome", "started (UTC)", "seconds", "via", "error"],
-            [
-                [
-                    x["host"],
-                    x["attempt"],
-                    x["step"],
-                    x["outcome"],
-                    x["started"][11:23],  # time of day (UTC); the date is the request's
-                    None if x["duration_s"] is None else f"{x['duration_s']:.2f}",
-                    x["via"],
-                    x["error_class"] and f"{x['error_class']}: {x['error']}",
-                ]
-                for x in steps
-            ],
-        )
+    # --watch has just drawn the progress
+    render.request(st, steps, None if watch else fleet.summary(request_id))
     _watch_exit(watch, st.counts, st.host_count)
-
-
-def _watch(fleet: Any, request_id: int, *, quiet: bool = False) -> None:
-    """Live progress on stderr until the request ends (stdout stays for the result)."""
-    from rich.console import Console
-
-    from maas_lib.telemetry.progress import watch
-
-    fleet.status(request_id)  # NotFound before drawing anything
-    watch(fleet, request_id, console=Console(stderr=True, quiet=quiet))
 
 
 def _watch_exit(watch: bool, counts: dict[str, int], host_count: int) -> None:
@@ -381,28 +295,7 @@ def _watch_exit(watch: bool, counts: dict[str, int], host_count: int) -> None:
 @pass_ctx
 def list_requests(c: _Ctx, state: tuple[str, ...], limit: int | None, as_json: bool) -> None:
     """List requests, newest first."""
-    from maas_lib.output import emit_json, emit_table, format_counts
-
-    rows = c.fleet().requests(list(state) or None, limit)
-    if as_json:
-        emit_json(rows)
-        return
-    emit_table(
-        None,
-        ["id", "action", "state", "hosts", "progress", "submitted by", "created"],
-        [
-            [
-                r.id,
-                r.action,
-                r.state + (" (cancelling)" if r.cancel_requested and r.state == "running" else ""),
-                r.host_count,
-                format_counts(r.counts),
-                r.submitted_by,
-                r.created,
-            ]
-            for r in rows
-        ],
-    )
+    _show(c.fleet().requests(list(state) or None, limit), as_json, render.requests)
 
 
 @cli.group()
@@ -417,8 +310,8 @@ def db_init(c: _Ctx) -> None:
 
     Only this and `hosts import` create a database; every other command refuses a
     missing one, so a mistyped --db is an error rather than a new, unread queue."""
-    store = c.fleet(create=True).store
-    click.echo(f"database {store.url} ready (schema version {store.schema_version()})")
+    fleet = c.fleet(create=True)
+    click.echo(f"database {fleet.url} ready (schema version {fleet.schema_version()})")
 
 
 @db.command("copy")
@@ -436,14 +329,7 @@ def db_copy(c: _Ctx, to: str, as_json: bool) -> None:
 
     Hosts keep their standing, requests their ids, steps and events; the copy is one
     transaction. Stop the schedulers and let running requests end first."""
-    copied = c.fleet().copy_to(to)
-    if as_json:
-        from maas_lib.output import emit_json
-
-        emit_json(copied)
-        return
-    for table, n in copied.items():
-        click.echo(f"{table}: {n}")
+    _show(c.fleet().copy_to(to), as_json, render.copied)
 
 
 @cli.command("workers")
@@ -460,28 +346,7 @@ def list_workers(c: _Ctx, claim_ttl: float | None, as_json: bool) -> None:
     """List scheduler workers: heartbeat age, alive or dead, and what each holds.
 
     A dead worker's requests are resumed by another worker once its claims expire."""
-    from maas_lib.output import emit_json, emit_table
-
-    rows = c.fleet().workers(claim_ttl)
-    if as_json:
-        emit_json(rows)
-        return
-    emit_table(
-        None,
-        ["worker", "host", "pid", "heartbeat age", "state", "requests", "hosts leased"],
-        [
-            [
-                w.id,
-                w.hostname,
-                w.pid,
-                f"{w.heartbeat_age_s:.1f}s",
-                "alive" if w.alive else "dead",
-                ", ".join(map(str, w.requests)) or "-",
-                w.hosts_leased,
-            ]
-            for w in rows
-        ],
-    )
+    _show(c.fleet().workers(claim_ttl), as_json, render.workers)
 
 
 @cli.command()
@@ -494,13 +359,9 @@ def cancel(c: _Ctx, request_id: int, as_: str | None, as_json: bool) -> None:
     steps in flight finish."""
     state = c.fleet().cancel(request_id, actor=as_)
     if as_json:
-        from maas_lib.output import emit_json
-
-        emit_json({"id": request_id, "state": state, "cancel_requested": True})
-    elif state == RequestState.CANCELLED:
-        click.echo(f"request {request_id} cancelled")
+        _emit_json({"id": request_id, "state": state, "cancel_requested": True})
     else:
-        click.echo(f"request {request_id} is {state}: no new host starts; steps in flight finish")
+        render.cancelled(request_id, state)
 
 
 @cli.command()
@@ -508,17 +369,7 @@ def cancel(c: _Ctx, request_id: int, as_: str | None, as_json: bool) -> None:
 @pass_ctx
 def inflight(c: _Ctx, as_json: bool) -> None:
     """Hosts currently held by in-flight requests, fleet-wide."""
-    from maas_lib.output import emit_json, emit_table
-
-    leases = c.fleet().inflight()
-    if as_json:
-        emit_json(leases)
-        return
-    emit_table(
-        None,
-        ["host", "request", "action", "pool", "holder", "since"],
-        [[x.host, x.request_id, x.action, x.pool, x.holder, x.acquired] for x in leases],
-    )
+    _show(c.fleet().inflight(), as_json, render.leases)
 
 
 @cli.command()
@@ -530,32 +381,10 @@ def inflight(c: _Ctx, as_json: bool) -> None:
 def provisioned(c: _Ctx, host: str, image: str, failed: str | None, as_json: bool) -> None:
     """Install-completion path: an installer's last step reports HOST's outcome here."""
     report = c.fleet().report_install(host, image, failed)
-    if as_json:
-        from maas_lib.output import emit_json
-
-        emit_json(report)
-    else:
-        click.echo(
-            f"{host}: install of {image} {report.outcome}"
-            + (f" (request {report.request_id})" if report.request_id else "")
-        )
+    _show(report, as_json, lambda r: render.install_report(host, image, r))
 
 
 # -- telemetry --------------------------------------------------------------------------
-
-
-def _secs(value: float | None) -> str:
-    if value is None:
-        return ""
-    return f"{value:.2f}s" if value < 100 else f"{value:.0f}s"
-
-
-def _rate(rate: float | None) -> str:
-    return "" if rate is None else f"{100 * rate:.1f}%"
-
-
-def _classes(classes: dict[str, int]) -> str:
-    return ", ".join(f"{k} {v}" for k, v in sorted(classes.items(), key=lambda kv: -kv[1]))
 
 
 @cli.command()
@@ -568,56 +397,8 @@ def _classes(classes: dict[str, int]) -> str:
 @pass_ctx
 def stats(c: _Ctx, since: str | None, action: str | None, pool: str | None, as_json: bool) -> None:
     """Success rates, failure classes, step runtimes and queue waits, per action."""
-    from maas_lib.output import emit_json, emit_table
-
     st = c.fleet().stats(since, action=action, pool=pool)
-    if as_json:
-        emit_json(st)
-        return
-    f = st.fleet
-    by_status = ", ".join(f"{n} {k}" for k, n in sorted(f.hosts_by_status.items()))
-    by_state = ", ".join(f"{n} {k}" for k, n in sorted(f.requests_by_state.items()))
-    click.echo(
-        f"fleet: {f.hosts} hosts ({by_status}), {f.hosts_in_flight} in flight; "
-        f"requests: {by_state or 'none'}"
-    )
-    for w in f.workers[:5]:
-        click.echo(f"  worker {w.id}: last heartbeat {w.heartbeat_age_s:.0f}s ago")
-    scope = ", ".join(x for x in (since and f"since {since}", pool and f"pool {pool}") if x)
-    for a in st.actions:
-        click.echo("")
-        click.echo(
-            f"{a.action}{f' ({scope})' if scope else ''}: {a.requests} requests, {a.hosts} hosts "
-            f"ended, {_rate(a.success_rate) or 'n/a'} succeeded"
-            + (f"; failures: {_classes(a.failures_by_class)}" if a.failures_by_class else "")
-        )
-        q = a.queue_wait
-        if q.count:
-            click.echo(
-                f"  queue wait (accepted → first step): p50 {_secs(q.p50_s)}, "
-                f"p95 {_secs(q.p95_s)}, max {_secs(q.max_s)} over {q.count} requests"
-            )
-        emit_table(
-            None,
-            ["step", "count", "not ok", "p50", "p95", "max"],
-            [
-                [x.step, x.count, x.failed, _secs(x.p50_s), _secs(x.p95_s), _secs(x.max_s)]
-                for x in a.steps
-            ],
-        )
-        rows = [
-            [
-                dim.removeprefix("by_"),
-                b.value,
-                b.hosts,
-                _rate(b.success_rate),
-                _classes(b.failures_by_class),
-            ]
-            for dim in ("by_pool", "by_hw_model", "by_bmc_vendor")
-            for b in getattr(a, dim)
-        ]
-        if rows:
-            emit_table(None, ["by", "value", "hosts", "succeeded", "failures"], rows)
+    _show(st, as_json, lambda s: render.stats(s, since, pool))
 
 
 @cli.command()
@@ -691,9 +472,7 @@ def metrics(
 @pass_ctx
 def report(c: _Ctx, html_path: str, request_id: int | None, since: str | None) -> None:
     """An HTML report with plots: success rates over time, step durations, timelines."""
-    from maas_lib.telemetry.report import write_report
-
-    path = write_report(c.fleet(), html_path, request_id=request_id, since=since)
+    path = c.fleet().write_report(html_path, request_id=request_id, since=since)
     click.echo(f"report written to {path}")
 
 
@@ -890,17 +669,7 @@ def run_scheduler(
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     report = worker.run(until_idle=until_idle)
-    if as_json:
-        from dataclasses import asdict
-
-        from maas_lib.output import emit_json
-
-        emit_json(asdict(report))
-    else:
-        for rid, state in sorted(report.finished.items()):
-            click.echo(f"request {rid}: {state}")
-        for rid in report.let_go:
-            click.echo(f"request {rid}: left for another worker")
+    _show(report, as_json, render.run_report)
     for err in report.errors:
         click.echo(f"maasctl: error: {err}", err=True)
     if report.errors:
@@ -981,28 +750,7 @@ def _bmc_settings(
 
 
 def _bmc_report(results: list[Any], as_json: bool) -> None:
-    from maas_lib.output import emit_json, emit_table
-
-    if as_json:
-        emit_json([r.public() for r in results])
-    else:
-        emit_table(
-            None,
-            ["host", "power", "result", "via", "seconds", "error"],
-            [
-                [
-                    r.host,
-                    r.power if r.power_raw is None else f"{r.power} ({r.power_raw})",
-                    "ok" if r.ok else r.error_class,
-                    r.via,
-                    f"{r.elapsed_s:.2f}",
-                    r.error,
-                ]
-                for r in results
-            ],
-        )
-        failed = sum(not r.ok for r in results)
-        click.echo(f"{len(results) - failed} ok, {failed} failed", err=True)
+    _show(results, as_json, render.bmc_results)
     if any(not r.ok for r in results):
         raise click.exceptions.Exit(1)
 
@@ -1184,24 +932,7 @@ def sim_up(
         redfish_profile=list(redfish_profile),
         **opts,
     )
-    info = start(config)
-    if as_json:
-        from maas_lib.output import emit_json
-
-        emit_json(info)
-        return
-    click.echo(
-        f"simulator running (pid {info['pid']}): {info['hosts']} hosts"
-        + (f", Redfish at {info['redfish_url']}" if info["redfish_url"] else "")
-        + (
-            f", {len(set(info['redfish_profiles'].values()))} Redfish profile BMCs (http)"
-            if info.get("redfish_profiles")
-            else ""
-        )
-    )
-    click.echo(f"  source {info['credentials_env']}")
-    click.echo(f"  maasctl hosts import {info['inventory']}")
-    click.echo("  maasctl bmc status 'sim-*'")
+    _show(start(config), as_json, render.sim_started)
 
 
 @sim.command("down")
@@ -1219,29 +950,9 @@ def sim_down(directory: str | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
 def sim_status(directory: str | None, as_json: bool) -> None:
     """Each simulated machine's power, boot device and installer state."""
-    from maas_lib.output import emit_json, emit_table
     from maas_lib.sim import state
 
-    machines = state(_sim_dir(directory))
-    if as_json:
-        emit_json(machines)
-        return
-    emit_table(
-        None,
-        ["host", "power", "boot", "os", "image", "installs", "fault"],
-        [
-            [
-                m["host"],
-                m["power"],
-                m["boot_target"],
-                m["os"],
-                m["installed_image"],
-                m["installs"],
-                m["fault"],
-            ]
-            for m in machines
-        ],
-    )
+    _show(state(_sim_dir(directory)), as_json, render.sim_machines)
 
 
 @cli.group()

@@ -178,8 +178,21 @@ class Fleet:
         added, updated = self.store.upsert_hosts(hosts, pools, actor=actor or os_user())
         return ImportResult(added=added, updated=updated, hosts=len(hosts), pools=pools)
 
+    @property
+    def url(self) -> str:
+        """The store's URL, as safe to show as its log lines (no password)."""
+        return self.store.url
+
+    def schema_version(self) -> int:
+        """The store's schema version (`maasctl db init`)."""
+        return self.store.schema_version()
+
     def hosts(self, pool: str | None = None) -> list[HostRecord]:
         return self.store.list_hosts(pool)
+
+    def pools(self) -> list[PoolSpec]:
+        """Registered pools and their standing disruption budgets."""
+        return self.store.list_pools()
 
     @staticmethod
     def _patterns(patterns: Iterable[str], hosts_file: str | Path | None) -> list[str]:
@@ -495,6 +508,21 @@ class Fleet:
         """Step durations per (action, step) in cumulative buckets with these upper bounds
         (seconds), since the ISO time `since` (None: all history)."""
         return self.store.step_histograms(since, buckets)
+
+    def write_report(
+        self,
+        path: str | Path,
+        *,
+        request_id: int | None = None,
+        since: str | None = None,
+        **options: Any,
+    ) -> Path:
+        """Write the HTML report (`maasctl report --html`) of one request, or of the window
+        `since` a duration ago or an ISO time (default: all history), to `path` atomically;
+        `options` as for `maas_lib.telemetry.report.render_report`."""
+        from maas_lib.telemetry.report import write_report
+
+        return write_report(self, path, request_id=request_id, since=since, **options)
 
     def metrics(self) -> bytes:
         """One scrape of the fleet's Prometheus metrics, in the text exposition format

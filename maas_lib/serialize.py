@@ -13,13 +13,13 @@ from pydantic import BaseModel
 def to_jsonable(obj: Any) -> Any:
     """Models, dataclasses, enums, lists and dicts of them as plain JSON values.
 
-    A pydantic model dumps in JSON mode; an object with `public()` (a `BmcResult`) is what
-    that returns; other dataclasses their fields."""
-    if isinstance(obj, BaseModel):
-        return obj.model_dump(mode="json")
+    An object with `public()` (a `HostRecord`, a `BmcResult`) is what that returns; other
+    pydantic models dump in JSON mode, other dataclasses give their fields."""
     public = getattr(obj, "public", None)
     if callable(public):
         return public()
+    if isinstance(obj, BaseModel):
+        return obj.model_dump(mode="json")
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return {f.name: to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
     if isinstance(obj, enum.Enum):

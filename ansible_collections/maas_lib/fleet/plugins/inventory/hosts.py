@@ -145,7 +145,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable):
         try:
             with maas_lib.open_fleet(db, create=False) as fleet:
                 records = fleet.hosts()
-                budgets = {p.name: p.max_unavailable for p in fleet.store.list_pools()}
+                budgets = {p.name: p.max_unavailable for p in fleet.pools()}
         except MaasError as exc:
             raise AnsibleParserError(f"maas-lib database {db}: {exc}") from None
 
