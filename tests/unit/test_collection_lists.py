@@ -1,5 +1,5 @@
 """The collection holds no list or default of its own: its argument specs take maas-lib's
-actions, request states and BMC defaults, and the literal copies Ansible's DOCUMENTATION
+actions, request states (and which of them are ended) and BMC defaults, and the literal copies Ansible's DOCUMENTATION
 must carry are held to them here."""
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ def test_actions_and_states_are_maas_libs_in_the_specs_and_the_docs():
 
     actions, states = [a.value for a in Action], [s.value for s in RequestState]
     assert (actions, states) == (maas.ACTIONS, maas.REQUEST_STATES)
+    assert maas.ENDED_STATES == {"succeeded", "failed", "partial", "cancelled"}
     submit = documentation(PLUGINS / "modules/submit.py")["options"]
     assert submit["action"]["choices"] == actions
     info = documentation(PLUGINS / "modules/request_info.py")["options"]

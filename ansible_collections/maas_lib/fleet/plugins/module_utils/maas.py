@@ -38,9 +38,14 @@ else:
 #: The modules' DOCUMENTATION must list them literally; a test holds it to these.
 ACTIONS: list[str] | None = None
 REQUEST_STATES: list[str] | None = None
+#: The states a request ends in.
+ENDED_STATES: frozenset[str] = frozenset()
 if MAAS_LIB_IMPORT_ERROR is None:
+    from maas_lib.models import TERMINAL_REQUEST_STATES
+
     ACTIONS = [a.value for a in maas_lib.Action]
     REQUEST_STATES = [s.value for s in maas_lib.RequestState]
+    ENDED_STATES = frozenset(s.value for s in TERMINAL_REQUEST_STATES)
 
 DB_ARGS: dict[str, Any] = {"db": {"type": "str"}}
 

@@ -67,13 +67,12 @@ cancel_requested:
 
 from ansible_collections.maas_lib.fleet.plugins.module_utils.maas import (
     DB_ARGS,
+    ENDED_STATES,
     InputError,
     fleet,
     new_module,
     run,
 )
-
-ENDED = ("succeeded", "failed", "partial", "cancelled")
 
 
 def main() -> None:
@@ -86,7 +85,7 @@ def main() -> None:
     def cancel() -> dict:
         with fleet(p["db"]) as f:
             before = f.status(p["id"])
-            if before.state in ENDED or before.cancel_requested:
+            if before.state in ENDED_STATES or before.cancel_requested:
                 changed = False
             elif module.check_mode:
                 return {
@@ -101,7 +100,7 @@ def main() -> None:
                     changed = True
                 except InputError:
                     # It ended between the read and the cancel: nothing left to cancel.
-                    if f.status(p["id"]).state not in ENDED:
+                    if f.status(p["id"]).state not in ENDED_STATES:
                         raise
                     changed = False
             after = f.status(p["id"])
