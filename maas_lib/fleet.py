@@ -323,7 +323,7 @@ class Fleet:
         Overlaps are as of now (every in-flight request is older than this one); budget
         waits assume each batch starts with the fleet as it is now.
         """
-        from maas_lib.planner import admit, plan_batches, pool_limits, resolve_overlaps
+        from maas_lib.planner import admit, plan_batches, pool_limits_for, resolve_overlaps
 
         request = self._new_request(
             action, patterns, hosts_file, policy, image, submitted_by, policy_fields
@@ -332,18 +332,15 @@ class Fleet:
         overlaps = resolve_overlaps(
             -1, request.hosts, self.store.blockers(request.hosts), pol.on_overlap
         )
-        records = self.store.list_hosts()
-        pool_of = {h.name: h.pool for h in records}
-        sizes: dict[str, int] = {}
-        for h in records:
-            sizes[h.pool] = sizes.get(h.pool, 0) + 1
-        standing = {p.name: p.max_unavailable for p in self.store.list_pools()}
-        limits = pool_limits(sizes, standing, pol.max_unavailable)
+        pool_of = {h.name: h.pool for h in self.store.list_hosts()}
+        limits = pool_limits_for(pool_of, self.store.list_pools(), pol.max_unavailable)
         down: dict[str, int] = {}
         for lease in self.store.inflight():
             down[lease.pool] = down.get(lease.pool, 0) + 1
+        # A share is of every host the request will run, waiting ones included.
+        total = len(overlaps.free) + len(overlaps.waiting)
         batches = []
-        for i, batch in enumerate(plan_batches(overlaps.free, pol)):
+        for i, batch in enumerate(plan_batches(overlaps.free, pol, total)):
             _, wait = admit(batch, pool_of, down, limits)
             batches.append(
                 {

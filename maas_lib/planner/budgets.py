@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from maas_lib.models import Amount
+from maas_lib.models import Amount, PoolSpec
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,17 @@ def pool_limits(
     return PoolLimits(limits)
 
 
+def pool_limits_for(
+    pool_of: Mapping[str, str], pools: Iterable[PoolSpec], requested: Amount | None
+) -> PoolLimits:
+    """A request's pool limits, from every registered host's pool (`pool_of`: host →
+    pool), the pools' standing budgets and the request's `max_unavailable`."""
+    sizes: dict[str, int] = {}
+    for pool in pool_of.values():
+        sizes[pool] = sizes.get(pool, 0) + 1
+    return pool_limits(sizes, {p.name: p.max_unavailable for p in pools}, requested)
+
+
 def admit(
     hosts: Sequence[str],
     pool_of: Mapping[str, str],
@@ -46,7 +57,8 @@ def admit(
     """Which of `hosts` may go down now without a pool exceeding its limit.
 
     `down` counts each pool's hosts already unavailable, across *all* in-flight requests.
-    Returns (admitted, deferred), each in input order.
+    Returns (admitted, deferred), each in input order. The store admits a batch's hosts
+    with this, under its pool locks; `submit --dry-run` shows what it would defer.
     """
     taken: dict[str, int] = {}
     admitted: list[str] = []

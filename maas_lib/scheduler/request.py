@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from maas_lib.models import HostTaskState, RequestState, RequestStatus
-from maas_lib.planner import failures_exceeded, pool_limits
+from maas_lib.planner import failures_exceeded, next_batch, pool_limits_for
 from maas_lib.scheduler.executor import Batch, Executor
 from maas_lib.scheduler.host import QUARANTINE_ON_FAILURE
 from maas_lib.scheduler.resume import completed_steps
@@ -182,8 +182,7 @@ class RequestRun:
             if not eligible:
                 self._sleep(self.s.settings.poll)
                 continue
-            size = self._batch_size(idx)
-            if not self._run_batch(idx, eligible[:size]):
+            if not self._run_batch(idx, next_batch(eligible, self.policy, idx, self.total)):
                 return None
             idx += 1
             if self.policy.pause and store.host_counts(self.id).get(HostTaskState.PENDING):
@@ -232,17 +231,10 @@ class RequestRun:
     def _canary_failed(self) -> bool:
         return bool(self.store.host_counts(self.id, batch=0).get(HostTaskState.FAILED))
 
-    def _batch_size(self, idx: int) -> int:
-        if idx == 0 and self.policy.canary:
-            return self.policy.canary
-        return max(1, self.policy.batch_size.ceil_of(self.total))
-
     def _limits(self) -> dict[str, int]:
-        sizes: dict[str, int] = {}
-        for h in self.store.list_hosts():
-            sizes[h.pool] = sizes.get(h.pool, 0) + 1
-        standing = {p.name: p.max_unavailable for p in self.store.list_pools()}
-        return pool_limits(sizes, standing, self.policy.max_unavailable).limits
+        pool_of = {h.name: h.pool for h in self.store.list_hosts()}
+        pools = self.store.list_pools()
+        return pool_limits_for(pool_of, pools, self.policy.max_unavailable).limits
 
     # -- one batch ------------------------------------------------------------------------
 

@@ -4,7 +4,8 @@ budgets and leases, taken as a batch's hosts start (see `sql_base` for the hooks
 A lease is a `host_leases` row keyed by host, taken with `INSERT … ON CONFLICT DO
 NOTHING`: a conflict means another request holds the host. `begin_hosts` counts a pool's
 leases only after `_lock_pools` has serialized it with every other writer of those pools'
-budgets, and re-reads its claim under a row lock (claim fencing, like `end_task`).
+budgets, hands the counts to `planner.admit` (the rule `submit --dry-run` shows), and
+re-reads its claim under a row lock (claim fencing, like `end_task`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from maas_lib.models import HostTaskState, Lease
+from maas_lib.planner import PoolLimits, admit
 from maas_lib.store.base import BeginResult
 from maas_lib.store.sql_base import SqlBase
 from maas_lib.timeutil import utc_now
@@ -82,20 +84,24 @@ class SqlLeases(SqlBase):
                     "SELECT host FROM host_leases WHERE request_id = ?", (request_id,)
                 )
             }
+            # The one admission rule, the one `submit --dry-run` shows: hosts this request
+            # does not hold yet go down only while their pool has room.
+            budget = PoolLimits(dict(limits))
+            _, deferred = admit(
+                [h for h in hosts if h not in others and h not in own], pool_of, down, budget
+            )
+            for host in deferred:
+                pool = pool_of[host]
+                blocked[host] = f"pool {pool} at its budget of {budget.limits[pool]} unavailable"
             for host in hosts:
                 if host in others:
                     blocked[host] = f"waiting for request {others[host]}"
                     continue
-                if host not in own:
-                    pool = pool_of[host]
-                    limit = limits.get(pool)
-                    if limit is not None and down.get(pool, 0) >= limit:
-                        blocked[host] = f"pool {pool} at its budget of {limit} unavailable"
-                        continue
-                    if not self._lease(host, request_id, holder, now):
-                        blocked[host] = f"waiting for request {self._holder(host)}"
-                        continue
-                    down[pool] = down.get(pool, 0) + 1
+                if host in blocked:
+                    continue
+                if host not in own and not self._lease(host, request_id, holder, now):
+                    blocked[host] = f"waiting for request {self._holder(host)}"
+                    continue
                 started[host] = self._start_task(request_id, host, action, batch, now)
         return BeginResult(started=started, blocked=blocked)
 
