@@ -461,11 +461,14 @@ class Fleet:
         and the `request_info` module returns: the `status` fields, then (with `steps`, or
         `host` for one host's) `steps`, then `summary`."""
         from maas_lib.serialize import to_jsonable
+        from maas_lib.telemetry.progress import request_view
 
-        data = to_jsonable(self.status(request_id))
+        st = self.status(request_id)
+        every = self.store.steps(request_id, None)
+        data = to_jsonable(st)
         if steps or host:
-            data["steps"] = to_jsonable(self.steps(request_id, host))
-        data["summary"] = to_jsonable(self.summary(request_id))
+            data["steps"] = to_jsonable(every if host is None else self.steps(request_id, host))
+        data["summary"] = to_jsonable(request_view(st, every))
         return data
 
     # -- telemetry ------------------------------------------------------------------------
@@ -554,7 +557,8 @@ class Fleet:
         """One request at a glance: progress per batch, slowest hosts, failures by class."""
         from maas_lib.telemetry.progress import request_view
 
-        return request_view(self, request_id)
+        st = self.status(request_id)
+        return request_view(st, self.store.steps(request_id, None))
 
     def wait(
         self, request_id: int, *, timeout: float | None = None, interval: float = 1.0

@@ -1,14 +1,15 @@
 """One request at a glance: progress per batch, counts, slowest hosts, failures by class.
 
-`request_view` computes the figures (the Python API returns them as a typed object);
-`render` draws them with rich, both for `maasctl status ID` and, refreshed, for
-`maasctl status ID --watch` / `submit … --wait`.
+`request_view` computes the figures from a request's status and steps, a pure function
+(the Python API returns them as a typed object, `Fleet.summary`); `render` draws them with
+rich, both for `maasctl status ID` and, refreshed, for `maasctl status ID --watch` /
+`submit … --wait`.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
@@ -72,8 +73,10 @@ class RequestView(BaseModel, defer_build=True):
         return self.counts.get(HostTaskState.SUCCEEDED, 0) == self.host_count
 
 
-def request_view(fleet: Fleet, request_id: int, *, slowest: int = 5) -> RequestView:
-    st: RequestStatus = fleet.status(request_id)
+def request_view(
+    st: RequestStatus, steps: Sequence[dict[str, Any]], *, slowest: int = 5
+) -> RequestView:
+    """The view of a request from its status and its steps (`Fleet.steps`, every host)."""
     per_batch: dict[int, dict[str, int]] = {}
     for h in st.hosts:
         if h.batch is not None:
@@ -89,7 +92,7 @@ def request_view(fleet: Fleet, request_id: int, *, slowest: int = 5) -> RequestV
     # Time each host spent in steps (all attempts), and its slowest step.
     spent: dict[str, float] = {}
     worst: dict[str, tuple[float, str]] = {}
-    for s in fleet.steps(request_id):
+    for s in steps:
         d = s["duration_s"] or 0.0
         spent[s["host"]] = spent.get(s["host"], 0.0) + d
         if d >= worst.get(s["host"], (-1.0, ""))[0]:
@@ -193,10 +196,10 @@ def watch(
 
     console = console or Console()
     deadline = None if timeout is None else time.monotonic() + timeout
-    view = request_view(fleet, request_id)
+    view = fleet.summary(request_id)
     with Live(render(view), console=console, refresh_per_second=4, transient=False) as live:
         while not view.ended and (deadline is None or time.monotonic() < deadline):
             sleep(interval)
-            view = request_view(fleet, request_id)
+            view = fleet.summary(request_id)
             live.update(render(view))
     return view
