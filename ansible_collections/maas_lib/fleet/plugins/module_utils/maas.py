@@ -21,6 +21,7 @@ from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 try:
     import maas_lib
     from maas_lib.errors import InputError, MaasError
+    from maas_lib.models import TERMINAL_REQUEST_STATES
 except ImportError:
     MAAS_LIB_IMPORT_ERROR: str | None = traceback.format_exc()
 
@@ -41,8 +42,6 @@ REQUEST_STATES: list[str] | None = None
 #: The states a request ends in.
 ENDED_STATES: frozenset[str] = frozenset()
 if MAAS_LIB_IMPORT_ERROR is None:
-    from maas_lib.models import TERMINAL_REQUEST_STATES
-
     ACTIONS = [a.value for a in maas_lib.Action]
     REQUEST_STATES = [s.value for s in maas_lib.RequestState]
     ENDED_STATES = frozenset(s.value for s in TERMINAL_REQUEST_STATES)
