@@ -1,14 +1,22 @@
-"""Properties of the scheduler's pure core, checked with hypothesis."""
+"""Properties of the scheduler's pure core, checked with hypothesis — and of the store's
+admission, which runs that core under its locks (on a real SQLite store)."""
 
-from hypothesis import given
+import tempfile
+from pathlib import Path
+
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from maas_lib.models import Amount, BatchPolicy, OverlapMode
+import maas_lib
+from maas_lib.models import Amount, BatchPolicy, HostSpec, OverlapMode, PoolSpec
 from maas_lib.planner import (
     admit,
+    batch_size,
     failures_exceeded,
+    next_batch,
     plan_batches,
     pool_limits,
+    pool_limits_for,
     resolve_overlaps,
 )
 
@@ -120,3 +128,78 @@ def test_pool_limit_is_the_tighter_and_at_least_one():
         ["a", "c"],
         ["b"],
     )
+
+
+@given(host_lists, amounts, st.integers(0, 10), st.integers(0, 40))
+def test_a_plan_is_the_batches_the_scheduler_cuts_one_by_one(hosts, size, canary, waiting):
+    policy = BatchPolicy(batch_size=size, canary=min(canary, len(hosts)))
+    total = len(hosts) + waiting  # hosts waiting for another request count in a share
+    cut: list[list[str]] = []
+    rest = hosts
+    while rest:
+        cut.append(next_batch(rest, policy, len(cut), total))
+        rest = rest[len(cut[-1]) :]
+    assert plan_batches(hosts, policy, total) == cut
+    assert all(len(b) == batch_size(policy, i, total) for i, b in enumerate(cut[:-1]))
+
+
+# -- admission as the store runs it --------------------------------------------------------
+
+NAMES = [f"{p}{i}" for p in ("p1", "p2") for i in range(5)]
+
+
+def _fleet_of(directory: str, standing: dict[str, str | None]) -> maas_lib.Fleet:
+    fleet = maas_lib.open_fleet(Path(directory) / "f.db")
+    specs = [
+        HostSpec(name=n, pool=n[:2], bmc_address="127.0.0.1", bmc_credential="lab") for n in NAMES
+    ]
+    pools = [PoolSpec(name=p, max_unavailable=a) for p, a in standing.items()]
+    fleet.store.upsert_hosts(specs, pools, actor="test")
+    return fleet
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    hosts=st.lists(st.sampled_from(NAMES), min_size=1, unique=True),
+    held=st.lists(st.sampled_from(NAMES), unique=True, max_size=4),
+    standing=st.fixed_dictionaries({"p1": st.one_of(st.none(), amounts), "p2": amounts}),
+    requested=st.one_of(st.none(), amounts),
+    size=amounts,
+)
+def test_the_store_admits_what_the_dry_run_shows_and_never_exceeds_a_budget(
+    hosts, held, standing, requested, size
+):
+    with tempfile.TemporaryDirectory() as directory, _fleet_of(directory, standing) as fleet:
+        store = fleet.store
+        if held:  # an older request another worker runs holds these hosts
+            holder = fleet.submit("reboot", held).id
+            assert store.claim_request("other", ttl=60) == holder
+            store.begin_hosts(holder, held, batch=0, action="reboot", holder="other", limits={})
+        policy = {"batch_size": size, "max_unavailable": requested}
+        plan = fleet.plan("power-cycle", hosts, **policy)
+        pool_of = {h.name: h.pool for h in store.list_hosts()}
+        requested_amount = BatchPolicy.model_validate(plan["policy"]).max_unavailable
+        limits = pool_limits_for(pool_of, store.list_pools(), requested_amount)
+        assert plan["pool_limits"] == limits.limits
+        rid = fleet.submit("power-cycle", hosts, **policy).id
+        assert store.claim_request("me", ttl=60) == rid
+        pending = store.pending_hosts(rid)
+        assert pending == [h for b in plan["batches"] for h in b["hosts"]]
+        if not plan["batches"]:
+            return
+        first = plan["batches"][0]
+        began = store.begin_hosts(
+            rid, first["hosts"], batch=0, action="power-cycle", holder="me", limits=limits.limits
+        )
+        # The hosts the dry-run said would wait for a budget are the ones the store defers.
+        assert list(began.blocked) == first["budget_waits"]
+        assert list(began.started) == [h for h in first["hosts"] if h not in began.blocked]
+        down_before = plan["pool_down_now"]
+        for pool, limit in limits.limits.items():
+            now = sum(1 for lease in store.inflight() if lease.pool == pool)
+            assert now <= max(limit, down_before.get(pool, 0))
+            if any(pool_of[h] == pool for h in began.blocked):
+                assert now >= limit
+                assert began.blocked[next(h for h in began.blocked if pool_of[h] == pool)] == (
+                    f"pool {pool} at its budget of {limit} unavailable"
+                )
