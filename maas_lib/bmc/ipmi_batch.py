@@ -133,6 +133,8 @@ def _login(batch: _Batch, flight: _Flight, session_cls: Any) -> None:
                 port=job.endpoint.port,
                 onlogon=lambda response: _logged_on(batch, flight, response),
                 keepalive=False,
+                # Reading power needs User level only: no Set Session Privilege Level.
+                privlevel=pyghmi_fixes.USER_PRIVILEGE,
             )
     except Exception as exc:
         _finish(batch, flight, classify_ipmi_error(exc, job.via))

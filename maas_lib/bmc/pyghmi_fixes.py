@@ -55,13 +55,13 @@ session. Each fix is a behaviour pyghmi intends; none changes what goes on the w
     any session exists, so no deadline mixes the two) and the lock itself as the context
     manager. Measured on 200 ipmi_sim BMCs: ~10% less CPU and wall time for a status.
 
-12. An asynchronous login (`onlogon` given) still asks for its privilege level with a
-    synchronous command, nested in whichever thread handled RAKP4 (or the IPMI 1.5
-    activation): one thread pumping many logins then waits on each BMC's reply in turn,
-    and a BMC that goes quiet after RAKP4 stalls every other login for its retry period.
-    Fix: an asynchronous login sends Set Session Privilege Level with a callback and ends
-    (success or failure, with pyghmi's own messages and its retry at operator level) when
-    that reply, or pyghmi's timeout for it, arrives.
+12. Every login ends with a synchronous Set Session Privilege Level, even an asynchronous
+    one (`onlogon` given): nested in whichever thread handled RAKP4 (or the IPMI 1.5
+    activation), so one thread driving many logins waits on each BMC's reply in turn, and
+    a BMC that goes quiet after RAKP4 stalls every other login for its retry period. Fix:
+    an asynchronous login at User level (`privlevel=USER_PRIVILEGE`: enough to read power)
+    sends no such request, since a session starts at User level; it is logged in as soon as
+    the session is active. Other logins ask as pyghmi does.
 
 And options pyghmi does not have (not bugs):
 11. A pinned cipher suite: pyghmi proposes RMCP+ cipher suite 17 (SHA-256) and, if the BMC
@@ -527,55 +527,33 @@ _CC_STEPS = {
 }
 
 
+#: IPMI privilege level User (IPMI 2.0 table 6-1: Callback 1, User 2, Operator 3, Admin 4):
+#: enough to read (Get Chassis Status), and the level a session starts at.
+USER_PRIVILEGE = 2
+
+
 def _async_priv_level(method: Callable[..., Any], session_module: Any) -> Callable[..., Any]:
-    """`_req_priv_level` (fix 12): with a callback for an asynchronous login, pyghmi's own
-    (synchronous) request otherwise."""
-    privilege_command = {"netfn": 0x6, "command": 0x3B}
+    """`_req_priv_level` (fix 12): an asynchronous login at User level ends here, without
+    asking for the level it already has; every other login asks as pyghmi does."""
 
     def _req_priv_level(self: Any) -> None:
-        if not self.async_:
+        if not (self.async_ and self.privlevel == USER_PRIVILEGE and not self.autopriv):
             return method(self)
-        # As pyghmi: logged in as far as commands go; one relogin left to heal a loss.
+        # As pyghmi after a granted request: logged in, one relogin left to heal a loss.
         self.logged = 1
         self.logoutexpiry = None
         self.maxtimeout = 4
         self.logontries = 1
-
-        def request() -> None:
-            self.raw_command(**privilege_command, data=[self.privlevel], callback=answered)
-
-        def answered(response: dict[str, Any]) -> None:
-            # A callback's caller clears the command in flight (pyghmi's contract).
-            self.incommand = False
-            while self.evq:
-                self.evq.popleft().set()
-            code = response.get("code")
-            if code in (0x80, 0x81) and self.privlevel == 4:
-                self.privlevel = 3  # pyghmi's retry: some BMCs balk at admin here
-                request()
-                return
-            if code or "error" in response:
-                self.logged = 0
-                self.onlogpayload = None
-                self.logging = False
-                suffix = f" while requesting privelege level {self.privlevel} for {self.userid}"
-                error = response.get("error") or session_module.get_ipmi_error(
-                    response, suffix=suffix
-                )
-                self.onlogon({"error": error or f"privilege level refused (code {code})"})
-                return
-            self.logging = False
-            with session_module.KEEPALIVE_SESSIONS:
-                session_module.Session.keepalive_sessions[self] = {
-                    "ipmisession": self,
-                    "timeout": time.monotonic() + session_module.MAX_IDLE - random.random() * 4.9,
-                }
-            try:
-                self.onlogon({"success": True})
-            finally:
-                _wake_waiters(self)  # fix 6: a thread may wait for this login too
-
-        request()
+        self.logging = False
+        with session_module.KEEPALIVE_SESSIONS:
+            session_module.Session.keepalive_sessions[self] = {
+                "ipmisession": self,
+                "timeout": time.monotonic() + session_module.MAX_IDLE - random.random() * 4.9,
+            }
+        try:
+            self.onlogon({"success": True})
+        finally:
+            _wake_waiters(self)  # fix 6: a thread may wait for this login too
 
     return _req_priv_level
 
