@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from maas_lib import cli_render as render
+from maas_lib.bmc.base import BootDevice, PowerAction
 from maas_lib.errors import InputError, MaasError
 from maas_lib.models import MAX_POLICY_HOSTS, Action, BatchPolicy, OverlapMode, RequestState
 
@@ -779,9 +780,7 @@ def bmc_status(
 
 
 @bmc.command("power")
-@click.argument(
-    "action", type=click.Choice(["on", "off", "soft", "cycle", "reset"]), metavar="ACTION"
-)
+@click.argument("action", type=click.Choice([a.value for a in PowerAction]), metavar="ACTION")
 @click.argument("patterns", nargs=-1, metavar="PATTERN...")
 @click.option("--no-wait", is_flag=True, help="Return once the BMC accepted the request.")
 @click.option(
@@ -821,7 +820,7 @@ def bmc_power(
 
 
 @bmc.command("boot")
-@click.argument("device", type=click.Choice(["pxe", "disk", "cd", "bios"]), metavar="DEVICE")
+@click.argument("device", type=click.Choice([d.value for d in BootDevice]), metavar="DEVICE")
 @click.argument("patterns", nargs=-1, metavar="PATTERN...")
 @click.option("--persistent", is_flag=True, help="Every boot, not just the next one.")
 @_bmc_options

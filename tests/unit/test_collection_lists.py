@@ -1,6 +1,7 @@
 """The collection holds no list or default of its own: its argument specs take maas-lib's
-actions, request states (and which of them are ended) and BMC defaults, and the literal copies Ansible's DOCUMENTATION
-must carry are held to them here."""
+actions, request states (and which of them are ended) and BMC defaults, and the literal
+copies Ansible's DOCUMENTATION must carry (and the power and boot choices) are held to
+them here."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 import yaml
 
 from maas_lib.bmc import BmcSettings
+from maas_lib.bmc.base import BootDevice, PowerAction
 from maas_lib.models import Action, RequestState
 from tests.conftest import REPO
 
@@ -29,7 +31,7 @@ def test_actions_and_states_are_maas_libs_in_the_specs_and_the_docs():
 
     actions, states = [a.value for a in Action], [s.value for s in RequestState]
     assert (actions, states) == (maas.ACTIONS, maas.REQUEST_STATES)
-    assert maas.ENDED_STATES == {"succeeded", "failed", "partial", "cancelled"}
+    assert {"succeeded", "failed", "partial", "cancelled"} == maas.ENDED_STATES
     submit = documentation(PLUGINS / "modules/submit.py")["options"]
     assert submit["action"]["choices"] == actions
     info = documentation(PLUGINS / "modules/request_info.py")["options"]
@@ -44,3 +46,10 @@ def test_bmc_options_default_to_bmc_settings_and_say_so():
         assert "default" not in maas.BMC_ARGS[name] and "default" not in options[name], name
         default = BmcSettings.model_fields[name].default
         assert f"maas-lib's default, V({default:g})" in " ".join(options[name]["description"])
+
+
+def test_power_states_and_boot_devices_are_maas_libs():
+    power = documentation(PLUGINS / "modules/power.py")["options"]
+    assert power["state"]["choices"] == [a.value for a in PowerAction]
+    boot = documentation(PLUGINS / "modules/boot_device.py")["options"]
+    assert boot["device"]["choices"] == [d.value for d in BootDevice]
