@@ -28,8 +28,8 @@ def start_as_scheduler(store, hosts, worker):
 
 
 @pytest.fixture
-def imported(cli, inventory):
-    r = cli("hosts", "import", str(inventory))
+def imported(cli_in_process, inventory):
+    r = cli_in_process("hosts", "import", str(inventory))
     assert r.code == 0, r
     return r
 
@@ -211,18 +211,35 @@ BAD_SUBMITS = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("args", "words"), BAD_SUBMITS, ids=lambda v: " ".join(v) if isinstance(v, list) else None
-)
-def test_bad_input_is_one_line_exit_2_and_writes_nothing(cli, imported, db_path, args, words):
+def bad_input_is_one_line_exit_2_and_writes_nothing(run, db_path, args, words):
     before = {t: count(db_path, t) for t in ("requests", "request_hosts", "events", "hosts")}
-    r = cli(*args)
+    r = run(*args)
     assert r.code == 2, r
     assert r.out == ""
     assert r.err.count("\n") == 1 and r.err.startswith("maasctl: error: "), r.err
     assert words in r.err
     assert "Traceback" not in r.err
     assert {t: count(db_path, t) for t in before} == before
+
+
+@pytest.mark.parametrize(
+    ("args", "words"), BAD_SUBMITS, ids=lambda v: " ".join(v) if isinstance(v, list) else None
+)
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(
+    cli_in_process, imported, db_path, args, words
+):
+    bad_input_is_one_line_exit_2_and_writes_nothing(cli_in_process, db_path, args, words)
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [BAD_SUBMITS[0], BAD_SUBMITS[1], BAD_SUBMITS[-3], BAD_SUBMITS[-1]],
+    ids=["click-choice", "input-error", "database-url", "no-such-command"],
+)
+def test_bad_input_through_the_installed_entry_point(cli, imported, db_path, args, words):
+    """Each kind of refusal (click's usage errors, maas-lib's InputError, a bad database
+    URL) as a user meets it: the real process's exit code and stderr, no traceback."""
+    bad_input_is_one_line_exit_2_and_writes_nothing(cli, db_path, args, words)
 
 
 @pytest.mark.parametrize(
@@ -237,11 +254,11 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(cli, imported, db_path,
         ("all:\n  hosts:\n    a: {rack: r1}\n", "host a: bmc_address: Field required"),
     ],
 )
-def test_bad_inventory_is_refused_whole(cli, imported, db_path, write_file, text, words):
+def test_bad_inventory_is_refused_whole(cli_in_process, imported, db_path, write_file, text, words):
     good_and_bad = text.replace("  hosts:\n", "  hosts:\n    zz1: {bmc_address: 10.9.9.9}\n", 1)
     path = write_file("bad.yml", good_and_bad)
     before = count(db_path, "hosts")
-    r = cli("hosts", "import", str(path))
+    r = cli_in_process("hosts", "import", str(path))
     assert r.code == 2, r
     assert r.err.count("\n") == 1 and words in r.err and "Traceback" not in r.err
     assert count(db_path, "hosts") == before
@@ -389,11 +406,11 @@ def test_dry_run_prints_the_plan_and_writes_nothing(cli, imported, db_path):
         (["--endpoint-concurrency", "0"], "--endpoint-concurrency:"),
     ],
 )
-def test_run_rejects_bad_settings_before_claiming_anything(cli, imported, args, message):
-    cli("submit", "reboot", "web*")
-    r = cli("run", "--until-idle", *args)
+def test_run_rejects_bad_settings_before_claiming_anything(cli_in_process, imported, args, message):
+    cli_in_process("submit", "reboot", "web*")
+    r = cli_in_process("run", "--until-idle", *args)
     assert r.code == 2 and message in r.err and "Traceback" not in r.err
-    assert cli("status", "1", "--json").json()["state"] == "accepted"
+    assert cli_in_process("status", "1", "--json").json()["state"] == "accepted"
 
 
 def test_run_until_idle_with_nothing_to_do_exits_at_once(cli, imported):
