@@ -8,7 +8,6 @@ power changes are confirmed by polling the BMC — never assumed.
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -27,6 +26,8 @@ from maas_lib.bmc.base import (
     PowerReading,
     PowerState,
 )
+from maas_lib.bmc.deadline import run_with_deadline
+from maas_lib.bmc.fallback import FallbackDriver
 from maas_lib.credentials import Credential, resolve_credential
 from maas_lib.errors import (
     BmcError,
@@ -132,65 +133,6 @@ class BmcResult:
         return data
 
 
-class _Reusable:
-    """Daemon threads for `run_with_deadline`, reused: starting a thread per BMC call cost
-    more CPU than the call. A hung call keeps only its own thread; idle ones exit."""
-
-    IDLE_S = 60.0
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._idle: list[queue.SimpleQueue[Callable[[], None] | None]] = []
-
-    def submit(self, job: Callable[[], None]) -> None:
-        with self._lock:
-            inbox = self._idle.pop() if self._idle else None
-        if inbox is None:
-            inbox = queue.SimpleQueue()
-            threading.Thread(target=self._work, args=(inbox,), daemon=True, name="bmc-call").start()
-        inbox.put(job)
-
-    def _work(self, inbox: queue.SimpleQueue[Callable[[], None] | None]) -> None:
-        while True:
-            try:
-                job = inbox.get(timeout=self.IDLE_S)
-            except queue.Empty:
-                with self._lock:
-                    if inbox in self._idle:  # nobody handed us a job meanwhile: retire
-                        self._idle.remove(inbox)
-                        return
-                continue
-            if job is None:
-                return
-            job()
-            with self._lock:
-                self._idle.append(inbox)
-
-
-_THREADS = _Reusable()
-
-
-def run_with_deadline(fn: Callable[[], T], timeout: float, on_timeout: Callable[[], BmcError]) -> T:
-    """Run `fn` in a daemon thread; give up (not wait) after `timeout` seconds."""
-    box: dict[str, Any] = {}
-    done = threading.Event()
-
-    def job() -> None:
-        try:
-            box["value"] = fn()
-        except BaseException as exc:
-            box["error"] = exc
-        finally:
-            done.set()
-
-    _THREADS.submit(job)
-    if not done.wait(timeout):
-        raise on_timeout()
-    if "error" in box:
-        raise box["error"]
-    return box["value"]
-
-
 def _succeeded(
     target: BmcTarget, reading: PowerReading | None, via: str, elapsed_s: float
 ) -> BmcResult:
@@ -217,6 +159,8 @@ def _failed(target: BmcTarget, exc: BmcError, via: str, elapsed_s: float) -> Bmc
 
 
 def make_driver(endpoint: BmcEndpoint, credential: Credential, settings: BmcSettings) -> BmcDriver:
+    # Each protocol's driver is imported when a host uses it: pyghmi (with cryptography)
+    # and sushy (with requests) cost start-up time that a one-protocol fleet need not pay.
     if endpoint.protocol is BmcProtocol.IPMI:
         from maas_lib.bmc.ipmi import IpmiDriver
 
@@ -270,8 +214,6 @@ class BmcController:
         primary = self._make_driver(target.primary, cred, self.settings)
         if target.fallback is None:
             return primary
-        from maas_lib.bmc.fallback import FallbackDriver
-
         return FallbackDriver(primary, self._make_driver(target.fallback, cred, self.settings))
 
     def call(self, driver: BmcDriver, fn: Callable[[BmcDriver], T], what: str) -> T:
@@ -416,7 +358,7 @@ class BmcController:
         results: list[BmcResult | None] = [None] * len(targets)
         batched = self._ipmi_status_jobs(targets)
         if batched:
-            from maas_lib.bmc.ipmi_batch import DEFERRED, read_power_many
+            from maas_lib.bmc.ipmi_batch import DEFERRED, read_power_many  # pyghmi: see make_driver
 
             jobs = [job for _, job in batched]
             outcomes = read_power_many(
@@ -443,6 +385,7 @@ class BmcController:
         to its BMC held in this process."""
         if self._make_driver is not make_driver:
             return []
+        # pyghmi only now, as in make_driver.
         from maas_lib.bmc.ipmi import IpmiDriver
         from maas_lib.bmc.ipmi_batch import StatusJob
 

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from maas_lib.bmc.base import BmcDriver, BootDevice, PowerAction, PowerReading
+from maas_lib.bmc.deadline import run_with_deadline
 from maas_lib.errors import BmcError, BmcTimeout, BmcUnreachable, BmcUnsupported
 
 T = TypeVar("T")
@@ -39,8 +40,6 @@ class FallbackDriver(BmcDriver):
         return self.secondary.deadline_error(what, seconds)
 
     def _try(self, call: Callable[[BmcDriver], T]) -> T:
-        from maas_lib.bmc.control import run_with_deadline
-
         try:
             # The primary gets one timeout of its own, so the secondary still has time.
             deadline = self.primary.call_deadline

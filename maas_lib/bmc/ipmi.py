@@ -7,6 +7,10 @@ import socket
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from pyghmi import exceptions as pexc
+from pyghmi.ipmi.private.session import Session
+
+from maas_lib.bmc import pyghmi_fixes
 from maas_lib.bmc.base import (
     BmcDriver,
     BmcEndpoint,
@@ -108,8 +112,6 @@ def classify_ipmi_error(exc: BaseException, via: str) -> BmcError:
     """Map a pyghmi/socket failure onto maas-lib's failure classes: by the RMCP+ status or
     completion code where pyghmi kept one (see pyghmi_fixes, fix 7), by its text only as a
     last resort."""
-    from pyghmi import exceptions as pexc
-
     if isinstance(exc, BmcError):
         return exc
     msg = str(exc)
@@ -217,16 +219,13 @@ class IpmiDriver(BmcDriver):
         return IPMI_SESSIONS.has_client(self._key)
 
     def _connect(self) -> IpmiClient:
-        from pyghmi.ipmi.private.session import Session
-
-        from maas_lib.bmc import pyghmi_fixes
-
         pyghmi_fixes.apply()
         with pyghmi_fixes.pinned_cipher_suite(self.endpoint.ipmi_cipher_suite):
             session = Session(**self._session_args(), keepalive=True)
         return IpmiClient(session, self._command)
 
     def _command(self) -> Any:
+        # pyghmi's Command (and its OEM lookups) only for boot device and identify.
         from pyghmi.ipmi.command import Command
 
         return Command(**self._session_args())
@@ -249,11 +248,9 @@ class IpmiDriver(BmcDriver):
     def _raw(client: IpmiClient, cmd: int, data: tuple[int, ...] = ()) -> Any:
         """One chassis command. Raw, because pyghmi's set_power/get_power add an OEM probe
         and a state read to every call: a third of the traffic of a power cycle."""
-        from pyghmi.exceptions import IpmiException
-
         response = client.raw_command(netfn=0, command=cmd, data=data)
         if "error" in response:
-            raise IpmiException(response["error"], response.get("code", 0))
+            raise pexc.IpmiException(response["error"], response.get("code", 0))
         return response["data"]
 
     def power_state(self) -> PowerReading:

@@ -22,6 +22,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from pyghmi.exceptions import IpmiException
+from pyghmi.ipmi.private.session import Session
+
+from maas_lib.bmc import pyghmi_fixes
 from maas_lib.bmc.base import BmcEndpoint, PowerReading
 from maas_lib.bmc.ipmi import classify_ipmi_error, reading_from_chassis_status
 from maas_lib.credentials import Credential
@@ -85,10 +89,6 @@ def read_power_many(
     in flight at once."""
     if not jobs:
         return []
-    from pyghmi.ipmi.private.session import Session
-
-    from maas_lib.bmc import pyghmi_fixes
-
     batch = _Batch(jobs, concurrency, endpoint_concurrency)
     waiting = list(range(len(jobs)))
     with pyghmi_fixes.own_packet_loop() as loop:
@@ -121,8 +121,6 @@ def _start_more(batch: _Batch, waiting: list[int], session_cls: Any) -> list[int
 
 
 def _login(batch: _Batch, flight: _Flight, session_cls: Any) -> None:
-    from maas_lib.bmc import pyghmi_fixes
-
     job = flight.job
     try:
         with pyghmi_fixes.pinned_cipher_suite(job.endpoint.ipmi_cipher_suite):
@@ -171,8 +169,6 @@ def _answered(batch: _Batch, flight: _Flight, reply: dict[str, Any]) -> None:
     while session.evq:
         session.evq.popleft().set()
     if "error" in reply or reply.get("code"):
-        from pyghmi.exceptions import IpmiException
-
         error = IpmiException(reply.get("error") or "Get Chassis Status failed", reply.get("code"))
         _finish(batch, flight, classify_ipmi_error(error, flight.job.via))
         return
@@ -182,8 +178,6 @@ def _answered(batch: _Batch, flight: _Flight, reply: dict[str, Any]) -> None:
 def _login_error(flight: _Flight, message: Any) -> BmcError:
     """A failed asynchronous login, classified as the per-host path classifies it: by the
     failing step's code (pyghmi_fixes, fix 7), its text as a last resort."""
-    from pyghmi.exceptions import IpmiException
-
     error = IpmiException(str(message))
     session = flight.session
     error.login_status = getattr(session, "login_status", None)  # type: ignore[attr-defined]

@@ -93,6 +93,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from pyghmi import exceptions as pexc
+from pyghmi.ipmi.private import session, util
+
 log = logging.getLogger(__name__)
 
 #: Longest a thread sleeps in pyghmi's poller before re-checking its session (fix 6).
@@ -327,8 +330,6 @@ def _raises_own_error(method: Callable[..., Any], pexc: Any) -> Callable[..., An
 
 def _ipmi15authcode(self: Any, payload: Any, checkremotecode: bool = False) -> Any:
     """pyghmi's IPMI 1.5 MD5 auth code, with bytes padding (fix 5)."""
-    from pyghmi import exceptions as pexc
-
     if self.authtype == 0:
         return ()
     password = bytes(self.password)
@@ -342,8 +343,6 @@ def _ipmi15authcode(self: Any, payload: Any, checkremotecode: bool = False) -> A
 
 def _get_session_challenge(self: Any) -> None:
     """pyghmi's IPMI 1.5 Get Session Challenge, with bytes padding (fix 5)."""
-    from pyghmi import exceptions as pexc
-
     userid = bytes(self.userid)
     if len(userid) > 16:
         raise pexc.IpmiException("Username too long for IPMI, must not exceed 16")
@@ -430,7 +429,6 @@ class PacketLoop:
 def own_packet_loop() -> Iterator[PacketLoop]:
     """Run pyghmi's packet loop in this thread for the duration of the block (fix 13)."""
     global _loop_owners
-    from pyghmi.ipmi.private import session
 
     apply()
     with _loop_owners_lock:
@@ -569,8 +567,6 @@ def apply() -> None:
     with _apply_lock:
         if _applied:
             return
-        from pyghmi import exceptions as pexc
-        from pyghmi.ipmi.private import session, util
 
         session.KEEPALIVE_SESSIONS = session.WAITING_SESSIONS
         # Fix 10: a plain clock and plain locks (pyghmi uses `protect` only with `with`).

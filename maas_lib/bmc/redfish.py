@@ -17,6 +17,11 @@ import re
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import requests
+import sushy
+import urllib3
+from sushy import exceptions as sexc
+
 from maas_lib.bmc.base import (
     BmcDriver,
     BmcEndpoint,
@@ -59,9 +64,6 @@ def _socket_reason(exc: BaseException) -> str:
 
 def classify_redfish_error(exc: BaseException, via: str) -> BmcError:
     """Map a sushy/requests failure onto maas-lib's failure classes."""
-    import requests
-    from sushy import exceptions as sexc
-
     if isinstance(exc, BmcError):
         return exc
     msg = str(exc) or type(exc).__name__
@@ -177,7 +179,6 @@ class RedfishDriver(BmcDriver):
                     "TLS verification is off for %s (bmc_tls_verify: false in the inventory)",
                     self.endpoint.address,
                 )
-            import urllib3
 
             urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
         return RedfishClient(
@@ -247,8 +248,6 @@ class RedfishDriver(BmcDriver):
             raise BmcUnsupported(f"Redfish driver has no single request for {action}", via=self.via)
 
         def act(client: RedfishClient, path: str) -> None:
-            from sushy import exceptions as sexc
-
             system, _ = client.get_json(path)
             actions = system.get("Actions") if isinstance(system.get("Actions"), dict) else {}
             element = actions.get("#ComputerSystem.Reset")
@@ -303,8 +302,6 @@ class RedfishDriver(BmcDriver):
                 )
             if "@Redfish.Settings" in system:
                 # Boot settings applied through a Settings resource: sushy knows that dance.
-                import sushy
-
                 sushy_system = client.root.get_system(path)
                 sushy_system.set_system_boot_options(
                     target=sushy.BootSource(target),
@@ -324,8 +321,6 @@ class RedfishDriver(BmcDriver):
     ) -> None:
         """PATCH with If-Match when the BMC gave an ETag (header, or `@odata.etag` in the
         body); a 412/428 means the resource changed or the BMC wants one: read, try again."""
-        from sushy import exceptions as sexc
-
         for attempt in (1, 2):
             etag = response.headers.get("ETag") or doc.get("@odata.etag")
             headers = {"If-Match": etag} if isinstance(etag, str) and etag else None
@@ -341,9 +336,6 @@ class RedfishDriver(BmcDriver):
 
     @staticmethod
     def _cd(system: Any) -> Any:
-        import sushy
-        from sushy import exceptions as sexc
-
         try:
             media = system.virtual_media
         except sexc.MissingAttributeError:
@@ -373,7 +365,5 @@ class RedfishDriver(BmcDriver):
         self._call(eject)
 
     def identify(self, on: bool = True) -> None:
-        import sushy
-
         led = sushy.INDICATOR_LED_BLINKING if on else sushy.INDICATOR_LED_OFF
         self._call(lambda c, path: c.root.get_system(path).set_indicator_led(led))

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from maas_lib.bmc.control import run_with_deadline
+from maas_lib.bmc.deadline import run_with_deadline
 from maas_lib.classes import ErrorClass, StepOutcome, outcome_of
 from maas_lib.errors import Interrupted, StepError, error_class_of
 from maas_lib.models import Action, HostStatus, HostTaskState
