@@ -79,6 +79,8 @@ class _Batch:
     flights: list[_Flight] = field(default_factory=list)
     per_endpoint: dict[tuple[str, int | None], int] = field(default_factory=dict)
     results: dict[int, tuple[Outcome, float]] = field(default_factory=dict)
+    #: id() of the sessions this batch's flights in the air own.
+    sessions: set[int] = field(default_factory=set)
 
 
 def read_power_many(
@@ -141,13 +143,12 @@ def _login(batch: _Batch, flight: _Flight, session_cls: Any) -> None:
     # pyghmi hands out the session it already has for this BMC and user (one another
     # caller logged in synchronously, or another host of this batch behind the same
     # endpoint): it is its holder's. The per-host path waits for it properly.
-    shared = not session.async_ or any(
-        f.session is session for f in batch.flights if f is not flight and not f.done
-    )
+    shared = not session.async_ or id(session) in batch.sessions
     if shared:
         _finish(batch, flight, DEFERRED)
     else:
         flight.owned = True
+        batch.sessions.add(id(session))
 
 
 def _logged_on(batch: _Batch, flight: _Flight, response: dict[str, Any]) -> None:
@@ -225,6 +226,8 @@ def _sweep(batch: _Batch) -> None:
         if flight.done:
             key = _key(flight.job.endpoint)
             batch.per_endpoint[key] -= 1
+            if flight.owned:
+                batch.sessions.discard(id(session))
             assert flight.outcome is not None
             batch.results[flight.index] = (flight.outcome, flight.elapsed_s)
         else:

@@ -114,6 +114,10 @@ _waits_lock = threading.Lock()
 
 
 def _wake_waiters(session: Any) -> None:
+    if id(session) not in _waits:
+        # Nobody waits (the common case). A waiter that registers right after this check
+        # still finds what it waits for when it checks after registering (see _io_wait).
+        return
     with _waits_lock:
         events = _waits.pop(id(session), ())
     for evt in events:
