@@ -12,9 +12,9 @@ from typing import TypeVar
 from maas_lib.bmc.base import BmcTarget, BootDevice, PowerAction, PowerState
 from maas_lib.bmc.control import BmcController, BmcResult, BmcSettings
 from maas_lib.bmc.sessions import close_all_sessions
-from maas_lib.credentials import resolve_credential
+from maas_lib.credentials import Credential, resolve_credential
 from maas_lib.errors import InputError
-from maas_lib.models import HostRecord
+from maas_lib.models import HostRecord, HostSpec
 
 __all__ = [
     "BmcController",
@@ -40,7 +40,7 @@ def parse_choice(kind: type[E], value: str | E, what: str) -> E:
 
 
 def run_bmc(
-    hosts: Sequence[HostRecord],
+    hosts: Sequence[HostRecord | HostSpec],
     verb: str,
     *,
     action: PowerAction | None = None,
@@ -48,12 +48,16 @@ def run_bmc(
     persistent: bool = False,
     wait: bool = True,
     settings: BmcSettings | None = None,
+    credential: Credential | None = None,
 ) -> list[BmcResult]:
-    """Run one BMC verb (`status`, `power`, `boot`) on every host, bounded concurrency."""
+    """Run one BMC verb (`status`, `power`, `boot`) on every host, bounded concurrency.
+
+    `credential`, if given, is used for every host instead of each host's named one."""
     targets = [BmcTarget.from_host(h) for h in hosts]
     # Every credential must resolve before any BMC is touched: a typo is bad input, not
     # a hundred auth failures.
-    creds = {name: resolve_credential(name) for name in sorted({t.credential for t in targets})}
+    names = sorted({t.credential for t in targets})
+    creds = {n: credential or resolve_credential(n) for n in names}
     controller = BmcController(settings, resolve=creds.__getitem__)
     try:
         if verb == "status":
