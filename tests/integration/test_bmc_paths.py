@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.conftest import maasctl_in_process
 from tests.integration.conftest import FAST
 
 
@@ -93,7 +94,9 @@ def test_tls_verification_off_only_when_the_inventory_says_so(simfleet_api, path
 
 
 def test_unreachable_primary_falls_back_and_says_which_path_acted(simfleet_api, path_hosts):
-    (r,) = simfleet_api.bmc_power("cycle", ["path-fallback"], settings=FAST)
+    # The dead primary costs its whole deadline: a short one (no retries; nothing is flaky).
+    quick = FAST.model_copy(update={"timeout": 1.0, "retries": 0})
+    (r,) = simfleet_api.bmc_power("cycle", ["path-fallback"], settings=quick)
     assert r.ok and r.power == "on", r
     assert r.via.startswith("https://") and r.via.endswith(r.via.rsplit("/", 1)[-1])
     # The same machine answers through its primary (IPMI) path as sim-dual-0001.
@@ -106,9 +109,12 @@ def test_auth_failure_on_the_primary_does_not_fall_back(simfleet_api, path_hosts
     assert r.error_class == "auth" and r.via.startswith("ipmi://"), r
 
 
-def _maasctl(simfleet, *args, env=None):
+def _maasctl(simfleet, *args, env=None, in_process=False):
     full = {k: v for k, v in os.environ.items() if not k.startswith("MAAS_")}
     full |= {"MAAS_DB": str(simfleet.db)} | (env if env is not None else simfleet.env)
+    if in_process:
+        r = maasctl_in_process(args, full, simfleet.directory)
+        return subprocess.CompletedProcess(args, r.code, r.out, r.err)
     return subprocess.run(
         [sys.executable, "-m", "maas_lib", *args],
         capture_output=True,
@@ -124,7 +130,10 @@ def test_cli_bmc_status_json_and_exit_codes(simfleet):
     rows = json.loads(ok.stdout)
     assert [r["host"] for r in rows] == ["sim-ipmi-0001", "sim-ipmi-0002", "sim-rf-0001"]
     assert all(r.keys() >= {"host", "power", "error_class", "error", "via"} for r in rows)
-    bad = _maasctl(simfleet, "bmc", "status", "sim-ipmi-*", "--json", "--timeout", "2")
+    # A short deadline: the dead BMC costs it, not the default 13 s.
+    bad = _maasctl(
+        simfleet, "bmc", "status", "sim-ipmi-*", "--json", "--timeout", "1", "--deadline", "3"
+    )
     assert bad.returncode == 1
     classes = {r["host"]: r["error_class"] for r in json.loads(bad.stdout)}
     assert classes["sim-ipmi-0005"] == "auth" and classes["sim-ipmi-0006"] == "unreachable"
@@ -150,7 +159,7 @@ def test_cli_power_and_boot(simfleet):
     ],
 )
 def test_cli_bmc_bad_input(simfleet, args, words):
-    r = _maasctl(simfleet, *args)
+    r = _maasctl(simfleet, *args, in_process=args[:2] != ["bmc", "power"])
     assert r.returncode == 2 and words in r.stderr and r.stderr.count("\n") == 1, r.stderr
 
 
@@ -165,8 +174,9 @@ def test_bmc_passwords_never_appear_in_output_logs_or_database(simfleet):
     secrets = [v for k, v in simfleet.env.items() if k.endswith("_PASSWORD")]
     outputs = []
     for args in (
-        ["-vv", "bmc", "status", "sim-*", "--json", "--timeout", "2"],
-        ["-vv", "bmc", "status", "sim-*", "--timeout", "2"],
+        # Every fault once (auth, dead, slow, flaky); then the quick ones, as a table.
+        ["-vv", "bmc", "status", "sim-*", "--json", "--timeout", "1", "--deadline", "3"],
+        ["-vv", "bmc", "status", "sim-*-000[1235]", "sim-dual-*"],
         ["-vv", "bmc", "power", "on", "sim-rf-0003", "sim-ipmi-0005"],
         ["-vv", "hosts", "list", "--json"],
     ):
