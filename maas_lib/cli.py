@@ -11,9 +11,15 @@ from typing import Any
 import click
 
 from maas_lib import cli_render as render
-from maas_lib.bmc.base import BootDevice, PowerAction
+from maas_lib.enums import (
+    MAX_POLICY_HOSTS,
+    Action,
+    BootDevice,
+    OverlapMode,
+    PowerAction,
+    RequestState,
+)
 from maas_lib.errors import InputError, MaasError
-from maas_lib.models import MAX_POLICY_HOSTS, Action, BatchPolicy, OverlapMode, RequestState
 
 ACTIONS = [a.value for a in Action]
 
@@ -87,6 +93,46 @@ def _span(model: Any, name: str) -> str:
     return f"range {above}{low:g}..{high:g}"
 
 
+def _model(name: str) -> Any:
+    """A settings model by name, imported when an option needs it (not at start-up)."""
+    if name == "bmc":
+        from maas_lib.bmc.control import BmcSettings
+
+        return BmcSettings
+    if name == "run":
+        from maas_lib.scheduler.settings import SchedulerSettings
+
+        return SchedulerSettings
+    from maas_lib.models import BatchPolicy
+
+    return BatchPolicy
+
+
+class _FieldOption(click.Option):
+    """An option whose default and `{range}` in its help are a library model field's,
+    read when the option is parsed or its help shown: `maasctl --help` and the commands
+    without it import no model (pydantic) at all."""
+
+    def __init__(
+        self, *decls: Any, field: tuple[str, str], range_only: bool = False, **attrs: Any
+    ) -> None:
+        self.field = field
+        self.range_only = range_only  # unset stays None: the library applies its default
+        super().__init__(*decls, default=None, **attrs)
+
+    def get_default(self, ctx: click.Context, call: bool = True) -> Any:
+        value = super().get_default(ctx, call=call)
+        if value is None and not self.range_only:  # the library's default, not the CLI's
+            model, name = self.field
+            value = _model(model).model_fields[name].default
+        return value
+
+    def get_help_record(self, ctx: click.Context) -> tuple[str, str] | None:
+        if self.help and "{range}" in self.help:
+            self.help = self.help.replace("{range}", _span(_model(self.field[0]), self.field[1]))
+        return super().get_help_record(ctx)
+
+
 # -- hosts ------------------------------------------------------------------------------
 
 
@@ -154,13 +200,19 @@ def hosts_release(c: _Ctx, host: str, as_: str | None) -> None:
     "--canary",
     type=int,
     metavar="N",
-    help=f"Hosts in a first, canary batch ({_span(BatchPolicy, 'canary')}).",
+    cls=_FieldOption,
+    field=("policy", "canary"),
+    range_only=True,
+    help="Hosts in a first, canary batch ({range}).",
 )
 @click.option(
     "--pause",
     type=float,
     metavar="SECONDS",
-    help=f"Wait between batches ({_span(BatchPolicy, 'pause')}).",
+    cls=_FieldOption,
+    field=("policy", "pause"),
+    range_only=True,
+    help="Wait between batches ({range}).",
 )
 @click.option("--image", metavar="NAME", help="Image to install (reimage, wipe).")
 @click.option(
@@ -480,22 +532,6 @@ def report(c: _Ctx, html_path: str, request_id: int | None, since: str | None) -
 # -- the scheduler ----------------------------------------------------------------------
 
 
-def _defaults(model: Any) -> dict[str, Any]:
-    """A settings model's field defaults: the CLI shows the library's, never its own."""
-    return {name: f.default for name, f in model.model_fields.items()}
-
-
-def _scheduler_models() -> tuple[Any, Any]:
-    from maas_lib.bmc.control import BmcSettings
-    from maas_lib.scheduler.settings import SchedulerSettings
-
-    return BmcSettings, SchedulerSettings
-
-
-_BMC_M, _RUN_M = _scheduler_models()
-_BMC, _RUN = _defaults(_BMC_M), _defaults(_RUN_M)
-
-
 @cli.command("run")
 @click.option(
     "--until-idle", is_flag=True, help="Exit once no request is accepted or running anywhere."
@@ -503,61 +539,66 @@ _BMC, _RUN = _defaults(_BMC_M), _defaults(_RUN_M)
 @click.option(
     "--concurrency",
     type=int,
-    default=_BMC["concurrency"],
+    cls=_FieldOption,
+    field=("bmc", "concurrency"),
     show_default=True,
-    help=f"BMC calls in flight at once ({_span(_BMC_M, 'concurrency')}).",
+    help="BMC calls in flight at once ({range}).",
 )
 @click.option(
     "--endpoint-concurrency",
     type=int,
-    default=_BMC["endpoint_concurrency"],
+    cls=_FieldOption,
+    field=("bmc", "endpoint_concurrency"),
     show_default=True,
-    help="BMC calls in flight at once to one BMC endpoint (address and port) "
-    f"({_span(_BMC_M, 'endpoint_concurrency')}).",
+    help="BMC calls in flight at once to one BMC endpoint (address and port) ({range}).",
 )
 @click.option(
     "--timeout",
     type=float,
-    default=_BMC["timeout"],
+    cls=_FieldOption,
+    field=("bmc", "timeout"),
     show_default=True,
-    help=f"Seconds per BMC call ({_span(_BMC_M, 'timeout')}).",
+    help="Seconds per BMC call ({range}).",
 )
 @click.option(
     "--power-timeout",
     type=float,
-    default=_BMC["power_timeout"],
+    cls=_FieldOption,
+    field=("bmc", "power_timeout"),
     show_default=True,
-    help=f"Seconds for a BMC to confirm a power change ({_span(_BMC_M, 'power_timeout')}).",
+    help="Seconds for a BMC to confirm a power change ({range}).",
 )
 @click.option(
     "--soft-timeout",
     type=float,
-    default=_RUN["soft_timeout"],
+    cls=_FieldOption,
+    field=("run", "soft_timeout"),
     show_default=True,
-    help="Seconds a reboot waits for a soft shutdown before a hard one "
-    f"({_span(_RUN_M, 'soft_timeout')}).",
+    help="Seconds a reboot waits for a soft shutdown before a hard one ({range}).",
 )
 @click.option(
     "--install-timeout",
     type=float,
-    default=_RUN["install_timeout"],
+    cls=_FieldOption,
+    field=("run", "install_timeout"),
     show_default=True,
-    help=f"Seconds to wait for an install-completion report ({_span(_RUN_M, 'install_timeout')}).",
+    help="Seconds to wait for an install-completion report ({range}).",
 )
 @click.option(
     "--claim-ttl",
     type=float,
-    default=_RUN["claim_ttl"],
+    cls=_FieldOption,
+    field=("run", "claim_ttl"),
     show_default=True,
-    help="Seconds after a worker's last heartbeat before another resumes its requests "
-    f"({_span(_RUN_M, 'claim_ttl')}).",
+    help="Seconds after a worker's last heartbeat before another resumes its requests ({range}).",
 )
 @click.option(
     "--max-requests",
     type=int,
-    default=_RUN["max_requests"],
+    cls=_FieldOption,
+    field=("run", "max_requests"),
     show_default=True,
-    help=f"Requests run side by side ({_span(_RUN_M, 'max_requests')}).",
+    help="Requests run side by side ({range}).",
 )
 @click.option(
     "--image-url",
@@ -569,14 +610,16 @@ _BMC, _RUN = _defaults(_BMC_M), _defaults(_RUN_M)
 @click.option(
     "--poll",
     type=float,
-    default=_RUN["poll"],
+    cls=_FieldOption,
+    field=("run", "poll"),
     show_default=True,
-    help=f"Seconds between polls ({_span(_RUN_M, 'poll')}).",
+    help="Seconds between polls ({range}).",
 )
 @click.option(
     "--executor",
     type=click.Choice(["native", "ansible"]),
-    default=_RUN["executor"],
+    cls=_FieldOption,
+    field=("run", "executor"),
     show_default=True,
     help="native: each host's steps in-process; ansible: each batch as the action's "
     "playbook through ansible-runner (--limit to the batch).",
@@ -584,9 +627,10 @@ _BMC, _RUN = _defaults(_BMC_M), _defaults(_RUN_M)
 @click.option(
     "--forks",
     type=int,
-    default=_RUN["forks"],
+    cls=_FieldOption,
+    field=("run", "forks"),
     show_default=True,
-    help=f"Ansible forks per batch (--executor ansible) ({_span(_RUN_M, 'forks')}).",
+    help="Ansible forks per batch (--executor ansible) ({range}).",
 )
 @click.option(
     "--action-playbooks",
@@ -608,11 +652,12 @@ _BMC, _RUN = _defaults(_BMC_M), _defaults(_RUN_M)
     "--store-retry",
     "store_retry_s",
     type=float,
-    default=_RUN["store_retry_s"],
+    cls=_FieldOption,
+    field=("run", "store_retry_s"),
     show_default=True,
     help="Seconds to retry a failing database (disk full, I/O error, lock timeout, lost "
     "connection), starting no new host, before exiting 1 with the cause "
-    f"({_span(_RUN_M, 'store_retry_s')}).",
+    "({range}).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print what was done as JSON at the end.")
 @pass_ctx
@@ -693,21 +738,24 @@ def _bmc_options(fn: Any) -> Any:
         click.option(
             "--concurrency",
             type=int,
-            default=_BMC["concurrency"],
+            cls=_FieldOption,
+            field=("bmc", "concurrency"),
             show_default=True,
             help="BMCs worked on at once.",
         ),
         click.option(
             "--timeout",
             type=float,
-            default=_BMC["timeout"],
+            cls=_FieldOption,
+            field=("bmc", "timeout"),
             show_default=True,
             help="Seconds a BMC may take to answer one request; slower is `timeout`.",
         ),
         click.option(
             "--connect-timeout",
             type=float,
-            default=_BMC["connect_timeout"],
+            cls=_FieldOption,
+            field=("bmc", "connect_timeout"),
             show_default=True,
             help="Seconds to open a Redfish connection; a BMC not there is `unreachable`.",
         ),
@@ -786,7 +834,8 @@ def bmc_status(
 @click.option(
     "--wait-timeout",
     type=float,
-    default=_BMC["power_timeout"],
+    cls=_FieldOption,
+    field=("bmc", "power_timeout"),
     show_default=True,
     help="Seconds for a BMC to reach the requested state.",
 )

@@ -6,7 +6,6 @@ import ipaddress
 import json
 import math
 import re
-from enum import StrEnum
 from typing import Any
 
 from pydantic import (
@@ -20,63 +19,21 @@ from pydantic import (
     model_validator,
 )
 
-
-class Action(StrEnum):
-    POWER_ON = "power-on"
-    POWER_OFF = "power-off"
-    POWER_CYCLE = "power-cycle"
-    REBOOT = "reboot"
-    REIMAGE = "reimage"
-    WIPE = "wipe"
-    DECOMMISSION = "decommission"
-
-
-#: Actions that boot an image and therefore may name one.
-IMAGE_ACTIONS = frozenset({Action.REIMAGE, Action.WIPE})
-
-
-class RequestState(StrEnum):
-    ACCEPTED = "accepted"
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    PARTIAL = "partial"
-    CANCELLED = "cancelled"
-
-
-#: A request in one of these states holds (or may take) host leases.
-IN_FLIGHT_REQUEST_STATES = frozenset({RequestState.ACCEPTED, RequestState.RUNNING})
-TERMINAL_REQUEST_STATES = frozenset(set(RequestState) - IN_FLIGHT_REQUEST_STATES)
-
-
-class HostTaskState(StrEnum):
-    """The state of one host inside one request."""
-
-    PENDING = "pending"
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    DROPPED = "dropped"
-    CANCELLED = "cancelled"
-
-
-class HostStatus(StrEnum):
-    """The standing of a host in the fleet, independent of any request."""
-
-    ACTIVE = "active"
-    QUARANTINED = "quarantined"
-    DECOMMISSIONED = "decommissioned"
-
-
-class BmcProtocol(StrEnum):
-    IPMI = "ipmi"
-    REDFISH = "redfish"
-
-
-class OverlapMode(StrEnum):
-    DROP = "drop"
-    WAIT = "wait"
-
+# The enums and limits live in a module without pydantic (`maasctl --help` needs them);
+# re-exported here, where most callers look for them.
+from maas_lib.enums import (  # noqa: F401
+    IMAGE_ACTIONS,
+    IN_FLIGHT_REQUEST_STATES,
+    MAX_PAUSE_S,
+    MAX_POLICY_HOSTS,
+    TERMINAL_REQUEST_STATES,
+    Action,
+    BmcProtocol,
+    HostStatus,
+    HostTaskState,
+    OverlapMode,
+    RequestState,
+)
 
 _AMOUNT_RE = re.compile(r"^\s*(\d+)\s*(%?)\s*$")
 
@@ -123,12 +80,6 @@ class Amount(BaseModel, defer_build=True):
         if not self.percent:
             return self.value
         return (total * self.value) // 100
-
-
-#: The largest host count a policy may give (batch size, thresholds, canary).
-MAX_POLICY_HOSTS = 100_000
-#: The longest pause between batches: a day.
-MAX_PAUSE_S = 86_400.0
 
 
 def _check_share(amount: Amount | None, what: str, *, allow_zero: bool) -> Amount | None:

@@ -12,6 +12,7 @@ from enum import StrEnum
 from typing import Any
 from urllib.parse import urlsplit
 
+from maas_lib.enums import BootDevice, PowerAction
 from maas_lib.errors import BmcError, BmcUnreachable
 from maas_lib.models import BmcProtocol, HostRecord, HostSpec
 
@@ -68,21 +69,6 @@ class PowerReading:
         if self.raw is None or self.state in (PowerState.ON, PowerState.OFF):
             return str(self.state)
         return f"{self.state} ({self.raw})"
-
-
-class PowerAction(StrEnum):
-    ON = "on"
-    OFF = "off"  # hard
-    SOFT = "soft"  # ask the OS to shut down
-    CYCLE = "cycle"  # off, confirmed off, on, confirmed on (see control.py)
-    RESET = "reset"  # hard reset: the host reboots at once, power stays on
-
-
-class BootDevice(StrEnum):
-    PXE = "pxe"
-    DISK = "disk"
-    CD = "cd"
-    BIOS = "bios"
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,11 @@ HEAVY = (
     "maas_lib.telemetry",
     "maas_lib.bmc.ipmi",
     "maas_lib.bmc.redfish",
+    # Models: option choices come from maas_lib.enums, defaults and ranges when shown.
+    "pydantic",
+    "maas_lib.models",
+    "maas_lib.bmc.control",
+    "maas_lib.scheduler",
 )
 
 
@@ -68,3 +73,20 @@ def test_maasctl_help_loads_no_protocol_database_or_ansible_library():
     )
     assert "maas_lib.cli" in loaded  # the probe ran the CLI
     assert _heavy(loaded) == []
+
+
+def test_option_defaults_and_ranges_are_the_librarys_read_when_shown():
+    from click.testing import CliRunner
+
+    from maas_lib.bmc.control import BmcSettings
+    from maas_lib.cli import cli
+    from maas_lib.scheduler.settings import SchedulerSettings
+
+    bmc, run = BmcSettings(), SchedulerSettings()
+    shown = CliRunner().invoke(cli, ["run", "--help"], terminal_width=200).output
+    shown = " ".join(shown.split())
+    assert f"BMC calls in flight at once (range 1..4096). [default: {bmc.concurrency}]" in shown
+    assert f"[default: {run.executor}]" in shown
+    assert f"(range 1..3600). [default: {run.store_retry_s}]" in shown
+    shown = CliRunner().invoke(cli, ["submit", "--help"], terminal_width=200).output
+    assert "(range 0..100000)." in shown  # --canary: no default of the CLI's own
