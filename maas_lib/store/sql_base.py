@@ -192,36 +192,35 @@ class SqlBase(Store):
         row = self._exec("SELECT MAX(version) FROM schema_migrations").fetchone()
         return row[0] or 0
 
-    # -- copying a whole store (`maas_lib.store.copy`) -----------------------------------
+    # -- bulk copy: `maas_lib.store.copy` owns the copy, these are what it asks of a store -
 
-    def copy_rows_from(self, source: SqlBase) -> dict[str, int]:
-        """Copy every table of `source` into this (empty) store in one transaction."""
-        from maas_lib.store.copy import CHUNK, TABLES, check_empty, rows_in_order
+    def table_rows(self, table: str, order_by: str) -> list[dict[str, Any]]:
+        """Every row of `table`, ordered by `order_by` (columns)."""
+        return self._rows(f"SELECT * FROM {table} ORDER BY {order_by}")
 
-        copied: dict[str, int] = {}
-        with self._write():
-            check_empty(self)
-            for table in TABLES:
-                types = self._column_types(table)
-                rows = rows_in_order(source, table)
-                if not rows:
-                    copied[table] = 0
-                    continue
-                columns = [c for c in rows[0] if c in types and c != "seq"]
-                insert = (
-                    f"INSERT INTO {table} ({', '.join(columns)}) "
-                    f"VALUES ({', '.join('?' for _ in columns)})"
-                )
-                bools = {c for c in columns if types[c] == "boolean"}
-                values = [
-                    [bool(r[c]) if c in bools and r[c] is not None else r[c] for c in columns]
-                    for r in rows
-                ]
-                for start in range(0, len(values), CHUNK):
-                    self._many(insert, values[start : start + CHUNK])
-                self._after_copy(table)
-                copied[table] = len(rows)
-        return copied
+    def row_count(self, table: str) -> int:
+        (n,) = self._exec(f"SELECT COUNT(*) FROM {table}").fetchone()
+        return int(n)
+
+    def column_types(self, table: str) -> dict[str, str]:
+        """`table`'s columns and their declared types (lower case)."""
+        return self._column_types(table)
+
+    def bulk_write(self) -> AbstractContextManager[None]:
+        """One write transaction around `insert_rows` calls: all or nothing."""
+        return self._write()
+
+    def insert_rows(self, table: str, columns: Sequence[str], rows: Sequence[Params]) -> None:
+        """Insert `rows` into `table` as they are, ids included (inside `bulk_write`)."""
+        self._many(
+            f"INSERT INTO {table} ({', '.join(columns)}) "
+            f"VALUES ({', '.join('?' for _ in columns)})",
+            rows,
+        )
+
+    def after_insert_rows(self, table: str) -> None:
+        """After rows with explicit ids were inserted into `table` (e.g. move a sequence)."""
+        self._after_copy(table)
 
     @abstractmethod
     def _column_types(self, table: str) -> dict[str, str]:
