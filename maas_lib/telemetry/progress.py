@@ -10,15 +10,19 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel, Field
 
 from maas_lib.classes import ErrorClass
 from maas_lib.models import TERMINAL_REQUEST_STATES, HostTaskState, RequestStatus
 
-if TYPE_CHECKING:
-    from maas_lib.fleet import Fleet
+
+class Summaries(Protocol):
+    """Where `watch` reads a request's view again (`maas_lib.fleet.Fleet.summary`)."""
+
+    def summary(self, request_id: int) -> RequestView: ...
+
 
 #: Host states that are over, one way or another.
 _ENDED = {
@@ -182,7 +186,7 @@ def render(view: RequestView) -> Any:
 
 
 def watch(
-    fleet: Fleet,
+    fleet: Summaries,
     request_id: int,
     *,
     interval: float = 1.0,

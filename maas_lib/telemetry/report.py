@@ -30,7 +30,7 @@ import os
 import tempfile
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import matplotlib
 
@@ -41,6 +41,7 @@ from maas_lib.telemetry.report_data import (
     MAX_LISTED_REQUESTS,
     MAX_TIMELINE_HOSTS,
     WINDOW_TIMELINE_HOSTS,
+    FleetReads,
     build_timeline,
     dists_from_histograms,
     dists_from_steps,
@@ -65,13 +66,12 @@ from maas_lib.telemetry.report_html import (
 )
 from maas_lib.timeutil import parse_since, utc_now
 
-if TYPE_CHECKING:
-    from maas_lib.fleet import Fleet
-
 __all__ = ["HIST_BUCKETS", "render_report", "write_report"]
 
 
-def _request_report(doc: Doc, fleet: Fleet, request_id: int, now: datetime, max_hosts: int) -> str:
+def _request_report(
+    doc: Doc, fleet: FleetReads, request_id: int, now: datetime, max_hosts: int
+) -> str:
     palette = Palette()
     steps = fleet.steps(request_id)
     tl = build_timeline(fleet, request_id, max_hosts, now, steps)
@@ -107,7 +107,7 @@ def _request_report(doc: Doc, fleet: Fleet, request_id: int, now: datetime, max_
 
 
 def _window_report(
-    doc: Doc, fleet: Fleet, since: str | None, now: datetime, max_hosts: int, latest: int
+    doc: Doc, fleet: FleetReads, since: str | None, now: datetime, max_hosts: int, latest: int
 ) -> str:
     try:
         start_iso = None if since is None else parse_since(since)
@@ -163,7 +163,7 @@ def _window_report(
 
 
 def render_report(
-    fleet: Fleet,
+    fleet: FleetReads,
     *,
     request_id: int | None = None,
     since: str | None = None,
@@ -194,7 +194,7 @@ def render_report(
     return document(title, scope, now.strftime("%Y-%m-%d %H:%M:%S"), "".join(doc.parts))
 
 
-def write_report(fleet: Fleet, path: str | os.PathLike[str], **kw: Any) -> Path:
+def write_report(fleet: FleetReads, path: str | os.PathLike[str], **kw: Any) -> Path:
     """Render the report (`render_report` keywords) and write it to `path` atomically."""
     target = Path(path)
     text = render_report(fleet, **kw)

@@ -1,5 +1,8 @@
 """The report's data shaping: timelines, duration distributions, buckets and limits,
-computed from what `Fleet` returns; no drawing, no HTML (`maas_lib.telemetry.report`)."""
+computed from what `Fleet` returns; no drawing, no HTML (`maas_lib.telemetry.report`).
+
+`FleetReads` names the reads the report makes; `maas_lib.fleet.Fleet` is one, passed in by
+the layer above (telemetry imports nothing from `maas_lib.fleet`)."""
 
 from __future__ import annotations
 
@@ -7,16 +10,35 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from maas_lib.classes import StepOutcome
 from maas_lib.models import HostTaskState
 
 if TYPE_CHECKING:
-    from maas_lib.fleet import Fleet
-    from maas_lib.models import RequestStatus
+    from maas_lib.models import RequestStatus, RequestSummary
     from maas_lib.store import Event
-    from maas_lib.telemetry.models import Stats, StepHistogram
+    from maas_lib.telemetry.models import OutcomePoint, Stats, StepHistogram
+
+
+class FleetReads(Protocol):
+    """What the report reads of a fleet (`maas_lib.fleet.Fleet` has each of these)."""
+
+    def status(self, request_id: int) -> RequestStatus: ...
+
+    def steps(self, request_id: int, host: str | None = None) -> list[dict[str, Any]]: ...
+
+    def events(self, request_id: int | None = None, limit: int = 100) -> list[Event]: ...
+
+    def requests(self, state: Any = None, limit: int | None = None) -> list[RequestSummary]: ...
+
+    def stats(self, since: str | None = None) -> Stats: ...
+
+    def outcome_series(self, since: str | None, bucket_s: int) -> list[OutcomePoint]: ...
+
+    def step_histograms(
+        self, since: str | None, buckets: Sequence[float]
+    ) -> list[StepHistogram]: ...
 
 
 #: Upper bounds (seconds) of the step-duration histogram's bins: five per decade from
@@ -209,7 +231,7 @@ def _sample_rows(rows: list[_Row], limit: int) -> list[_Row]:
 
 
 def build_timeline(
-    fleet: Fleet,
+    fleet: FleetReads,
     request_id: int,
     max_hosts: int,
     now: datetime,
