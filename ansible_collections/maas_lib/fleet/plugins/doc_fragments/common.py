@@ -31,12 +31,26 @@ notes:
 options:
   name:
     description:
-      - A host registered in the maas-lib database (see O(db)); its BMC address,
-        protocol, port, TLS settings, fallback path and credential name come from there.
-      - With O(bmc_address), only a label for the results; no database is used.
-      - A shell-style glob is accepted if it matches exactly one host.
-      - One of O(name) and O(bmc_address) is required.
+      - The host. Its BMC address, protocol, port, TLS settings, fallback path and
+        credential name come from the play's inventory when that host has a
+        C(bmc_address) variable there (its C(bmc_*) variables, as C(maasctl hosts import)
+        reads them; no database is needed), else from the maas-lib database (see O(db)).
+      - With O(bmc_address), only a label for the results; neither is used.
+      - A shell-style glob is accepted if it matches exactly one registered host.
+      - One of O(name), O(names) and O(bmc_address) is required.
     type: str
+  names:
+    description:
+      - 'The fleet-wide form. Many hosts in one task, for example
+        C(names: "{{ ansible_play_hosts }}") with C(run_once: true). maas-lib reaches
+        their BMCs side by side, with the concurrency and per-endpoint limits of
+        C(maasctl bmc), and returns one result per host in RV(hosts).'
+      - Each host's BMC details come from the inventory or the database as for O(name);
+        globs match registered hosts.
+      - The task fails if any host failed; RV(failed_hosts) names them.
+      - Mutually exclusive with O(name) and O(bmc_address).
+    type: list
+    elements: str
   bmc_address:
     description:
       - Reach a BMC given by parameters instead of a registered host.
@@ -95,8 +109,14 @@ options:
       - If unset, maas-lib's default, V(2).
     type: int
 notes:
-  - 'Runs where the module executes; with the P(maas_lib.fleet.hosts#inventory) inventory,
+  - 'On the controller (a local connection, for example C(delegate_to: localhost)) the
+    task runs in the Ansible worker process, without a module process; delegated to another
+    machine, the module runs there. With the P(maas_lib.fleet.hosts#inventory) inventory,
     use C(delegate_to: localhost) and C(name: "{{ inventory_hostname }}").'
+  - Where a host's BMC details come from, first to last - O(bmc_address) and its
+    options; the C(bmc_*) variables of that host in the play's inventory (the task run on
+    the controller); the maas-lib database. RV(bmc_from) says which. Secrets are never
+    read from the inventory; the credential is named by C(bmc_credential) or the task.
   - A failed BMC call fails the task with C(error_class) (V(unreachable), V(auth),
     V(timeout), V(power_unknown), V(unsupported), V(tls), V(bmc_error)), C(error) and
     C(via).

@@ -1,9 +1,14 @@
 # Copyright: maas-lib maintainers
 # Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
-"""Shared by the maas_lib.fleet modules: importing maas-lib, the common options, turning
-maas-lib errors into one-line failures and library results into plain data.
+"""Shared by the maas_lib.fleet modules and action plugins: importing maas-lib, the
+argument specs, each BMC/step task's body, turning maas-lib errors into one-line failures
+and library results into plain data.
 
-Modules stay thin: an argument spec, then one call into maas-lib through this file.
+A task's body is a function of its validated parameters, check mode and the BMC details
+the play's inventory gives (empty when run as a module): the action plugins
+(plugins/action, run in Ansible's worker on the controller) and the modules (the
+documentation, and the fallback when the task does not run on the controller) call the
+same body.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
@@ -21,7 +27,7 @@ from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 try:
     import maas_lib
     from maas_lib.errors import InputError, MaasError
-    from maas_lib.models import TERMINAL_REQUEST_STATES
+    from maas_lib.models import TERMINAL_REQUEST_STATES, HostSpec
 except ImportError:
     MAAS_LIB_IMPORT_ERROR: str | None = traceback.format_exc()
 
@@ -46,11 +52,24 @@ if MAAS_LIB_IMPORT_ERROR is None:
     REQUEST_STATES = [s.value for s in maas_lib.RequestState]
     ENDED_STATES = frozenset(s.value for s in TERMINAL_REQUEST_STATES)
 
+#: Inventory variables that describe a host's BMC (never a secret: maas-lib reads no
+#: password from an inventory, as `maasctl hosts import` does not).
+INVENTORY_VARS: tuple[str, ...] = ()
+if MAAS_LIB_IMPORT_ERROR is None:
+    from maas_lib.bmc.base import IPMI_CIPHER_SUITE_VAR
+
+    INVENTORY_VARS = (
+        *(f for f in HostSpec.model_fields if f.startswith("bmc_")),
+        IPMI_CIPHER_SUITE_VAR,
+    )
+
 DB_ARGS: dict[str, Any] = {"db": {"type": "str"}}
 
-#: One host's BMC: a registered host (`name`) or inline parameters (`bmc_address`, ...).
+#: One host's BMC: a registered host (`name`) or inline parameters (`bmc_address`, ...);
+#: or many hosts at once (`names`).
 BMC_ARGS: dict[str, Any] = {
     "name": {"type": "str"},
+    "names": {"type": "list", "elements": "str"},
     "bmc_address": {"type": "str"},
     "bmc_protocol": {"type": "str", "choices": ["ipmi", "redfish"]},
     "bmc_port": {"type": "int"},
@@ -69,9 +88,14 @@ BMC_ARGS: dict[str, Any] = {
 
 #: AnsibleModule keyword arguments every BMC module passes.
 BMC_RULES: dict[str, Any] = {
-    "required_one_of": [("name", "bmc_address")],
+    "required_one_of": [("name", "bmc_address", "names")],
     "required_together": [("username", "password")],
-    "mutually_exclusive": [("credential", "username"), ("credential", "password")],
+    "mutually_exclusive": [
+        ("credential", "username"),
+        ("credential", "password"),
+        ("names", "name"),
+        ("names", "bmc_address"),
+    ],
     "required_by": {
         key: "bmc_address"
         for key in ("bmc_protocol", "bmc_port", "bmc_system", "bmc_tls_ca", "bmc_tls_verify")
@@ -109,42 +133,57 @@ def new_module(argument_spec: dict[str, Any], **kwargs: Any) -> AnsibleModule:
 class _Warnings(logging.Handler):
     """maas-lib's warnings (e.g. TLS verification off) become Ansible warnings."""
 
-    def __init__(self, module: AnsibleModule):
+    def __init__(self, warnings: list[str]):
         super().__init__(logging.WARNING)
-        self.module = module
+        self.warnings = warnings
 
     def emit(self, record: logging.LogRecord) -> None:
-        with suppress(Exception):  # a warning must never fail the module
-            self.module.warn(one_line(record.getMessage()))
+        with suppress(Exception):  # a warning must never fail the task
+            self.warnings.append(one_line(record.getMessage()))
 
 
-def run(module: AnsibleModule, body: Callable[[], dict[str, Any]]) -> None:
-    """Run `body` and exit with its result; errors end the module with a one-line `msg`.
+def outcome(body: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Run `body`; its result, or `failed` with a one-line `msg`, plus maas-lib's warnings.
 
     Bad input (maas-lib's `InputError`: unknown host, bad option, unresolvable credential)
     and other maas-lib errors never show a traceback; only a bug in this collection or
     maas-lib adds one, as `exception` (shown with -vvv).
     """
     log = logging.getLogger("maas_lib")
-    handler = _Warnings(module)
+    warnings: list[str] = []
+    handler = _Warnings(warnings)
     log.addHandler(handler)
     log.propagate = False  # nothing on stderr: Ansible reads the module's stdout only
     try:
         result = body()
     except Failure as exc:
-        module.fail_json(msg=one_line(exc), **exc.result)
+        result = {**exc.result, "failed": True, "msg": one_line(exc)}
     except InputError as exc:
-        module.fail_json(msg=one_line(exc))
+        result = {"failed": True, "msg": one_line(exc)}
     except MaasError as exc:
-        module.fail_json(msg=one_line(exc), error_class=getattr(exc, "error_class", None))
+        error_class = getattr(exc, "error_class", None)
+        result = {"failed": True, "msg": one_line(exc), "error_class": error_class}
     except Exception as exc:
-        module.fail_json(
-            msg=one_line(f"unexpected {type(exc).__name__}: {exc}"),
-            exception=traceback.format_exc(),
-        )
+        result = {
+            "failed": True,
+            "msg": one_line(f"unexpected {type(exc).__name__}: {exc}"),
+            "exception": traceback.format_exc(),
+        }
     finally:
         log.removeHandler(handler)
         _close_bmc_sessions()
+    if warnings:
+        result["warnings"] = [*result.get("warnings", []), *warnings]
+    return result
+
+
+def run(module: AnsibleModule, body: Callable[[], dict[str, Any]]) -> None:
+    """Run `body` (see `outcome`) and exit the module with its result."""
+    result = outcome(body)
+    for warning in result.pop("warnings", []):
+        module.warn(warning)
+    if result.pop("failed", False):
+        module.fail_json(**result)
     module.exit_json(**result)
 
 
@@ -205,29 +244,64 @@ def fleet(db: str | None) -> Iterator[Any]:
 # -- one host's BMC ------------------------------------------------------------------------
 
 
+def bmc_settings(params: dict[str, Any]) -> Any:
+    """maas-lib's BMC settings from the task's `timeout`, `power_timeout` and `retries`."""
+    from maas_lib.bmc import BmcSettings
+
+    return validated(
+        BmcSettings,
+        timeout=params["timeout"],
+        power_timeout=params["power_timeout"],
+        retries=params["retries"],
+    )
+
+
+def inventory_host(name: str, bmc_vars: dict[str, Any]) -> Any:
+    """A maas-lib `HostSpec` from an inventory host's `bmc_*` vars (see INVENTORY_VARS)."""
+    fields = {k: v for k, v in bmc_vars.items() if k in HostSpec.model_fields}
+    extra = {k: v for k, v in bmc_vars.items() if k not in HostSpec.model_fields}
+    try:
+        return validated(HostSpec, name=name, pool="inventory", vars=extra, **fields)
+    except InputError as exc:
+        raise InputError(f"inventory host {name}: {exc}") from None
+
+
+def task_credential(params: dict[str, Any]) -> Any:
+    """The credential the task names (`username`/`password`, `credential`), if it does."""
+    from maas_lib.credentials import Credential, resolve_credential
+
+    if params["username"] is not None:
+        return Credential(
+            name="module-params",
+            username=params["username"],
+            password=params["password"],
+            source="module parameters",
+        )
+    return resolve_credential(params["credential"]) if params["credential"] else None
+
+
 class Bmc:
-    """One host's BMC, named by a registered host or given inline, with its credential.
+    """One host's BMC, with its credential: given inline (`bmc_address`), by the play's
+    inventory (`name`'s `bmc_*` vars, in `inventory`) or by the maas-lib database (`name`),
+    in that order of precedence.
 
     Uses maas-lib's BMC controller directly (the same one `Fleet.bmc_*` uses), so inline
-    parameters work without a database and a module can read state before acting.
+    parameters and inventory hosts work without a database and a task can read state
+    before acting.
     """
 
-    def __init__(self, params: dict[str, Any]):
+    def __init__(self, params: dict[str, Any], inventory: dict[str, dict[str, Any]] | None = None):
         from dataclasses import replace
 
-        from maas_lib.bmc import BmcController, BmcSettings, BmcTarget
-        from maas_lib.credentials import Credential, resolve_credential
-        from maas_lib.models import HostSpec
+        from maas_lib.bmc import BmcController, BmcTarget
+        from maas_lib.credentials import resolve_credential
 
         self.started = time.monotonic()
-        settings = validated(
-            BmcSettings,
-            timeout=params["timeout"],
-            power_timeout=params["power_timeout"],
-            retries=params["retries"],
-        )
+        settings = bmc_settings(params)
         self.registered: dict[str, Any] | None = None
+        inventory = inventory or {}
         if params["bmc_address"]:
+            self.source = "parameters"
             spec = validated(
                 HostSpec,
                 name=params["name"] or "inline",
@@ -243,7 +317,11 @@ class Bmc:
             target = replace(
                 BmcTarget.from_host(spec), host=params["name"] or params["bmc_address"]
             )
+        elif params["name"] in inventory:
+            self.source = "inventory"
+            target = BmcTarget.from_host(inventory_host(params["name"], inventory[params["name"]]))
         else:
+            self.source = "database"
             with fleet(params["db"]) as f:
                 records = f.resolve_hosts([params["name"]])
             if len(records) != 1:
@@ -253,15 +331,7 @@ class Bmc:
                 )
             target = BmcTarget.from_host(records[0])
             self.registered = records[0].public()
-        if params["username"] is not None:
-            cred = Credential(
-                name="module-params",
-                username=params["username"],
-                password=params["password"],
-                source="module parameters",
-            )
-        else:
-            cred = resolve_credential(params["credential"] or target.credential)
+        cred = task_credential(params) or resolve_credential(target.credential)
         self.target = target
         self.credential = {"credential": cred.name, "credential_source": cred.source}
         self.controller = BmcController(settings, resolve=lambda _name: cred)
@@ -305,6 +375,7 @@ class Bmc:
         data: dict[str, Any] = {
             "host": self.host,
             "protocol": str(self.target.primary.protocol),
+            "bmc_from": self.source,
             **self.credential,
             "elapsed_s": self.elapsed(),
         }
@@ -312,3 +383,237 @@ class Bmc:
             data["registered"] = self.registered
         data.update(fields)
         return data
+
+
+# -- the BMC and step tasks (one body for the action plugin and the module) ---------------
+
+#: The state each power `state` leaves the host in, when the request is idempotent.
+POWER_WANT: dict[str, str | None] = {
+    "on": "on",
+    "off": "off",
+    "soft": "off",
+    "cycle": None,
+    "reset": None,
+}
+BOOT_DEVICES = ["pxe", "disk", "cd", "bios"]
+
+Inventory = dict[str, dict[str, Any]]
+
+
+def bmc_info_task(params: dict[str, Any], check_mode: bool, inventory: Inventory) -> dict:
+    if params["names"]:
+        return fleet_task(params, check_mode, inventory, "status")
+    bmc = Bmc(params, inventory)
+    now = bmc.status()
+    extra = {} if now.power_raw is None else {"power_raw": now.power_raw}
+    return bmc.result(changed=False, power=now.power, via=now.via, **extra)
+
+
+def power_task(params: dict[str, Any], check_mode: bool, inventory: Inventory) -> dict:
+    if params["names"]:
+        return fleet_task(params, check_mode, inventory, "power")
+    bmc = Bmc(params, inventory)
+    state = params["state"]
+    before = bmc.status()
+    if POWER_WANT[state] is not None and before.power == POWER_WANT[state]:
+        return bmc.result(
+            changed=False, power=before.power, previous_power=before.power, via=before.via
+        )
+    if check_mode:
+        return bmc.result(
+            changed=True,
+            power=before.power,
+            previous_power=before.power,
+            action=state,
+            via=before.via,
+        )
+    after = bmc.power(state, wait=params["wait"])
+    return bmc.result(
+        changed=True, power=after.power, previous_power=before.power, action=state, via=after.via
+    )
+
+
+def boot_device_task(params: dict[str, Any], check_mode: bool, inventory: Inventory) -> dict:
+    if params["names"]:
+        return fleet_task(params, check_mode, inventory, "boot")
+    bmc = Bmc(params, inventory)
+    device, persistent = params["device"], params["persistent"]
+    if check_mode:
+        now = bmc.status()
+        return bmc.result(
+            changed=True, device=device, persistent=persistent, power=now.power, via=now.via
+        )
+    done = bmc.boot(device, persistent=persistent)
+    return bmc.result(changed=True, device=device, persistent=persistent, via=done.via)
+
+
+def fleet_hosts(params: dict[str, Any], inventory: Inventory) -> tuple[list[Any], dict[str, str]]:
+    """The hosts `names` names, from the inventory where it describes them, else from the
+    database (globs allowed there); and where each one's BMC details came from."""
+    names = list(dict.fromkeys(params["names"]))
+    hosts = {n: inventory_host(n, inventory[n]) for n in names if n in inventory}
+    source = dict.fromkeys(hosts, "inventory")
+    rest = [n for n in names if n not in inventory]
+    if rest:
+        with fleet(params["db"]) as f:
+            for record in f.resolve_hosts(rest):
+                if record.name not in hosts:
+                    hosts[record.name] = record
+                    source[record.name] = "database"
+    return list(hosts.values()), source
+
+
+def fleet_task(
+    params: dict[str, Any], check_mode: bool, inventory: Inventory, verb: str
+) -> dict[str, Any]:
+    """The fleet-wide form (`names`): one maas-lib fan-out over every host (the
+    concurrency and per-endpoint limits of `maasctl bmc`), one result per host in
+    `hosts`; the task fails if any host failed (`failed_hosts`)."""
+    from maas_lib.bmc import BootDevice, PowerAction, parse_choice, run_bmc
+
+    started = time.monotonic()
+    hosts, source = fleet_hosts(params, inventory)
+    common = {"settings": bmc_settings(params), "credential": task_credential(params)}
+    rows: dict[str, dict[str, Any]] = {}
+
+    def record(results: list[Any], **fields: Any) -> None:
+        for r in results:
+            row = {k: v for k, v in r.public().items() if v is not None}
+            rows[r.host] = {**rows.get(r.host, {}), **row, **fields, "bmc_from": source[r.host]}
+
+    state = params.get("state")
+    if verb == "boot" and not check_mode:
+        device = parse_choice(BootDevice, params["device"], "boot device")
+        record(
+            run_bmc(hosts, "boot", device=device, persistent=params["persistent"], **common),
+            changed=True,
+        )
+    elif verb == "power" and POWER_WANT[state] is None and not check_mode:
+        action = parse_choice(PowerAction, state, "power action")
+        record(run_bmc(hosts, "power", action=action, wait=params["wait"], **common), changed=True)
+    else:
+        before = run_bmc(hosts, "status", **common)
+        record(before, changed=False)
+        if verb == "power":
+            want = POWER_WANT[state]
+            acting = {r.host for r in before if r.ok and (want is None or r.power != want)}
+            for r in before:
+                if r.ok:
+                    rows[r.host]["previous_power"] = r.power
+            if check_mode:
+                for host in acting:
+                    rows[host].update(changed=True, action=state)
+            elif acting:
+                action = parse_choice(PowerAction, state, "power action")
+                todo = [h for h in hosts if h.name in acting]
+                record(
+                    run_bmc(todo, "power", action=action, wait=params["wait"], **common),
+                    changed=True,
+                    action=state,
+                )
+        elif verb == "boot":  # check mode: the BMCs and credentials answer; nothing is set
+            for row in rows.values():
+                row.update(changed=row["ok"], device=params["device"])
+    failed = [h for h, row in rows.items() if not row["ok"]]
+    result = {
+        "changed": any(row["changed"] and row["ok"] for row in rows.values()),
+        "hosts": rows,
+        "failed_hosts": failed,
+        "elapsed_s": round(time.monotonic() - started, 3),
+    }
+    if failed:
+        first = rows[failed[0]]
+        raise Failure(
+            f"{len(failed)} of {len(rows)} hosts failed; first {failed[0]}: "
+            f"{first.get('error_class')}: {first.get('error')}",
+            **result,
+        )
+    return result
+
+
+def step_task(params: dict[str, Any], check_mode: bool, inventory: Inventory) -> dict:
+    """One step of a running request (`Fleet.run_step`), as the native executor runs it."""
+    with fleet(params["db"]) as f:
+        result = f.run_step(
+            params["request_id"],
+            params["name"],
+            params["step"],
+            nth=params["nth"],
+            settings=params["settings"],
+            install_mark=params["install_mark"],
+            done={k: list(v) for k, v in params["done"].items()},
+            notes=params["notes"],
+            worker=params["worker"],
+        )
+    data = result.model_dump(mode="json")
+    if result.outcome == "skipped":
+        return {"changed": False, "skipped": True, **data}
+    if result.outcome not in ("succeeded", "failed", "timeout"):
+        raise Failure(f"{params['step']}: {result.outcome}", **data)
+    failed = result.outcome != "succeeded" and not result.resumed
+    if failed and not result.optional:
+        raise Failure(f"{params['step']}: {result.error_class}: {result.message}", **data)
+    return {"changed": result.outcome == "succeeded" and not result.resumed, **data}
+
+
+@dataclass(frozen=True)
+class Task:
+    """A task of this collection: its argument spec and rules, as the module declares them
+    (AnsibleModule keyword arguments), whether it supports check mode, and its body."""
+
+    argument_spec: dict[str, Any]
+    rules: dict[str, Any]
+    check_mode: bool
+    body: Callable[[dict[str, Any], bool, Inventory], dict[str, Any]]
+
+    def module(self) -> AnsibleModule:
+        return new_module(self.argument_spec, supports_check_mode=self.check_mode, **self.rules)
+
+
+TASKS: dict[str, Task] = {
+    "bmc_info": Task(BMC_ARGS, BMC_RULES, True, bmc_info_task),
+    "power": Task(
+        {
+            **BMC_ARGS,
+            "state": {"type": "str", "required": True, "choices": list(POWER_WANT)},
+            "wait": {"type": "bool", "default": True},
+        },
+        BMC_RULES,
+        True,
+        power_task,
+    ),
+    "boot_device": Task(
+        {
+            **BMC_ARGS,
+            "device": {"type": "str", "required": True, "choices": BOOT_DEVICES},
+            "persistent": {"type": "bool", "default": False},
+        },
+        BMC_RULES,
+        True,
+        boot_device_task,
+    ),
+    "step": Task(
+        {
+            "name": {"type": "str", "required": True},
+            "request_id": {"type": "int", "required": True},
+            "step": {"type": "str", "required": True},
+            "nth": {"type": "int", "default": 1},
+            "settings": {"type": "dict", "default": {}},
+            "install_mark": {"type": "int"},
+            "done": {"type": "dict", "default": {}},
+            "notes": {"type": "dict", "default": {}},
+            "worker": {"type": "str"},
+            **DB_ARGS,
+        },
+        {},
+        False,
+        step_task,
+    ),
+}
+
+
+def run_module(name: str) -> None:
+    """A module's main: the task `name` in a module process."""
+    task = TASKS[name]
+    module = task.module()
+    run(module, lambda: task.body(module.params, module.check_mode, {}))

@@ -104,6 +104,26 @@ elapsed_s:
   returned: success and BMC failures
   type: float
   sample: 0.21
+bmc_from:
+  description: Where the host's BMC details came from, V(parameters), V(inventory) or V(database).
+  returned: success and BMC failures, with O(name) or O(bmc_address)
+  type: str
+  sample: inventory
+hosts:
+  description:
+    - With O(names), each host's result by host name - C(ok), C(changed), C(power),
+      C(via), C(elapsed_s), C(bmc_from), and C(error_class) and C(error) when it failed.
+    - C(power_raw) when the BMC gave no plain on or off.
+  returned: with O(names)
+  type: dict
+  sample: {"web01": {"ok": true, "changed": true, "power": "on", "via": "ipmi://10.20.1.7:623",
+           "elapsed_s": 4.1, "bmc_from": "inventory"}}
+failed_hosts:
+  description: With O(names), the hosts that failed.
+  returned: with O(names)
+  type: list
+  elements: str
+  sample: []
 error_class:
   description: How the BMC failed.
   returned: failure
@@ -115,25 +135,13 @@ error:
   type: str
 """
 
-from ansible_collections.maas_lib.fleet.plugins.module_utils.maas import (
-    BMC_ARGS,
-    BMC_RULES,
-    Bmc,
-    new_module,
-    run,
-)
+from ansible_collections.maas_lib.fleet.plugins.module_utils.maas import run_module
 
 
 def main() -> None:
-    module = new_module(BMC_ARGS, supports_check_mode=True, **BMC_RULES)
-
-    def info() -> dict:
-        bmc = Bmc(module.params)
-        now = bmc.status()
-        extra = {} if now.power_raw is None else {"power_raw": now.power_raw}
-        return bmc.result(changed=False, power=now.power, via=now.via, **extra)
-
-    run(module, info)
+    # The action plugin of the same name runs this task on the controller without a
+    # module process; this runs it where the module is executed (see module_utils).
+    run_module("bmc_info")
 
 
 if __name__ == "__main__":

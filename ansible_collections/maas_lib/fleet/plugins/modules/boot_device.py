@@ -108,6 +108,26 @@ elapsed_s:
   description: Seconds the task spent on the BMC.
   returned: success and BMC failures
   type: float
+bmc_from:
+  description: Where the host's BMC details came from, V(parameters), V(inventory) or V(database).
+  returned: success and BMC failures, with O(name) or O(bmc_address)
+  type: str
+  sample: inventory
+hosts:
+  description:
+    - With O(names), each host's result by host name - C(ok), C(changed), C(power),
+      C(via), C(elapsed_s), C(bmc_from), and C(error_class) and C(error) when it failed.
+    - C(device) and, in check mode, the C(power) read.
+  returned: with O(names)
+  type: dict
+  sample: {"web01": {"ok": true, "changed": true, "power": "on", "via": "ipmi://10.20.1.7:623",
+           "elapsed_s": 4.1, "bmc_from": "inventory"}}
+failed_hosts:
+  description: With O(names), the hosts that failed.
+  returned: with O(names)
+  type: list
+  elements: str
+  sample: []
 error_class:
   description: How the BMC failed.
   returned: failure
@@ -119,38 +139,13 @@ error:
   type: str
 """
 
-from ansible_collections.maas_lib.fleet.plugins.module_utils.maas import (
-    BMC_ARGS,
-    BMC_RULES,
-    Bmc,
-    new_module,
-    run,
-)
+from ansible_collections.maas_lib.fleet.plugins.module_utils.maas import run_module
 
 
 def main() -> None:
-    module = new_module(
-        {
-            **BMC_ARGS,
-            "device": {"type": "str", "required": True, "choices": ["pxe", "disk", "cd", "bios"]},
-            "persistent": {"type": "bool", "default": False},
-        },
-        supports_check_mode=True,
-        **BMC_RULES,
-    )
-
-    def boot() -> dict:
-        bmc = Bmc(module.params)
-        device, persistent = module.params["device"], module.params["persistent"]
-        if module.check_mode:
-            now = bmc.status()
-            return bmc.result(
-                changed=True, device=device, persistent=persistent, power=now.power, via=now.via
-            )
-        done = bmc.boot(device, persistent=persistent)
-        return bmc.result(changed=True, device=device, persistent=persistent, via=done.via)
-
-    run(module, boot)
+    # The action plugin of the same name runs this task on the controller without a
+    # module process; this runs it where the module is executed (see module_utils).
+    run_module("boot_device")
 
 
 if __name__ == "__main__":

@@ -137,6 +137,27 @@ elapsed_s:
   returned: success and BMC failures
   type: float
   sample: 1.52
+bmc_from:
+  description: Where the host's BMC details came from, V(parameters), V(inventory) or V(database).
+  returned: success and BMC failures, with O(name) or O(bmc_address)
+  type: str
+  sample: inventory
+hosts:
+  description:
+    - With O(names), each host's result by host name - C(ok), C(changed), C(power),
+      C(via), C(elapsed_s), C(bmc_from), and C(error_class) and C(error) when it failed.
+    - For V(on), V(off) and V(soft), also C(previous_power); C(action) for the hosts
+      acted on (or, in check mode, that would be).
+  returned: with O(names)
+  type: dict
+  sample: {"web01": {"ok": true, "changed": true, "power": "on", "via": "ipmi://10.20.1.7:623",
+           "elapsed_s": 4.1, "bmc_from": "inventory"}}
+failed_hosts:
+  description: With O(names), the hosts that failed.
+  returned: with O(names)
+  type: list
+  elements: str
+  sample: []
 error_class:
   description: How the BMC failed.
   returned: failure
@@ -148,57 +169,13 @@ error:
   type: str
 """
 
-from ansible_collections.maas_lib.fleet.plugins.module_utils.maas import (
-    BMC_ARGS,
-    BMC_RULES,
-    Bmc,
-    new_module,
-    run,
-)
-
-#: The state each `state` leaves the host in, when the request is idempotent.
-WANT = {"on": "on", "off": "off", "soft": "off", "cycle": None, "reset": None}
-#: The maas-lib power action for each `state`.
-ACTION = {"on": "on", "off": "off", "soft": "soft", "cycle": "cycle", "reset": "reset"}
+from ansible_collections.maas_lib.fleet.plugins.module_utils.maas import run_module
 
 
 def main() -> None:
-    module = new_module(
-        {
-            **BMC_ARGS,
-            "state": {"type": "str", "required": True, "choices": list(WANT)},
-            "wait": {"type": "bool", "default": True},
-        },
-        supports_check_mode=True,
-        **BMC_RULES,
-    )
-
-    def power() -> dict:
-        bmc = Bmc(module.params)
-        state = module.params["state"]
-        before = bmc.status()
-        if WANT[state] is not None and before.power == WANT[state]:
-            return bmc.result(
-                changed=False, power=before.power, previous_power=before.power, via=before.via
-            )
-        if module.check_mode:
-            return bmc.result(
-                changed=True,
-                power=before.power,
-                previous_power=before.power,
-                action=ACTION[state],
-                via=before.via,
-            )
-        after = bmc.power(ACTION[state], wait=module.params["wait"])
-        return bmc.result(
-            changed=True,
-            power=after.power,
-            previous_power=before.power,
-            action=ACTION[state],
-            via=after.via,
-        )
-
-    run(module, power)
+    # The action plugin of the same name runs this task on the controller without a
+    # module process; this runs it where the module is executed (see module_utils).
+    run_module("power")
 
 
 if __name__ == "__main__":

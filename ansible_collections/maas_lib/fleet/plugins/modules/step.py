@@ -124,57 +124,13 @@ powered_off:
   type: bool
 """
 
-from ansible_collections.maas_lib.fleet.plugins.module_utils.maas import (
-    DB_ARGS,
-    Failure,
-    fleet,
-    new_module,
-    run,
-)
+from ansible_collections.maas_lib.fleet.plugins.module_utils.maas import run_module
 
 
 def main() -> None:
-    module = new_module(
-        {
-            "name": {"type": "str", "required": True},
-            "request_id": {"type": "int", "required": True},
-            "step": {"type": "str", "required": True},
-            "nth": {"type": "int", "default": 1},
-            "settings": {"type": "dict", "default": {}},
-            "install_mark": {"type": "int"},
-            "done": {"type": "dict", "default": {}},
-            "notes": {"type": "dict", "default": {}},
-            "worker": {"type": "str"},
-            **DB_ARGS,
-        },
-        supports_check_mode=False,
-    )
-    p = module.params
-
-    def step() -> dict:
-        with fleet(p["db"]) as f:
-            result = f.run_step(
-                p["request_id"],
-                p["name"],
-                p["step"],
-                nth=p["nth"],
-                settings=p["settings"],
-                install_mark=p["install_mark"],
-                done={k: list(v) for k, v in p["done"].items()},
-                notes=p["notes"],
-                worker=p["worker"],
-            )
-        data = result.model_dump(mode="json")
-        if result.outcome == "skipped":
-            return {"changed": False, "skipped": True, **data}
-        if result.outcome not in ("succeeded", "failed", "timeout"):
-            raise Failure(f"{p['step']}: {result.outcome}", **data)
-        failed = result.outcome != "succeeded" and not result.resumed
-        if failed and not result.optional:
-            raise Failure(f"{p['step']}: {result.error_class}: {result.message}", **data)
-        return {"changed": result.outcome == "succeeded" and not result.resumed, **data}
-
-    run(module, step)
+    # The action plugin of the same name runs this task on the controller without a
+    # module process; this runs it where the module is executed (see module_utils).
+    run_module("step")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,117 @@
+# Copyright: maas-lib maintainers
+# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+"""The action plugins' base: a BMC or step task run inside Ansible's worker on the
+controller, calling maas-lib directly, instead of a module process per task.
+
+Ansible's linear strategy loads an action plugin's class in its main process before it
+forks the task's worker, so importing maas-lib here (and building the models a task
+uses) happens once per `ansible-playbook`, not once per task: every worker inherits it.
+
+The task keeps its module's contract: the module's argument spec and rules (validated
+with ansible's ArgumentSpecValidator), check mode, no_log (values of no_log options are
+masked anywhere in the result, `invocation` included) and return values. Where the task
+does not run on the controller (delegated to another machine) or maas-lib cannot be
+imported here, the module runs as before.
+"""
+
+from __future__ import annotations
+
+from contextlib import suppress
+from typing import Any
+
+from ansible.errors import AnsibleAction
+from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
+from ansible.module_utils.common.parameters import remove_values
+from ansible.module_utils.errors import UnsupportedError
+from ansible.plugins.action import ActionBase
+
+from ansible_collections.maas_lib.fleet.plugins.module_utils.maas import (
+    INVENTORY_VARS,
+    MAAS_LIB_IMPORT_ERROR,
+    TASKS,
+    one_line,
+    outcome,
+)
+
+
+def _warm_up() -> None:
+    """Import what a task uses and build its models now, in Ansible's main process."""
+    # Deferred imports inside maas-lib, done here so no worker repeats them.
+    import maas_lib.bmc.ipmi
+    import maas_lib.bmc.ipmi_batch
+    import maas_lib.bmc.redfish
+    import maas_lib.fleet
+    import maas_lib.scheduler.single_step
+    import maas_lib.serialize
+    import maas_lib.validation  # noqa: F401
+    from maas_lib.bmc import BmcSettings
+    from maas_lib.models import HostSpec
+
+    BmcSettings()
+    HostSpec(name="warm-up", pool="warm-up", bmc_address="127.0.0.1")
+
+
+IN_PROCESS = MAAS_LIB_IMPORT_ERROR is None
+if IN_PROCESS:
+    with suppress(Exception):  # a task then imports what it needs itself
+        _warm_up()
+
+
+def _plain(value: Any) -> Any:
+    """An inventory value as a builtin (ansible-core tags its templated str/int/bool)."""
+    for kind in (bool, int, float, str):
+        if isinstance(value, kind):
+            return kind(value)
+    return value
+
+
+class InProcessAction(ActionBase):
+    """Runs the collection's task `TASK` in this process (see the module docstring)."""
+
+    TASK = ""
+    TRANSFERS_FILES = False
+    _requires_connection = False
+
+    def run(self, tmp: Any = None, task_vars: dict[str, Any] | None = None) -> dict[str, Any]:
+        task = TASKS[self.TASK]
+        self._supports_check_mode = task.check_mode
+        try:
+            result = super().run(tmp, task_vars)  # check mode unsupported: skipped
+        except AnsibleAction as exc:
+            return exc.result
+        task_vars = task_vars or {}
+        if not IN_PROCESS or getattr(self._connection, "transport", None) != "local":
+            result.update(self._execute_module(task_vars=task_vars))
+            self._remove_tmp_path(self._connection._shell.tmpdir)
+            return result
+        checked = ArgumentSpecValidator(task.argument_spec, **task.rules).validate(
+            dict(self._task.args)
+        )
+        if checked.error_messages:
+            msg = checked.errors.msg
+            if isinstance(checked.errors.errors[0], UnsupportedError):
+                msg = f"Unsupported parameters for ({self._load_name}) module: {msg}"
+            return {**result, "failed": True, "msg": one_line(msg)}
+        params = checked.validated_parameters
+        inventory = self._inventory(params, task_vars)
+        done = outcome(lambda: task.body(params, bool(self._task.check_mode), inventory))
+        done["invocation"] = {"module_args": params}
+        result.update(remove_values(done, checked._no_log_values))
+        return result
+
+    def _inventory(self, params: dict[str, Any], task_vars: dict[str, Any]) -> dict:
+        """The `bmc_*` vars of the inventory hosts the task names (`name` or `names`),
+        for those whose inventory gives a `bmc_address`; never a secret."""
+        names = params.get("names") or ([params["name"]] if params.get("name") else [])
+        hostvars = task_vars.get("hostvars")
+        if not names or hostvars is None or not INVENTORY_VARS:
+            return {}
+        found = {}
+        for name in names:
+            if name not in hostvars:
+                continue
+            host = hostvars[name]
+            if "bmc_address" not in host:
+                continue
+            found[name] = {k: _plain(host[k]) for k in INVENTORY_VARS if k in host}
+        return found
