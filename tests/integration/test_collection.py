@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+import maas_lib
 from tests.conftest import REPO
 from tests.integration.conftest import FAST as FAST_BMC
 
@@ -161,6 +162,8 @@ def test_bmc_modules_power_idempotently_honour_check_mode_and_hide_passwords(
     assert "failed=0" in r.stdout and "ignored=3" in r.stdout, tail(r)
     # The passwords were module parameters: Ansible never shows them, even with -vvv.
     assert "VALUE_SPECIFIED_IN_NO_LOG_PARAMETER" in r.stdout
+    # The tasks ran in Ansible's worker on the controller: no module was sent or started.
+    assert "AnsiballZ_" not in r.stdout, tail(r)
     assert password not in r.stdout + r.stderr
     assert wrong not in r.stdout + r.stderr
     # Powered on once; the check-mode power-off never reached the BMC.
@@ -499,3 +502,128 @@ groups:
     r = ansible.run("ansible-inventory", "-i", "missing.maas.yml", "--list")
     assert "nope.db does not exist" in r.stderr, tail(r)
     assert not (ansible.directory / "nope.db").exists()
+
+
+def test_bmc_tasks_take_the_inventory_before_a_stale_database_and_fan_out_fleet_wide(
+    ansible, simfleet, sim_env, tmp_path
+):
+    """Hosts whose inventory gives their BMC are reached there, never at the address a stale
+    database has for them; `names` reaches many hosts in one task, per-host results back."""
+    b, a = simfleet.hosts(kind="ipmi")
+    registered = simfleet.hosts(kind="redfish")[1]
+    (dead,) = simfleet.hosts("dead", kind="ipmi")
+    with simfleet.fleet() as fleet:
+        port = {h.name: h.bmc_port for h in fleet.resolve_hosts([a, b, dead])}
+        assert all(r.ok for r in fleet.bmc_power("on", [a, b, registered], settings=FAST_BMC))
+    # The database: the simulator's hosts, and the inventory hosts at a stale BMC address.
+    db = tmp_path / "stale.db"
+    stale = tmp_path / "stale.ini"
+    stale.write_text(
+        f"inv-a bmc_address=127.0.0.1 bmc_port={port[dead]} bmc_credential=sim\n"
+        f"inv-b bmc_address=127.0.0.1 bmc_port={port[dead]} bmc_credential=sim\n"
+    )
+    with maas_lib.open_fleet(db) as fleet:
+        fleet.import_hosts([simfleet.info["inventory"], str(stale)])
+    inventory = tmp_path / "play.ini"
+    inventory.write_text(
+        "[bmcs]\n"
+        f"inv-a bmc_address=127.0.0.1 bmc_port={port[a]} bmc_protocol=ipmi bmc_credential=sim\n"
+        f"inv-b bmc_address=127.0.0.1 bmc_port={port[b]} bmc_protocol=ipmi bmc_credential=sim\n"
+        f"[bmcs:vars]\nansible_connection=local\nansible_python_interpreter={sys.executable}\n"
+    )
+    before = simfleet.state()
+    text = (
+        FLEET_PLAYBOOK.replace("@REGISTERED@", registered)
+        .replace("@DEAD@", dead)
+        .replace("@FAST@", FAST)
+        .replace("@USER@", simfleet.env["MAAS_CRED_SIM_USERNAME"])
+    )
+    (ansible.directory / "fleet.yml").write_text(text)
+    r = ansible.run("ansible-playbook", "-i", str(inventory), "fleet.yml", env={"MAAS_DB": str(db)})
+    assert r.returncode == 0, tail(r)
+    assert "failed=0" in r.stdout and "ignored=0" in r.stdout, tail(r)
+    assert simfleet.env["MAAS_CRED_SIM_PASSWORD"] not in r.stdout + r.stderr
+    after = simfleet.state()
+    # One cycle each (the fleet-wide task); the check-mode power-off touched nothing.
+    for host in (a, b, registered):
+        assert after[host]["power_offs"] == before[host]["power_offs"] + 1, host
+        assert after[host]["power"] == "on", host
+
+
+FLEET_PLAYBOOK = """
+- name: Inventory hosts and the fleet-wide form
+  hosts: bmcs
+  gather_facts: false
+  module_defaults:
+    maas_lib.fleet.power:
+      @FAST@
+    maas_lib.fleet.bmc_info:
+      @FAST@
+  tasks:
+    - name: Each host on its own, its BMC from the inventory (the database's is stale)
+      maas_lib.fleet.bmc_info: {name: "{{ inventory_hostname }}"}
+      register: one
+
+    - name: Every host in one task, with a registered host the inventory does not know
+      maas_lib.fleet.power:
+        names: "{{ ansible_play_hosts + ['@REGISTERED@'] }}"
+        state: cycle
+      run_once: true
+      register: cycled
+
+    - name: Would they be powered off? (check mode, credentials as parameters)
+      maas_lib.fleet.power:
+        names: "{{ ansible_play_hosts + ['@REGISTERED@'] }}"
+        state: "off"
+        username: "@USER@"
+        password: "{{ lookup('env', 'MAAS_CRED_SIM_PASSWORD') }}"
+      run_once: true
+      check_mode: true
+      register: would
+
+    - name: A survey with a dead BMC in it
+      maas_lib.fleet.bmc_info:
+        names: "{{ ansible_play_hosts + ['@DEAD@'] }}"
+        timeout: 1
+        retries: 0
+      run_once: true
+      register: survey
+      failed_when: false
+
+    - name: Later tasks read each host's result
+      ansible.builtin.assert:
+        that:
+          - one.bmc_from == 'inventory' and one.power == 'on'
+          - one.via == 'ipmi://127.0.0.1:' ~ bmc_port
+          - cycled is changed and cycled.failed_hosts == []
+          - cycled.hosts[inventory_hostname].bmc_from == 'inventory'
+          - cycled.hosts[inventory_hostname].via == 'ipmi://127.0.0.1:' ~ bmc_port
+          - cycled.hosts[inventory_hostname].power == 'on'
+          - cycled.hosts['@REGISTERED@'].bmc_from == 'database'
+          - cycled.hosts | length == 3
+          - would is changed and would.hosts[inventory_hostname].action == 'off'
+          - would.hosts[inventory_hostname].power == 'on'
+          - survey.failed_hosts == ['@DEAD@'] and survey.msg.startswith('1 of 3 hosts failed')
+          - survey.hosts['@DEAD@'].error_class in ['unreachable', 'timeout']
+          - survey.hosts[inventory_hostname].power == 'on'
+"""
+
+
+def test_the_bmc_module_still_runs_as_a_module_process(simfleet, sim_env, tmp_path):
+    """Delegated off the controller, a BMC task runs its module (the action plugin's
+    fallback): the same body, with the database as the source of the host's BMC."""
+    host = simfleet.hosts(kind="ipmi")[0]
+    args = tmp_path / "args.json"
+    args.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": {"name": host, "db": str(simfleet.db)}}))
+    proc = subprocess.run(
+        [sys.executable, str(COLLECTION / "plugins/modules/bmc_info.py"), str(args)],
+        capture_output=True,
+        text=True,
+        env=os.environ | {"PYTHONPATH": str(REPO)},
+        timeout=60,
+    )
+    result = json.loads(proc.stdout)
+    assert proc.returncode == 0 and not result.get("failed"), result
+    assert result["host"] == host and result["power"] in ("on", "off")
+    assert result["bmc_from"] == "database" and result["registered"]["host"] == host
+    assert result["via"].startswith("ipmi://127.0.0.1:") and result["changed"] is False
