@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
 
 from maas_lib import cli_render as render
+from maas_lib.credentials import resolve_credential
 from maas_lib.enums import (
     MAX_POLICY_HOSTS,
     Action,
@@ -20,6 +23,7 @@ from maas_lib.enums import (
     RequestState,
 )
 from maas_lib.errors import InputError, MaasError
+from maas_lib.output import emit_json
 
 ACTIONS = [a.value for a in Action]
 
@@ -32,7 +36,7 @@ class _Ctx:
     def fleet(self, *, create: bool = False) -> Any:
         """The fleet at --db; only `hosts import` and `db init` may create its database."""
         if self._fleet is None:
-            from maas_lib.fleet import open_fleet
+            from maas_lib.fleet import open_fleet  # the library: not for --help
 
             self._fleet = open_fleet(self.db, create=create)
         return self._fleet
@@ -45,16 +49,10 @@ class _Ctx:
 pass_ctx = click.make_pass_decorator(_Ctx)
 
 
-def _emit_json(result: Any) -> None:
-    from maas_lib.output import emit_json
-
-    emit_json(result)
-
-
 def _show(result: Any, as_json: bool, for_people: Callable[[Any], None]) -> None:
     """One JSON document on stdout under --json; otherwise `for_people` (`cli_render`)."""
     if as_json:
-        _emit_json(result)
+        emit_json(result)
     else:
         for_people(result)
 
@@ -95,17 +93,12 @@ def _span(model: Any, name: str) -> str:
 
 def _model(name: str) -> Any:
     """A settings model by name, imported when an option needs it (not at start-up)."""
-    if name == "bmc":
-        from maas_lib.bmc.control import BmcSettings
-
-        return BmcSettings
-    if name == "run":
-        from maas_lib.scheduler.settings import SchedulerSettings
-
-        return SchedulerSettings
+    # The models (pydantic) only when an option needs them, not at start-up.
+    from maas_lib.bmc.control import BmcSettings
     from maas_lib.models import BatchPolicy
+    from maas_lib.scheduler.settings import SchedulerSettings
 
-    return BatchPolicy
+    return {"bmc": BmcSettings, "run": SchedulerSettings, "policy": BatchPolicy}[name]
 
 
 class _FieldOption(click.Option):
@@ -147,7 +140,7 @@ def hosts() -> None:
 @pass_ctx
 def hosts_import(c: _Ctx, inventory: tuple[str, ...], as_json: bool) -> None:
     """Upsert hosts from Ansible inventories (YAML, INI, directories, scripts)."""
-    from maas_lib.inventory import load_inventory
+    from maas_lib.inventory import load_inventory  # ansible-core: only this command
 
     hosts, pools = load_inventory(list(inventory))  # first: bad input creates no database
     _show(c.fleet(create=True).import_parsed(hosts, pools), as_json, render.import_result)
@@ -321,7 +314,7 @@ def status(
         render.watch(fleet, request_id, quiet=as_json)
     if as_json:
         data = fleet.request_info(request_id, steps=with_steps, host=host)
-        _emit_json(data)
+        emit_json(data)
         _watch_exit(watch, data["counts"], data["host_count"])
         return
     st = fleet.status(request_id)
@@ -412,7 +405,7 @@ def cancel(c: _Ctx, request_id: int, as_: str | None, as_json: bool) -> None:
     steps in flight finish."""
     state = c.fleet().cancel(request_id, actor=as_)
     if as_json:
-        _emit_json({"id": request_id, "state": state, "cancel_requested": True})
+        emit_json({"id": request_id, "state": state, "cancel_requested": True})
     else:
         render.cancelled(request_id, state)
 
@@ -490,6 +483,7 @@ def metrics(
     auth_password_file: str | None,
 ) -> None:
     """Prometheus metrics of the fleet: host outcomes, step durations, in flight, workers."""
+    # prometheus_client and the HTTP server: only this command.
     from maas_lib.telemetry.metrics import parse_listen
     from maas_lib.telemetry.metrics_http import server_security
 
@@ -686,8 +680,6 @@ def run_scheduler(
     Several `maasctl run` processes may share one database. SIGTERM or SIGINT finishes
     the steps in flight and leaves the rest for the next worker to resume.
     """
-    import signal
-
     worker = c.fleet().worker(
         concurrency=concurrency,
         endpoint_concurrency=endpoint_concurrency,
@@ -779,6 +771,7 @@ def _bmc_settings(
     deadline: float | None,
     wait_timeout: float | None = None,
 ) -> Any:
+    # pydantic and the BMC layer: only the `bmc` commands.
     from pydantic import ValidationError
 
     from maas_lib.bmc import BmcSettings
@@ -906,9 +899,7 @@ def sim() -> None:
 
 
 def _sim_dir(directory: str | None) -> Any:
-    from pathlib import Path
-
-    from maas_lib.sim import default_sim_dir
+    from maas_lib.sim import default_sim_dir  # the simulator: only the `sim` commands
 
     return Path(directory) if directory else default_sim_dir()
 
@@ -970,6 +961,7 @@ def sim_up(
     **opts: Any,
 ) -> None:
     """Start a simulated fleet in the background and write its inventory and credentials."""
+    # The simulator, and the store for its default database: only this command.
     from maas_lib.sim import sim_config, start
     from maas_lib.store import default_db_url
 
@@ -987,7 +979,7 @@ def sim_up(
 @_SIM_DIR_OPTION
 def sim_down(directory: str | None) -> None:
     """Stop the simulated fleet."""
-    from maas_lib.sim import stop
+    from maas_lib.sim import stop  # the simulator: only the `sim` commands
 
     d = _sim_dir(directory)
     click.echo("simulator stopped" if stop(d) else f"no simulator running in {d}")
@@ -998,7 +990,7 @@ def sim_down(directory: str | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
 def sim_status(directory: str | None, as_json: bool) -> None:
     """Each simulated machine's power, boot device and installer state."""
-    from maas_lib.sim import state
+    from maas_lib.sim import state  # the simulator: only the `sim` commands
 
     _show(state(_sim_dir(directory)), as_json, render.sim_machines)
 
@@ -1012,8 +1004,6 @@ def credentials() -> None:
 @click.argument("names", nargs=-1, required=True, metavar="NAME...")
 def credentials_check(names: tuple[str, ...]) -> None:
     """Resolve credential NAMEs and say where each comes from."""
-    from maas_lib.credentials import resolve_credential
-
     for name in names:
         click.echo(str(resolve_credential(name)))
 

@@ -2,14 +2,16 @@
 what a command got from `Fleet` (tables and progress through rich, on stdout). The
 commands themselves (`maas_lib.cli`) parse options, call `Fleet` and pick JSON or this.
 
-Imported by `maas_lib.cli` at start-up: nothing heavy at module level (rich, the
-telemetry modules and tables load when something is printed)."""
+Imported by `maas_lib.cli` at start-up: nothing heavy at module level (rich and the
+telemetry modules load when something is printed)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import click
+
+from maas_lib.output import emit_renderable, emit_table, format_counts
 
 
 def import_result(result: Any) -> None:
@@ -20,8 +22,6 @@ def import_result(result: Any) -> None:
 
 
 def hosts(records: list[Any]) -> None:
-    from maas_lib.output import emit_table
-
     emit_table(
         None,
         ["host", "pool", "rack", "bmc", "address", "credential", "status"],
@@ -47,8 +47,6 @@ def plan(plan: dict[str, Any]) -> None:
 def request(st: Any, steps: list[dict[str, Any]] | None, summary: Any | None) -> None:
     """`status ID`: the request, its progress (`summary`, unless --watch drew it), each
     host, and (`steps`) every step with its times."""
-    from maas_lib.output import emit_table, format_counts
-
     p = st.policy
     click.echo(
         f"request {st.id}: {st.action} {st.state}"
@@ -75,8 +73,7 @@ def request(st: Any, steps: list[dict[str, Any]] | None, summary: Any | None) ->
             click.echo(f"  {which.replace('_', '-')}: {getattr(st.options, which)}")
     click.echo(f"  hosts: {st.host_count} ({format_counts(st.counts)})")
     if summary is not None:
-        from maas_lib.output import emit_renderable
-        from maas_lib.telemetry.progress import render
+        from maas_lib.telemetry.progress import render  # rich: only when drawn
 
         emit_renderable(render(summary))
     emit_table(
@@ -107,6 +104,7 @@ def request(st: Any, steps: list[dict[str, Any]] | None, summary: Any | None) ->
 
 def watch(fleet: Any, request_id: int, *, quiet: bool = False) -> None:
     """Live progress on stderr until the request ends (stdout stays for the result)."""
+    # rich and the progress view load only for a --watch.
     from rich.console import Console
 
     from maas_lib.telemetry.progress import watch
@@ -116,8 +114,6 @@ def watch(fleet: Any, request_id: int, *, quiet: bool = False) -> None:
 
 
 def requests(rows: list[Any]) -> None:
-    from maas_lib.output import emit_table, format_counts
-
     emit_table(
         None,
         ["id", "action", "state", "hosts", "progress", "submitted by", "created"],
@@ -142,8 +138,6 @@ def copied(counts: dict[str, int]) -> None:
 
 
 def workers(rows: list[Any]) -> None:
-    from maas_lib.output import emit_table
-
     emit_table(
         None,
         ["worker", "host", "pid", "heartbeat age", "state", "requests", "hosts leased"],
@@ -170,8 +164,6 @@ def cancelled(request_id: int, state: str) -> None:
 
 
 def leases(leases: list[Any]) -> None:
-    from maas_lib.output import emit_table
-
     emit_table(
         None,
         ["host", "request", "action", "pool", "holder", "since"],
@@ -202,8 +194,6 @@ def _classes(classes: dict[str, int]) -> str:
 
 def stats(st: Any, since: str | None, pool: str | None) -> None:
     """`stats`: the fleet now, then per action its rates, queue wait, steps and breakdowns."""
-    from maas_lib.output import emit_table
-
     f = st.fleet
     by_status = ", ".join(f"{n} {k}" for k, n in sorted(f.hosts_by_status.items()))
     by_state = ", ".join(f"{n} {k}" for k, n in sorted(f.requests_by_state.items()))
@@ -260,8 +250,6 @@ def run_report(report: Any) -> None:
 
 def bmc_results(results: list[Any]) -> None:
     """`bmc status|power|boot`: a row per host, then a count on stderr."""
-    from maas_lib.output import emit_table
-
     emit_table(
         None,
         ["host", "power", "result", "via", "seconds", "error"],
@@ -297,8 +285,6 @@ def sim_started(info: dict[str, Any]) -> None:
 
 
 def sim_machines(machines: list[dict[str, Any]]) -> None:
-    from maas_lib.output import emit_table
-
     emit_table(
         None,
         ["host", "power", "boot", "os", "image", "installs", "fault"],

@@ -14,7 +14,10 @@ Lookup order for a name such as ``rack-a``:
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import socket
 import stat
 import tomllib
 from dataclasses import dataclass, field
@@ -40,8 +43,6 @@ class Credential:
     @property
     def fingerprint(self) -> str:
         """Tells credentials apart (session cache keys) without holding the password."""
-        import hashlib
-
         return hashlib.sha256(f"{self.username}\0{self.password}".encode()).hexdigest()[:16]
 
     def __str__(self) -> str:
@@ -101,9 +102,6 @@ def _from_file(name: str) -> Credential | None:
 
 
 def _ask_broker(address: str, request: dict[str, str], what: str) -> dict:
-    import json
-    import socket
-
     target = "\0" + address[1:] if address.startswith("@") else address
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import getpass
 import re
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -40,8 +41,12 @@ from maas_lib.models import (
     SubmitResult,
 )
 from maas_lib.patterns import split_patterns
+from maas_lib.planner import admit, plan_batches, pool_limits_for, resolve_overlaps
+from maas_lib.serialize import to_jsonable
 from maas_lib.store import Event, NewRequest, Store, open_store
-from maas_lib.validation import option_error
+from maas_lib.store.copy import copy_store
+from maas_lib.timeutil import parse_since
+from maas_lib.validation import option_error, wait_seconds
 
 _IMAGE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/+-]*$")
 _ACTOR_RE = re.compile(r"^[^\s\x00-\x1f]{1,128}$")
@@ -109,6 +114,7 @@ def parse_scheduler_settings(
     settings: SchedulerSettings | dict[str, Any] | None = None, **fields: Any
 ) -> SchedulerSettings:
     """Validate scheduler settings; BMC ones may be given flat (`timeout=5`)."""
+    # The BMC and scheduler layers load for a run, not for every command.
     from maas_lib.bmc import BmcSettings
     from maas_lib.scheduler import SchedulerSettings
 
@@ -165,7 +171,7 @@ class Fleet:
 
     def import_hosts(self, sources: Sequence[str], *, actor: str | None = None) -> ImportResult:
         """Parse Ansible inventories and upsert their hosts and pools (all or nothing)."""
-        from maas_lib.inventory import load_inventory
+        from maas_lib.inventory import load_inventory  # ansible-core: only imports pay
 
         hosts, pools = load_inventory(sources)
         return self.import_parsed(hosts, pools, actor=actor)
@@ -323,8 +329,6 @@ class Fleet:
         Overlaps are as of now (every in-flight request is older than this one); budget
         waits assume each batch starts with the fleet as it is now.
         """
-        from maas_lib.planner import admit, plan_batches, pool_limits_for, resolve_overlaps
-
         request = self._new_request(
             action, patterns, hosts_file, policy, image, submitted_by, policy_fields
         )
@@ -372,7 +376,7 @@ class Fleet:
         settings: BmcSettings | None = None,
     ) -> list[BmcResult]:
         """Read each host's power state from its BMC."""
-        from maas_lib.bmc import run_bmc
+        from maas_lib.bmc import run_bmc  # BMC calls only
 
         return run_bmc(
             self.resolve_hosts(patterns, hosts_file=hosts_file), "status", settings=settings
@@ -388,7 +392,7 @@ class Fleet:
         settings: BmcSettings | None = None,
     ) -> list[BmcResult]:
         """Power hosts on/off/soft/cycle; with `wait`, until each BMC confirms the state."""
-        from maas_lib.bmc import PowerAction, parse_choice, run_bmc
+        from maas_lib.bmc import PowerAction, parse_choice, run_bmc  # BMC calls only
 
         act = parse_choice(PowerAction, action, "power action")
         return run_bmc(
@@ -409,7 +413,7 @@ class Fleet:
         settings: BmcSettings | None = None,
     ) -> list[BmcResult]:
         """Set the boot device for the next boot (or every boot with `persistent`)."""
-        from maas_lib.bmc import BootDevice, parse_choice, run_bmc
+        from maas_lib.bmc import BootDevice, parse_choice, run_bmc  # BMC calls only
 
         dev = parse_choice(BootDevice, device, "boot device")
         return run_bmc(
@@ -460,8 +464,7 @@ class Fleet:
         """One request as JSON-ready data, the document `maasctl status ID --json` prints
         and the `request_info` module returns: the `status` fields, then (with `steps`, or
         `host` for one host's) `steps`, then `summary`."""
-        from maas_lib.serialize import to_jsonable
-        from maas_lib.telemetry.progress import request_view
+        from maas_lib.telemetry.progress import request_view  # rich views: not for submit
 
         st = self.status(request_id)
         every = self.store.steps(request_id, None)
@@ -482,8 +485,7 @@ class Fleet:
     ) -> Stats:
         """Success rates, failure classes, step runtimes and queue waits per action (since
         a duration ago like `24h`, or an ISO time), and the fleet now."""
-        from maas_lib.scheduler.steps import steps_for
-        from maas_lib.timeutil import parse_since
+        from maas_lib.scheduler.steps import steps_for  # the scheduler: not for submit
 
         act = None if action is None else parse_action(action)
         try:
@@ -520,14 +522,14 @@ class Fleet:
         """Write the HTML report (`maasctl report --html`) of one request, or of the window
         `since` a duration ago or an ISO time (default: all history), to `path` atomically;
         `options` as for `maas_lib.telemetry.report.render_report`."""
-        from maas_lib.telemetry.report import write_report
+        from maas_lib.telemetry.report import write_report  # matplotlib: reports only
 
         return write_report(self, path, request_id=request_id, since=since, **options)
 
     def metrics(self) -> bytes:
         """One scrape of the fleet's Prometheus metrics, in the text exposition format
         (`maasctl metrics`; see `maas_lib.telemetry.metrics`)."""
-        from maas_lib.telemetry.metrics import render
+        from maas_lib.telemetry.metrics import render  # prometheus_client: metrics only
 
         return render(self._store_opener())
 
@@ -544,7 +546,7 @@ class Fleet:
         """Serve ``GET /metrics`` until `stop` is set (or SIGTERM/SIGINT in the main
         thread); blocks (`maasctl metrics --serve`). Each scrape reads the store afresh,
         on a connection of its own."""
-        from maas_lib.telemetry.metrics import serve
+        from maas_lib.telemetry.metrics import serve  # prometheus_client: metrics only
 
         serve(self._store_opener(), host, port, stop=stop, on_ready=on_ready, tls=tls, auth=auth)
 
@@ -555,7 +557,7 @@ class Fleet:
 
     def summary(self, request_id: int) -> RequestView:
         """One request at a glance: progress per batch, slowest hosts, failures by class."""
-        from maas_lib.telemetry.progress import request_view
+        from maas_lib.telemetry.progress import request_view  # not for submit
 
         st = self.status(request_id)
         return request_view(st, self.store.steps(request_id, None))
@@ -565,10 +567,6 @@ class Fleet:
     ) -> RequestView:
         """Block until the request ends (a scheduler must be running) or `timeout` seconds,
         (0, 86400]."""
-        import time
-
-        from maas_lib.validation import wait_seconds
-
         if timeout is not None:
             wait_seconds(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -593,6 +591,7 @@ class Fleet:
         `alerts`: webhook URLs (or `AlertSettings`) that get a JSON event when a request
         ends failed or partial or passes its failure threshold; `[]` sends none; None (the
         default) takes them from ``MAAS_ALERT_WEBHOOK``, as `maasctl run` does."""
+        # The scheduler (BMC drivers, executors, alerts) loads for a run only.
         from maas_lib.scheduler import Worker
         from maas_lib.telemetry.alerts import alert_settings
 
@@ -623,9 +622,6 @@ class Fleet:
         """Copy this fleet's whole store (hosts and their standing, requests, steps,
         events, install reports) into the new, empty store at `url` (`maasctl db copy`):
         how to move from SQLite to PostgreSQL. Returns rows copied per table."""
-        from maas_lib.store import open_store
-        from maas_lib.store.copy import copy_store
-
         if url == self.store.url or url == self.store.child_url():
             raise InputError("--to names the database being copied")
         target = open_store(url)
@@ -638,7 +634,7 @@ class Fleet:
         """Scheduler workers (`maasctl workers`): heartbeat age, `alive` if that is within
         `ttl` (default: the claim TTL), the running requests each holds, hosts leased."""
         if ttl is None:
-            from maas_lib.scheduler import SchedulerSettings
+            from maas_lib.scheduler import SchedulerSettings  # the scheduler: not for submit
 
             ttl = SchedulerSettings.model_fields["claim_ttl"].default
         if not ttl > 0:
@@ -661,7 +657,7 @@ class Fleet:
         """Run one step of a running request's action for one of its hosts, recording
         nothing (the Ansible executor's `maas_lib.fleet.step` tasks; see
         `maas_lib.scheduler.single_step`)."""
-        from maas_lib.scheduler.single_step import run_single_step
+        from maas_lib.scheduler.single_step import run_single_step  # executor tasks only
 
         return run_single_step(
             self.store,

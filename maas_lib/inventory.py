@@ -19,6 +19,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from maas_lib.bmc.base import IPMI_CIPHER_SUITE_VAR, ipmi_cipher_suite
 from maas_lib.errors import InputError
 from maas_lib.inventory_limits import check_inventory_sources
 from maas_lib.models import HostSpec, PoolSpec
@@ -70,12 +71,13 @@ def _parse_failure(source: str, captured: str) -> str:
 @functools.cache
 def _init_plugin_loader() -> None:
     """As ansible's own CLIs do, once per process: makes FQCN/collection plugins loadable."""
-    from ansible.plugins.loader import init_plugin_loader
+    from ansible.plugins.loader import init_plugin_loader  # ansible-core: see _parse_sources
 
     init_plugin_loader()
 
 
 def _parse_sources(sources: Sequence[str]) -> tuple[Any, Any, Any]:
+    # ansible-core (~0.2 s) when an inventory is parsed, not when this module is imported.
     from ansible import constants as C
     from ansible.errors import AnsibleError
     from ansible.inventory.manager import InventoryManager
@@ -126,6 +128,7 @@ def load_inventory(
         if not os.path.exists(source):
             raise InputError(f"inventory {source}: no such file or directory")
     check_inventory_sources(sources)
+    # ansible-core after the cheap checks: a bad path fails at once.
     from ansible.errors import AnsibleError
     from ansible.template import Templar
 
@@ -180,7 +183,7 @@ def load_inventory(
 def _vaulted(value: Any) -> bool:
     """An Ansible Vault value (ansible-core 2.19 tags them; older cores had `.vault`)."""
     try:
-        from ansible.parsing.vault import VaultHelper
+        from ansible.parsing.vault import VaultHelper  # ansible-core: see _parse_sources
     except ImportError:
         return hasattr(value, "vault")
     try:
@@ -191,7 +194,7 @@ def _vaulted(value: Any) -> bool:
 
 def _extra_vars(host: str, hostvars: Any, templar: Any) -> dict[str, Any]:
     """The host's other vars, templated, minus magic and secret-looking ones."""
-    from ansible.errors import AnsibleError
+    from ansible.errors import AnsibleError  # ansible-core: see _parse_sources
 
     kept: dict[str, Any] = {}
     for name, value in hostvars.items():
@@ -226,8 +229,6 @@ def _plain(value: Any) -> Any:
 
 def _check_cipher_suite(spec: HostSpec) -> None:
     """`bmc_ipmi_cipher_suite` (kept in the host's vars) names a suite the client has."""
-    from maas_lib.bmc.base import IPMI_CIPHER_SUITE_VAR, ipmi_cipher_suite
-
     try:
         ipmi_cipher_suite(spec.vars.get(IPMI_CIPHER_SUITE_VAR))
     except ValueError as exc:

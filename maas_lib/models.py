@@ -7,6 +7,7 @@ import json
 import math
 import re
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -215,8 +216,6 @@ def check_bmc_address(value: str) -> str:
     """Accept an IP address, a DNS name, or an http(s) URL (Redfish); reject the rest."""
     value = value.strip()
     if value.startswith(("https://", "http://")):
-        from urllib.parse import urlsplit
-
         parts = urlsplit(value)
         if not parts.hostname:
             raise ValueError(f"URL has no host (got {value!r})")

@@ -18,6 +18,7 @@ def emit_json(obj: Any) -> None:
 
 
 def emit_table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    # rich only when something is drawn: --json output and --help do without it.
     from rich.console import Console
     from rich.table import Table
     from rich.text import Text
@@ -38,7 +39,7 @@ def emit_table(title: str | None, columns: Sequence[str], rows: Sequence[Sequenc
 
 def emit_renderable(renderable: Any) -> None:
     """Print any rich renderable (progress bars, grouped tables) to stdout."""
-    from rich.console import Console
+    from rich.console import Console  # rich only when something is drawn
 
     width = None if sys.stdout.isatty() else int(os.environ.get("COLUMNS") or 200)
     Console(width=width).print(renderable)

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import sys
 from typing import Any
-
-from pydantic import BaseModel
 
 
 def to_jsonable(obj: Any) -> Any:
@@ -18,7 +17,10 @@ def to_jsonable(obj: Any) -> Any:
     public = getattr(obj, "public", None)
     if callable(public):
         return public()
-    if isinstance(obj, BaseModel):
+    # No pydantic model exists before pydantic is imported: `--json` of a plain result
+    # (and `maasctl --help`, which imports this) need not import it.
+    pydantic = sys.modules.get("pydantic")
+    if pydantic is not None and isinstance(obj, pydantic.BaseModel):
         return obj.model_dump(mode="json")
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return {f.name: to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import re
+from datetime import UTC, datetime, timedelta
 
 
 def utc_now() -> str:
@@ -16,9 +17,6 @@ def parse_since(value: str) -> str:
     """`30m`, `24h`, `7d`, `2w` ago, or an ISO date/time (UTC if no zone) → ISO UTC string.
 
     Raises ValueError with a message fit for `--since: …`."""
-    import re
-    from datetime import timedelta
-
     text = value.strip()
     m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([smhdw])", text)
     if m:

@@ -165,7 +165,7 @@ def make_driver(endpoint: BmcEndpoint, credential: Credential, settings: BmcSett
         from maas_lib.bmc.ipmi import IpmiDriver
 
         return IpmiDriver(endpoint, credential, timeout=settings.timeout)
-    from maas_lib.bmc.redfish import RedfishDriver
+    from maas_lib.bmc.redfish import RedfishDriver  # sushy: as above
 
     return RedfishDriver(
         endpoint,

@@ -16,12 +16,13 @@ __all__ = ["RunReport", "SchedulerSettings", "Worker"]
 
 
 def __getattr__(name: str) -> Any:
+    # Each name loads its own module: the settings alone do not load the worker.
     if name == "SchedulerSettings":
         from maas_lib.scheduler.settings import SchedulerSettings
 
         return SchedulerSettings
     if name in ("RunReport", "Worker"):
-        from maas_lib.scheduler import worker
+        from maas_lib.scheduler import worker  # the BMC drivers and executors
 
         return getattr(worker, name)
     raise AttributeError(f"module 'maas_lib.scheduler' has no attribute {name!r}")

@@ -23,6 +23,7 @@ from maas_lib.scheduler.resume import completed_steps
 from maas_lib.scheduler.settings import SchedulerSettings
 from maas_lib.store import Store
 from maas_lib.store.faults import RetryingStore
+from maas_lib.telemetry.alerts import request_event
 
 if TYPE_CHECKING:
     from maas_lib.telemetry.alerts import AlertSender
@@ -206,8 +207,6 @@ class RequestRun:
         return state
 
     def _alert(self, st: RequestStatus) -> None:
-        from maas_lib.telemetry.alerts import request_event
-
         assert self.s.alerts is not None
         if self.threshold_exceeded:
             self.s.alerts.send(request_event("failure_threshold_exceeded", st))

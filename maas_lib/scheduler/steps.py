@@ -254,7 +254,7 @@ def _eject(ctx: HostContext) -> None:
 
 def _hook(which: str) -> Callable[[HostContext], None]:
     def run(ctx: HostContext) -> None:
-        from maas_lib.scheduler.hooks import run_hook
+        from maas_lib.scheduler.hooks import run_hook  # ansible-runner: hooks only
 
         playbook = getattr(ctx.options, which)
         with ctx.hook_slots:

@@ -27,10 +27,13 @@ from maas_lib.errors import StoreError, StoreFailing
 from maas_lib.models import IN_FLIGHT_REQUEST_STATES, RequestState
 from maas_lib.scheduler.executor import Executor, ExecutorEnv, NativeExecutor
 from maas_lib.scheduler.installs import InstallWatcher
+from maas_lib.scheduler.playbook import remove_stale_private_dirs
 from maas_lib.scheduler.request import RequestRun, Shared
 from maas_lib.scheduler.settings import SchedulerSettings
 from maas_lib.store import Store
 from maas_lib.store.faults import RetryingStore
+from maas_lib.telemetry.alerts import AlertSender
+from maas_lib.telemetry.alerts import alert_settings as resolve_alerts
 
 if TYPE_CHECKING:
     from maas_lib.telemetry.alerts import AlertSettings
@@ -124,15 +127,10 @@ class Worker:
         s = self.settings
         store = self.guard.as_store()
         report = RunReport(self.id)
-        from maas_lib.telemetry.alerts import AlertSender
-        from maas_lib.telemetry.alerts import alert_settings as resolve_alerts
-
         alert_settings = resolve_alerts(self.alerts)  # bad input (exit 2) before anything runs
         # The first write: a store failing past `store_retry_s` stops us before any thread.
         store.heartbeat(self.id, ttl=s.claim_ttl)
         alerts = AlertSender(alert_settings) if alert_settings else None
-        from maas_lib.scheduler.playbook import remove_stale_private_dirs
-
         # A SIGKILLed worker's playbook dirs (inventories, artifacts) outlive it.
         for path in remove_stale_private_dirs():
             log.info("removed %s, left by a worker that no longer runs", path)

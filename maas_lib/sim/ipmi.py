@@ -26,6 +26,7 @@ import pyghmi.ipmi.bmc as pyghmi_bmc
 import pyghmi.ipmi.private.constants as constants
 import pyghmi.ipmi.private.serversession as serversession
 import pyghmi.ipmi.private.session as ipmisession
+from pyghmi.ipmi.command import boot_devices
 
 from maas_lib.bmc import pyghmi_fixes
 from maas_lib.sim.machine import BootTarget, Machine
@@ -209,8 +210,6 @@ class SimBmc(pyghmi_bmc.Bmc):
         data = request["data"]
         if data[0] != 5:
             return super().set_system_boot_options(request, session)
-        from pyghmi.ipmi.command import boot_devices
-
         device = boot_devices.get((data[2] >> 2) & 0b1111)
         if device is None and data[2] != 0:
             return session.send_ipmi_response(code=0xCC)

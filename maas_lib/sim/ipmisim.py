@@ -364,7 +364,7 @@ class IpmiSimFleet:
 
     def write_inventory(self, path: Path) -> Path:
         """An Ansible YAML inventory of these BMCs (for `maasctl hosts import`)."""
-        import yaml
+        import yaml  # PyYAML only when an inventory is written
 
         path.write_text(yaml.safe_dump(self.inventory(), sort_keys=False))
         return path

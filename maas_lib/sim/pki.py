@@ -12,6 +12,7 @@ def make_pki(
     directory: Path, hosts: tuple[str, ...] = ("localhost",), ips: tuple[str, ...] = ("127.0.0.1",)
 ) -> dict[str, Path]:
     """Write ca.pem, cert.pem and key.pem (key mode 0600) into `directory`; return paths."""
+    # cryptography only when a simulator serves HTTPS.
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec

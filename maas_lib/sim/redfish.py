@@ -73,6 +73,7 @@ class RedfishFaults:
 
 
 def _systems_driver(machines: dict[str, Machine]) -> type:
+    # sushy-tools, flask and werkzeug (~0.3 s) only when a Redfish emulator starts.
     from sushy_tools import error as fishy_error
     from sushy_tools.emulator.resources.systems import fakedriver
 
@@ -133,7 +134,7 @@ def _systems_driver(machines: dict[str, Machine]) -> type:
 
 
 def _handler_class() -> type:
-    from werkzeug.serving import WSGIRequestHandler
+    from werkzeug.serving import WSGIRequestHandler  # see _systems_driver
 
     class NoDelayHandler(WSGIRequestHandler):
         # werkzeug writes headers and body as separate TLS records; with Nagle on, every
@@ -160,7 +161,7 @@ def _handler_class() -> type:
 
 def _private_emulator_module() -> Any:
     """A private copy of sushy_tools.emulator.main: its `app` is a module-level singleton."""
-    import sushy_tools.emulator.main as canonical
+    import sushy_tools.emulator.main as canonical  # see _systems_driver
 
     name = f"maas_lib_sim_sushy_emulator_{id(object())}"
     spec = importlib.util.spec_from_file_location(name, canonical.__file__)
@@ -186,6 +187,7 @@ class RedfishEmulator:
         faults: RedfishFaults | None = None,
         seed: int | None = None,
     ):
+        # See _systems_driver.
         import flask
         from sushy_tools.emulator import memoize
         from werkzeug.serving import make_server
@@ -324,7 +326,7 @@ class RedfishEmulator:
 
 def write_htpasswd(path: Path, users: dict[str, str]) -> Path:
     """bcrypt htpasswd (the only scheme sushy-tools accepts); cost 4, checked per request."""
-    import bcrypt
+    import bcrypt  # only for a Redfish emulator with users
 
     lines = [
         f"{u}:{bcrypt.hashpw(p.encode(), bcrypt.gensalt(rounds=4)).decode()}\n"

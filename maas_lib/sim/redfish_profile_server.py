@@ -10,6 +10,7 @@ serves one until interrupted and prints an inventory line for it.
 
 from __future__ import annotations
 
+import argparse
 import base64
 import hmac
 import json
@@ -22,7 +23,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
-from maas_lib.sim.redfish_profiles import Profile, RedfishState, SimSystem
+from maas_lib.sim.redfish_profiles import (
+    PROFILE_NAMES,
+    Profile,
+    RedfishState,
+    SimSystem,
+    profile_named,
+)
 
 ROOT = "/redfish/v1"
 SESSIONS = f"{ROOT}/SessionService/Sessions"
@@ -521,10 +528,6 @@ def _value(text: str) -> Any:
 
 
 def main(argv: list[str] | None = None) -> None:
-    import argparse
-
-    from maas_lib.sim.redfish_profiles import PROFILE_NAMES, profile_named
-
     parser = argparse.ArgumentParser(description="Serve one Redfish profile on loopback.")
     parser.add_argument("profile", choices=[*PROFILE_NAMES, "custom"])
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE")

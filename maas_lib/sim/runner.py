@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 import secrets
 import signal
 import socket
@@ -26,6 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from maas_lib.errors import MaasError
 from maas_lib.sim.config import SimConfig, SimHost, layout
 from maas_lib.sim.machine import Machine, MachineConfig
 from maas_lib.sim.redfish_profile_server import ROOT, RedfishService
@@ -63,8 +65,7 @@ class InstallBridge:
         self._lock = threading.Lock()
 
     def lookup(self, host: str) -> str | None:
-        from maas_lib.errors import MaasError
-        from maas_lib.fleet import open_fleet
+        from maas_lib.fleet import open_fleet  # the library: only when an installer reports
 
         try:
             with self._lock, open_fleet(self.db) as fleet:
@@ -74,8 +75,7 @@ class InstallBridge:
             return None
 
     def report(self, host: str, image: str, reason: str | None) -> None:
-        from maas_lib.errors import MaasError
-        from maas_lib.fleet import open_fleet
+        from maas_lib.fleet import open_fleet  # the library: only when an installer reports
 
         try:
             with self._lock, open_fleet(self.db) as fleet:
@@ -171,6 +171,7 @@ def _inventory(
 
 def run(config: SimConfig, stop: threading.Event | None = None) -> None:
     """Serve every simulated BMC until `stop` is set (or SIGTERM/SIGINT in the main thread)."""
+    # The emulators (pyghmi, sushy-tools, flask) load in the simulator's process only.
     import yaml
 
     from maas_lib.sim import ipmi as sim_ipmi
@@ -202,8 +203,6 @@ def run(config: SimConfig, stop: threading.Event | None = None) -> None:
             lookup=bridge.lookup,
         )
 
-    import random
-
     rng = random.Random(config.seed)
     bmcs = []
     for h in hosts:
@@ -225,7 +224,7 @@ def run(config: SimConfig, stop: threading.Event | None = None) -> None:
     if redfish_hosts:
         cert = key = None
         if config.https:
-            from maas_lib.sim.pki import make_pki
+            from maas_lib.sim.pki import make_pki  # cryptography: HTTPS only
 
             pki = make_pki(directory / "pki")
             ca, cert, key = pki["ca"], pki["cert"], pki["key"]

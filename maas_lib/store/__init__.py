@@ -59,7 +59,7 @@ def open_store(url: str | os.PathLike[str] | None = None, *, create: bool = True
     target = str(url) if url is not None else default_db_url()
     if target.startswith(("postgresql://", "postgres://")):
         try:
-            from maas_lib.store.postgres import PostgresStore
+            from maas_lib.store.postgres import PostgresStore  # psycopg: PostgreSQL only
         except ImportError as exc:
             raise StoreError(
                 f"PostgreSQL stores need psycopg 3 (pip install 'psycopg[binary]'): {exc}"
@@ -72,6 +72,6 @@ def open_store(url: str | os.PathLike[str] | None = None, *, create: bool = True
         raise InputError(
             f"unsupported database URL {target!r} (use a path, sqlite:///path or postgresql://…)"
         )
-    from maas_lib.store.sqlite import SqliteStore
+    from maas_lib.store.sqlite import SqliteStore  # a backend loads when it is opened
 
     return SqliteStore(target, create=create)

@@ -24,6 +24,7 @@ from maas_lib.models import (
     RequestStatus,
     RequestSummary,
 )
+from maas_lib.planner import resolve_overlaps
 from maas_lib.store import sql_stats
 from maas_lib.store.base import ClaimState, Event, NewRequest
 from maas_lib.store.sql_base import SqlBase
@@ -288,8 +289,6 @@ class SqlQueue(SqlBase):
 
     def _resolve_overlaps(self, request_id: int, policy: BatchPolicy, now: str) -> None:
         """Inside the claim's transaction: drop (or mark waiting) every blocked host."""
-        from maas_lib.planner import resolve_overlaps
-
         pending = self._pending(request_id)
         result = resolve_overlaps(
             request_id, pending, find_blockers(self, pending, request_id), policy.on_overlap

@@ -12,6 +12,7 @@ import base64
 import binascii
 import hmac
 import logging
+import os
 import socket
 import ssl
 import threading
@@ -23,7 +24,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import make_wsgi_app
 from prometheus_client.registry import Collector
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from maas_lib.errors import InputError
 
@@ -83,8 +84,6 @@ class TlsFiles(BaseModel, defer_build=True):
 def read_password(path: str | Path | None) -> SecretStr:
     """The basic-auth password: the first line of `path`, else `$MAAS_METRICS_PASSWORD`
     (never a command-line argument: those are visible to every local user)."""
-    import os
-
     if path is None:
         value = os.environ.get(PASSWORD_ENV, "")
         if not value:
@@ -179,8 +178,6 @@ def server_security(
     password_file: str | None,
 ) -> tuple[TlsFiles | None, BasicAuth | None]:
     """TLS and basic-auth settings from front-end options, checked (`InputError`)."""
-    from pydantic import ValidationError
-
     if keyfile and not certfile:
         raise InputError("--tls-key needs --tls-cert")
     if password_file and not user:

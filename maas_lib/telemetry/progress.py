@@ -132,6 +132,7 @@ def render(view: RequestView) -> Any:
 
     Every string drawn is a `Text`, never markup: host names, reasons and error classes come
     from the store, BMCs and installers, and may hold `[/red]` or `:emoji:` codes."""
+    # rich when a view is drawn: `status --json` and the Python API do without it.
     from rich.console import Group
     from rich.progress_bar import ProgressBar
     from rich.table import Table
@@ -195,6 +196,7 @@ def watch(
     sleep: Callable[[float], None] = time.sleep,
 ) -> RequestView:
     """Redraw the request's view until it ends (or `timeout`); return the last view."""
+    # rich when a view is drawn, as in `render`.
     from rich.console import Console
     from rich.live import Live
 

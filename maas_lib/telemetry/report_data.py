@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from maas_lib.classes import StepOutcome
-from maas_lib.models import HostTaskState
+from maas_lib.models import Action, HostTaskState
 
 if TYPE_CHECKING:
     from maas_lib.models import RequestStatus, RequestSummary
@@ -122,8 +122,7 @@ STEP_ORDER: tuple[str, ...] = (
 
 def step_order() -> dict[str, int]:
     """Every step name, in the order steps run (steps unknown here follow, as defined)."""
-    from maas_lib.models import Action
-    from maas_lib.scheduler.steps import steps_for
+    from maas_lib.scheduler.steps import steps_for  # the BMC layer: when a report asks
 
     order = {name: i for i, name in enumerate(STEP_ORDER)}
     for action in Action:
