@@ -11,6 +11,14 @@ Figures:
 - collection_s: `ansible-playbook` with maas_lib.fleet.power state=cycle (inline BMC
   parameters, same credentials as the peer) on the same hosts, also on, forks=50;
 - peer_over_ours (also `speedup`, target >= 20), collection_over_ours: ratios to ours;
+- peer_over_collection: the peer's time over the collection's per-host form (goal >= 3);
+- collection_fleet_s: the collection's fleet-wide form, one `maas_lib.fleet.power` task
+  (`names: "{{ ansible_play_hosts }}"`, `run_once`, state: cycle, BMCs from the
+  inventory's bmc_* vars), every host checked in the task's per-host results;
+  collection_fleet_over_ours: over `maasctl bmc power cycle` (goal <= 1.5), the medians of
+  --fleet-runs (3) interleaved runs of each;
+- collection_task_floor_s: the per-task floor, 10 `bmc_info` tasks on one host less the
+  same play without tasks, over 10 (goal <= 0.25 s; medians of --status-runs runs).
 - ours_redfish_cycle_s: the same cycle for M Redfish hosts over HTTPS.
 
 The ipmipower column (`--only ipmipower` runs it alone) anchors us to the fastest real
@@ -108,6 +116,33 @@ COLLECTION_PLAYBOOK = """\
         state: cycle
 """
 
+FLEET_PLAYBOOK = """\
+- name: Power-cycle every host in one task (maas_lib.fleet collection, fleet-wide form)
+  hosts: all
+  gather_facts: false
+  connection: local
+  tasks:
+    - name: maas_lib.fleet.power names=ansible_play_hosts state=cycle
+      maas_lib.fleet.power:
+        names: "{{ ansible_play_hosts }}"
+        state: cycle
+      run_once: true
+"""
+
+#: The per-task floor: one host, `tasks` bmc_info tasks (or none, for the play's own cost).
+FLOOR_PLAYBOOK = """\
+- name: The per-task floor
+  hosts: all
+  gather_facts: false
+  connection: local
+  tasks:
+"""
+FLOOR_TASK = """\
+    - name: maas_lib.fleet.bmc_info
+      maas_lib.fleet.bmc_info:
+        name: "{{ inventory_hostname }}"
+"""
+
 RECAP_LINE = re.compile(
     r"^(?P<host>\S+)\s*:\s*ok=(?P<ok>\d+)\s+changed=\d+\s+unreachable=(?P<unreachable>\d+)"
     r"\s+failed=(?P<failed>\d+)"
@@ -179,7 +214,7 @@ def recap_failures(recap: dict[str, dict[str, int]], hosts: list[str]) -> list[s
 
 
 def ansible_playbook(
-    env: dict[str, str], inventory: Path, playbook: Path, forks: int
+    env: dict[str, str], inventory: Path, playbook: Path, forks: int, *args: str
 ) -> tuple[float, subprocess.CompletedProcess[str]]:
     """Run ansible-playbook from this interpreter's venv; wall time and the process."""
     started = time.perf_counter()
@@ -190,6 +225,7 @@ def ansible_playbook(
             str(inventory),
             "-f",
             str(forks),
+            *args,
             str(playbook),
         ],
         env=env
@@ -227,7 +263,7 @@ def run_sim(tmp: Path, env: dict[str, str], name: str, *args: str) -> dict:
     return info
 
 
-COLUMNS = ("ipmi", "peer", "collection", "redfish", "ipmipower")
+COLUMNS = ("ipmi", "peer", "collection", "fleet", "floor", "redfish", "ipmipower")
 
 
 def ipmipower(conf: Path, hosts: str, fanout: int, *args: str) -> tuple[float, list[str], int]:
@@ -381,6 +417,12 @@ def main() -> None:
         default=5,
         help="interleaved status runs of each tool; their medians are compared [5]",
     )
+    ap.add_argument(
+        "--fleet-runs",
+        type=int,
+        default=3,
+        help="interleaved runs of the fleet-wide form and maasctl; medians compared [3]",
+    )
     ap.add_argument("--skip-peer", action="store_true")
     ap.add_argument("--skip-collection", action="store_true")
     ap.add_argument(
@@ -402,7 +444,7 @@ def main() -> None:
         ap.error(f"--only: unknown column(s) {', '.join(sorted(only - set(COLUMNS)))}")
     run_peer = "peer" in only and not args.skip_peer
     run_collection = "collection" in only and not args.skip_collection
-    run_ipmi = bool(only & {"ipmi", "peer", "collection"})
+    run_ipmi = bool(only & {"ipmi", "peer", "collection", "fleet", "floor"})
 
     result: dict[str, object] = {
         "bench": "fanout",
@@ -421,7 +463,7 @@ def main() -> None:
         if "ipmipower" in only:
             ipmipower_column(tmp, args, result, failures)
         if run_ipmi:
-            ipmi_columns(tmp, env, conc, args, run_peer, run_collection, result, failures)
+            ipmi_columns(tmp, env, conc, args, run_peer, run_collection, only, result, failures)
         if args.redfish and "redfish" in only:
             redfish_column(tmp, env, conc, args, result, failures)
     print(json.dumps(result), flush=True)
@@ -436,6 +478,7 @@ def ipmi_columns(
     args: argparse.Namespace,
     run_peer: bool,
     run_collection: bool,
+    only: set[str],
     result: dict,
     failures: list[str],
 ) -> None:
@@ -466,7 +509,11 @@ def ipmi_columns(
             fh.write("[sim]\n")
             for i, host in enumerate(hosts):
                 fh.write(f"{host} bmc_port={26230 + i}\n")
-            fh.write(f"[all:vars]\nansible_python_interpreter={sys.executable}\n")
+            # The BMC as the collection reads it from an inventory (bmc_* vars).
+            fh.write(
+                f"[all:vars]\nansible_python_interpreter={sys.executable}\n"
+                "bmc_address=127.0.0.1\nbmc_protocol=ipmi\nbmc_credential=sim\n"
+            )
         if run_peer:
             (tmp / "peer.yml").write_text(PLAYBOOK)
             peer_s, peer = ansible_playbook(
@@ -502,12 +549,115 @@ def ipmi_columns(
             result["collection_over_ours"] = round(coll_s / ours, 1)
             if bad or coll.returncode:
                 failures.append(f"collection: rc={coll.returncode}, {len(bad)} hosts: {bad[:3]}")
+            if "peer_ipmi_boot_s" in result:
+                result["peer_over_collection"] = round(result["peer_ipmi_boot_s"] / coll_s, 2)
+                result["peer_over_collection_goal"] = 3.0
+        if "fleet" in only:
+            fleet_column(tmp, env, conc, args, inventory, hosts, result, failures)
+        if "floor" in only:
+            floor_column(tmp, env, args, inventory, hosts[0], result, failures)
     finally:
         subprocess.run(
             [sys.executable, "-m", "maas_lib", "sim", "down", "--dir", str(tmp / "ipmi")],
             env=env,
             stdout=subprocess.DEVNULL,
         )
+
+
+def task_result(stdout: str, host: str) -> dict[str, Any] | None:
+    """The result `ansible-playbook -v` printed for `host`'s (first) task, if any."""
+    for line in stdout.splitlines():
+        head, sep, body = line.partition(" => ")
+        if sep and head.strip().removesuffix(": FAILED!") in (
+            f"ok: [{host}]",
+            f"changed: [{host}]",
+            f"fatal: [{host}]",
+        ):
+            return json.loads(body)
+    return None
+
+
+def fleet_column(
+    tmp: Path,
+    env: dict[str, str],
+    conc: list[str],
+    args: argparse.Namespace,
+    inventory: Path,
+    hosts: list[str],
+    result: dict,
+    failures: list[str],
+) -> None:
+    """The collection's fleet-wide form: one `maas_lib.fleet.power` task, `names` every
+    host of the play, `run_once` (BMCs from the inventory's bmc_* vars), against
+    `maasctl bmc power cycle`: --fleet-runs interleaved runs of each, medians compared."""
+    (tmp / "fleet.yml").write_text(FLEET_PLAYBOOK)
+    fleet_runs, ours_runs = [], []
+    for _ in range(args.fleet_runs):
+        _, rows = maasctl(env, "bmc", "power", "on", "sim-ipmi-*", *conc)
+        assert all(r["ok"] for r in rows), [r for r in rows if not r["ok"]][:3]
+        fleet_s, proc = ansible_playbook(
+            env | {"ANSIBLE_COLLECTIONS_PATH": str(HERE.parent)},
+            inventory,
+            tmp / "fleet.yml",
+            args.forks,
+            "-v",
+        )
+        per_host = (task_result(proc.stdout, hosts[0]) or {}).get("hosts") or {}
+        bad = {h for h in hosts if (per_host.get(h) or {}).get("power") != "on"}
+        bad |= {h for h in hosts if not (per_host.get(h) or {}).get("changed")}
+        if bad or proc.returncode:
+            failures.append(
+                f"collection fleet-wide: rc={proc.returncode}, {len(bad)} hosts not cycled: "
+                f"{sorted(bad)[:3]} {'' if per_host else proc.stdout[-500:]}"
+            )
+        ours_s, rows = maasctl(env, "bmc", "power", "cycle", "sim-ipmi-*", *conc)
+        failures += row_failures("maasctl cycle (fleet column)", rows, "on", len(hosts))
+        fleet_runs.append(round(fleet_s, 2))
+        ours_runs.append(round(ours_s, 2))
+    fleet_s, ours_s = statistics.median(fleet_runs), statistics.median(ours_runs)
+    result |= {
+        "collection_fleet_s": fleet_s,
+        "collection_fleet_runs_s": fleet_runs,
+        "ours_ipmi_cycle_runs_s": ours_runs,
+        "collection_fleet_over_ours": round(fleet_s / ours_s, 2),
+        "collection_fleet_over_ours_goal": 1.5,
+    }
+
+
+def floor_column(
+    tmp: Path,
+    env: dict[str, str],
+    args: argparse.Namespace,
+    inventory: Path,
+    host: str,
+    result: dict,
+    failures: list[str],
+    tasks: int = 10,
+) -> None:
+    """The per-task floor: `tasks` bmc_info tasks on one host, less the same play with no
+    task, over `tasks`; medians of --status-runs interleaved runs of each."""
+    env = env | {"ANSIBLE_COLLECTIONS_PATH": str(HERE.parent)}
+    (tmp / "floor.yml").write_text(FLOOR_PLAYBOOK + FLOOR_TASK * tasks)
+    (tmp / "floor0.yml").write_text(FLOOR_PLAYBOOK.replace("  tasks:\n", "  tasks: []\n"))
+    with_tasks, without = [], []
+    for _ in range(args.status_runs):
+        empty_s, proc = ansible_playbook(env, inventory, tmp / "floor0.yml", 1, "-l", host)
+        if proc.returncode:
+            failures.append(f"floor: the empty play failed: {proc.stdout[-500:]}")
+        full_s, proc = ansible_playbook(env, inventory, tmp / "floor.yml", 1, "-l", host)
+        recap = play_recap(proc.stdout).get(host) or {}
+        if proc.returncode or recap.get("ok") != tasks:
+            failures.append(f"floor: rc={proc.returncode}, {recap}: {proc.stdout[-500:]}")
+        without.append(round(empty_s, 3))
+        with_tasks.append(round(full_s, 3))
+    per_task = (statistics.median(with_tasks) - statistics.median(without)) / tasks
+    result |= {
+        "floor_tasks": tasks,
+        "floor_play_runs_s": with_tasks,
+        "floor_empty_play_runs_s": without,
+        "collection_task_floor_s": round(per_task, 3),
+        "collection_task_floor_goal_s": 0.25,
+    }
 
 
 def redfish_column(
