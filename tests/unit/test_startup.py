@@ -34,17 +34,35 @@ HEAVY = (
 )
 
 
-def _loaded_after(code: str) -> set[str]:
+def _loaded_after(code: str, env: dict[str, str] | None = None) -> set[str]:
     """Top modules and maas_lib submodules a fresh interpreter holds after `code`."""
     probe = f"import sys, json\n{code}\nprint(json.dumps(sorted(sys.modules)))\n"
     proc = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+        env=env,
     )
     return set(json.loads(proc.stdout.splitlines()[-1]))
 
 
-def _heavy(loaded: set[str]) -> list[str]:
-    return sorted(m for m in loaded if any(m == h or m.startswith(h + ".") for h in HEAVY))
+def _heavy(loaded: set[str], heavy: tuple[str, ...] = HEAVY) -> list[str]:
+    return sorted(m for m in loaded if any(m == h or m.startswith(h + ".") for h in heavy))
+
+
+def _maasctl(*args: str) -> str:
+    """Probe code running `maasctl ARGS` (output swallowed)."""
+    return (
+        "import contextlib, io, runpy\n"
+        f"sys.argv = ['maasctl', *{list(args)!r}]\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    try:\n"
+        "        runpy.run_module('maas_lib', run_name='__main__')\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+    )
 
 
 def test_import_maas_lib_loads_no_submodule_until_a_name_is_used():
@@ -63,14 +81,7 @@ def test_every_public_name_resolves():
 
 
 def test_maasctl_help_loads_no_protocol_database_or_ansible_library():
-    loaded = _loaded_after(
-        "import runpy\n"
-        "sys.argv = ['maasctl', '--help']\n"
-        "try:\n"
-        "    runpy.run_module('maas_lib', run_name='__main__')\n"
-        "except SystemExit:\n"
-        "    pass\n"
-    )
+    loaded = _loaded_after(_maasctl("--help"))
     assert "maas_lib.cli" in loaded  # the probe ran the CLI
     assert _heavy(loaded) == []
 
@@ -90,3 +101,40 @@ def test_option_defaults_and_ranges_are_the_librarys_read_when_shown():
     assert f"(range 1..3600). [default: {run.store_retry_s}]" in shown
     shown = CliRunner().invoke(cli, ["submit", "--help"], terminal_width=200).output
     assert "(range 0..100000)." in shown  # --canary: no default of the CLI's own
+
+
+#: What a submission does not use: the scheduler, BMCs, rendering, Ansible, reports.
+SUBMIT_UNUSED = (
+    *(h for h in HEAVY if h.startswith(("pyghmi", "sushy", "ansible", "psycopg", "rich"))),
+    "tenacity",
+    "yaml",
+    "cryptography",
+    "prometheus_client",
+    "matplotlib",
+    "maas_lib.scheduler",
+    "maas_lib.bmc",
+    "maas_lib.inventory",
+    "maas_lib.telemetry.progress",
+    "maas_lib.telemetry.alerts",
+    "maas_lib.telemetry.metrics",
+    "maas_lib.telemetry.report",
+)
+
+
+def test_maasctl_submit_loads_the_queue_only(tmp_path):
+    import os
+
+    import maas_lib
+    from maas_lib.models import HostSpec, PoolSpec
+
+    db = tmp_path / "q.db"
+    with maas_lib.open_fleet(db) as fleet:
+        fleet.import_parsed(
+            [HostSpec(name="n1", pool="p", bmc_address="10.0.0.1")], [PoolSpec(name="p")]
+        )
+    loaded = _loaded_after(
+        _maasctl("submit", "reboot", "n1", "--json"), env={**os.environ, "MAAS_DB": str(db)}
+    )
+    with maas_lib.open_fleet(db) as fleet:
+        assert [r.host_count for r in fleet.requests()] == [1]  # the probe submitted
+    assert _heavy(loaded, SUBMIT_UNUSED) == []
