@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import sys
@@ -68,6 +67,8 @@ def _show(result: Any, as_json: bool, for_people: Callable[[Any], None]) -> None
 @click.pass_context
 def cli(ctx: click.Context, db: str | None, verbose: int) -> None:
     """Metal as a Service: batch lifecycle actions across a bare-metal fleet."""
+    import logging  # not for --help, which ends before this runs (~6 ms)
+
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="maasctl: %(levelname)s: %(message)s")
     # Client libraries narrate their retries at WARNING; results carry the outcome.
