@@ -15,21 +15,22 @@ from typing import Any
 import maas_lib
 from maas_lib import sim
 from maas_lib.models import HostSpec
+from tests.conftest import patience
 
 #: Fast, but not so tight that a loaded CI machine times out a healthy simulated BMC.
 FAST_RUN = {
-    "timeout": 2.0,
+    "timeout": patience(2.0),
     "retries": 1,
-    "power_timeout": 15.0,
+    "power_timeout": patience(15.0),
     "poll_interval": 0.1,
     "poll": 0.1,
-    "install_timeout": 20.0,
+    "install_timeout": patience(20.0),
     "claim_ttl": 5.0,
 }
 
 
 def run_maasctl(
-    env: dict[str, str], *args: str, cwd: Path | None = None, timeout: float = 120
+    env: dict[str, str], *args: str, cwd: Path | None = None, timeout: float | None = None
 ) -> subprocess.CompletedProcess[str]:
     """The real CLI in a child process, with exactly `env` as its environment."""
     return subprocess.run(
@@ -38,7 +39,7 @@ def run_maasctl(
         text=True,
         env=env,
         cwd=cwd,
-        timeout=timeout,
+        timeout=patience(120) if timeout is None else timeout,
     )
 
 
@@ -97,7 +98,7 @@ class SimFleet:
 
         asked = time.time()
         path = self.directory / "state.json"
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + patience(5)
         while path.stat().st_mtime <= asked and time.monotonic() < deadline:
             time.sleep(0.05)
         return {m["host"]: m for m in sim.state(self.directory)}

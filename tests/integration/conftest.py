@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 
 from maas_lib.bmc import BmcSettings
+from tests.conftest import patience
 from tests.simfleet import running_sim
 
 #: Short timeouts and generous retries: the simulator's flaky BMCs fail 30% of calls.
-FAST = BmcSettings(timeout=3, power_timeout=20, poll_interval=0.1, retries=5)
+FAST = BmcSettings(timeout=patience(3), power_timeout=patience(20), poll_interval=0.1, retries=5)
 
 
 @pytest.fixture(scope="session")

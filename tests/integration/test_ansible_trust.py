@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 import maas_lib
+from tests.conftest import patience
 from tests.simfleet import FAST_RUN, running_sim
 
 pytestmark = pytest.mark.slow
@@ -202,7 +203,7 @@ def test_a_killed_ansible_worker_leaves_no_password_on_disk_and_is_cleaned_up(
             args, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         try:
-            deadline = time.monotonic() + 90
+            deadline = time.monotonic() + patience(90)
             while not any(s["outcome"] == "succeeded" for s in fleet.steps(rid)):
                 assert time.monotonic() < deadline, "no step finished within 90 s"
                 time.sleep(0.1)
@@ -214,7 +215,12 @@ def test_a_killed_ansible_worker_leaves_no_password_on_disk_and_is_cleaned_up(
         assert _hits(secrets, [temp, db.parent, cwd]) == []
 
         resumed = subprocess.run(
-            [*args, "--until-idle"], env=env, cwd=cwd, capture_output=True, text=True, timeout=180
+            [*args, "--until-idle"],
+            env=env,
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=patience(180),
         )
         assert resumed.returncode == 0, resumed.stderr
         assert fleet.status(rid).state == "succeeded"
@@ -240,7 +246,7 @@ def test_the_inventory_plugin_sets_store_ansible_vars_only_when_allow_listed(
         env=env,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=patience(120),
     )
     assert r.returncode == 0, r.stderr
     hostvars = json.loads(r.stdout)["_meta"]["hostvars"][host]

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO
+from tests.conftest import REPO, patience
 from tests.simfleet import free_udp_base
 
 BIN = Path(sys.executable).parent
@@ -64,7 +64,7 @@ def test_execution_environment_creates_a_build_context_offline(tmp_path):
         ],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=patience(120),
         env=clean_env(tmp_path),
     )
     assert r.returncode == 0, tail(r)
@@ -129,7 +129,7 @@ def test_molecule_power_state_scenario_converges_idempotently(tmp_path):
         cwd=COLLECTION,
         capture_output=True,
         text=True,
-        timeout=180,
+        timeout=patience(180),
         env=env,
     )
     out = r.stdout + r.stderr

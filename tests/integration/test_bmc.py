@@ -9,6 +9,7 @@ import pytest
 
 from maas_lib.bmc import BmcSettings
 from maas_lib.bmc.sessions import IPMI_SESSIONS
+from tests.conftest import patience
 from tests.integration.conftest import FAST
 
 
@@ -154,7 +155,7 @@ def test_pxe_reimage_reports_through_the_install_completion_path(simfleet, fleet
     assert fleet.install_target(host) == "ubuntu-24.04"
     assert fleet.bmc_boot("pxe", [host], settings=FAST)[0].ok
     assert fleet.bmc_power("cycle", [host], settings=FAST)[0].ok
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + patience(10)
     while not (reports := fleet.install_reports(host)) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert [(x.image, x.outcome, x.expected_image) for x in reports] == [
@@ -176,7 +177,7 @@ def test_virtual_media_install_over_redfish(simfleet, fleet):
     )
     controller.call(driver, lambda d: d.set_boot(BootDevice.CD), "boot cd")
     controller.set_power(driver, PowerAction.CYCLE)
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + patience(10)
     while not (reports := fleet.install_reports("sim-rf-0002")) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert [(x.image, x.outcome) for x in reports] == [("rhel-9.4", "succeeded")]
@@ -226,7 +227,7 @@ def _pyghmi_twice(simfleet, as_bytes):
         "1" if as_bytes else "0",
     ]
     try:
-        return subprocess.run(args, capture_output=True, text=True, timeout=8).stdout
+        return subprocess.run(args, capture_output=True, text=True, timeout=patience(8)).stdout
     except subprocess.TimeoutExpired:
         return "hung"
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import maasctl_in_process
+from tests.conftest import maasctl_in_process, patience
 from tests.integration.conftest import FAST
 
 
@@ -120,7 +120,7 @@ def _maasctl(simfleet, *args, env=None, in_process=False):
         capture_output=True,
         text=True,
         env=full,
-        timeout=120,
+        timeout=patience(120),
     )
 
 
@@ -201,7 +201,7 @@ def test_sim_up_status_down_from_the_cli(tmp_path):
             capture_output=True,
             text=True,
             env=env,
-            timeout=120,
+            timeout=patience(120),
         )
 
     d = str(tmp_path / "sim")

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 import maas_lib
-from tests.conftest import REPO
+from tests.conftest import REPO, patience
 from tests.integration.conftest import FAST as FAST_BMC
 
 pytestmark = pytest.mark.slow
@@ -46,7 +46,7 @@ class Ansible:
             env=self.env | (env or {}),
             capture_output=True,
             text=True,
-            timeout=300,
+            timeout=patience(300),
         )
 
     def playbook(
@@ -366,7 +366,7 @@ def test_submit_with_wait_returns_every_hosts_result(ansible, simfleet, cleanup)
         r = ansible.playbook("wait.yml", text)
     finally:
         scheduler.send_signal(signal.SIGTERM)
-        scheduler.wait(timeout=60)
+        scheduler.wait(timeout=patience(60))
     assert r.returncode == 0, tail(r) + "\n--- scheduler\n" + log.read_text()
     assert "failed=0" in r.stdout and "ignored=1" in r.stdout, tail(r)
 
@@ -620,7 +620,7 @@ def test_the_bmc_module_still_runs_as_a_module_process(simfleet, sim_env, tmp_pa
         capture_output=True,
         text=True,
         env=os.environ | {"PYTHONPATH": str(REPO)},
-        timeout=60,
+        timeout=patience(60),
     )
     result = json.loads(proc.stdout)
     assert proc.returncode == 0 and not result.get("failed"), result

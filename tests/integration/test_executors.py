@@ -174,7 +174,7 @@ def test_a_sigkilled_ansible_worker_is_resumed_without_repeating_completed_steps
     env = {**os.environ}
     proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + patience(60)
         while fleet.status(rid).counts.get("succeeded", 0) < 1:
             assert time.monotonic() < deadline, "no host finished within 60 s"
             time.sleep(0.1)
@@ -185,7 +185,7 @@ def test_a_sigkilled_ansible_worker_is_resumed_without_repeating_completed_steps
     assert 1 <= len(done_before) < len(hosts)
 
     resumed = subprocess.run(
-        [*args, "--until-idle"], env=env, capture_output=True, text=True, timeout=180
+        [*args, "--until-idle"], env=env, capture_output=True, text=True, timeout=patience(180)
     )
     assert resumed.returncode == 0, resumed.stderr
     st = fleet.status(rid)
@@ -211,12 +211,12 @@ def test_sigterm_cancels_the_batch_playbook_and_hands_the_request_over(sim, flee
     proc = subprocess.Popen(
         args, env={**os.environ}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + patience(60)
     while not any(s["outcome"] == "succeeded" for s in fleet.steps(rid)):
         assert time.monotonic() < deadline, "no step finished within 60 s"
         time.sleep(0.1)
     proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=60)
+    out, err = proc.communicate(timeout=patience(60))
     assert proc.returncode == 0, err
     assert f"request {rid}: left for another worker" in out
     st = fleet.status(rid)
@@ -224,7 +224,11 @@ def test_sigterm_cancels_the_batch_playbook_and_hands_the_request_over(sim, flee
     assert not any(s["outcome"] == "running" for s in fleet.steps(rid))
 
     resumed = subprocess.run(
-        [*args, "--until-idle"], env={**os.environ}, capture_output=True, text=True, timeout=180
+        [*args, "--until-idle"],
+        env={**os.environ},
+        capture_output=True,
+        text=True,
+        timeout=patience(180),
     )
     assert resumed.returncode == 0, resumed.stderr
     assert fleet.status(rid).state == "succeeded"

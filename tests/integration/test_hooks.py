@@ -15,6 +15,7 @@ import pytest
 
 from maas_lib.errors import InputError
 from maas_lib.scheduler.hooks import HookResult, run_hook
+from tests.conftest import patience
 
 #: No system python needed: modules run with the interpreter running the tests.
 LOCAL = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}
@@ -55,7 +56,7 @@ def test_passing_hook_gets_host_vars_and_extravars(
         playbook,
         "node01",
         {**LOCAL, "drain_note": "draining", "note_path": str(out), "bmc_password": "hunter2"},
-        timeout=60,
+        timeout=patience(60),
         extravars={"maas_request_id": "req-42", "maas_action": "reboot"},
     )
 
@@ -109,7 +110,7 @@ def test_failure_summary_is_one_bounded_line_without_secrets(write_file: Callabl
         """,
     )
 
-    r = run_hook(playbook, "node01", {**LOCAL, "bmc_password": "hunter2"}, timeout=60)
+    r = run_hook(playbook, "node01", {**LOCAL, "bmc_password": "hunter2"}, timeout=patience(60))
 
     assert r.status == "failed"
     assert "hunter2" not in r.summary and "password=***" in r.summary
@@ -119,7 +120,7 @@ def test_failure_summary_is_one_bounded_line_without_secrets(write_file: Callabl
 def test_broken_playbook_reports_ansibles_error(write_file: Callable[..., Path]):
     playbook = write_file("broken.yml", "- hosts: all\n  tasks: [\n")
 
-    r = run_hook(playbook, "node01", LOCAL, timeout=60)
+    r = run_hook(playbook, "node01", LOCAL, timeout=patience(60))
 
     assert (r.ok, r.status) == (False, "failed")
     assert r.summary.startswith("hook broken.yml failed (rc=")
@@ -141,7 +142,7 @@ def test_unreachable_host(write_file: Callable[..., Path]):
     # Port 1 on loopback: connection refused at once.
     host_vars = {"ansible_host": "127.0.0.1", "ansible_port": 1, "ansible_user": "nobody"}
 
-    r = run_hook(playbook, "node01", host_vars, timeout=60)
+    r = run_hook(playbook, "node01", host_vars, timeout=patience(60))
 
     assert (r.ok, r.status) == (False, "failed")
     assert r.summary.startswith("hook ping.yml: node01 unreachable on task 'ping it': ")
@@ -170,7 +171,7 @@ def test_timeout_kills_the_whole_run(write_file: Callable[..., Path], tmp_path: 
     assert 3 <= elapsed < 15
     # ansible's task worker setsid()s; it and the task's command must not outlive the hook.
     sleep_pid = int(pidfile.read_text())
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + patience(5)
     while not pid_gone(sleep_pid) and time.monotonic() < deadline:
         time.sleep(0.1)
     if not pid_gone(sleep_pid):
@@ -205,7 +206,7 @@ def test_concurrent_hooks_for_two_hosts(write_file: Callable[..., Path], tmp_pat
             playbook,
             host,
             {**LOCAL, "rack": rack, "note_dir": str(note_dir)},
-            timeout=60,
+            timeout=patience(60),
             extravars={"maas_action": "power-cycle"},
             work_dir=work_dir,
         )

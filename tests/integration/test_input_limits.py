@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 import maas_lib
-from tests.conftest import PG_URL, CliResult
+from tests.conftest import PG_URL, CliResult, patience
 from tests.simfleet import free_udp_base, run_maasctl
 
 BOMB = """\
@@ -65,7 +65,7 @@ def test_a_yaml_alias_bomb_is_refused_and_ordinary_anchors_still_import(
     bomb = write_file("bomb.yml", BOMB)
     # Within the limit ansible-core would need minutes and gigabytes for this one; a
     # timeout here is the defect.
-    r = maasctl(tmp_path, db_path, "hosts", "import", str(bomb), timeout=60)
+    r = maasctl(tmp_path, db_path, "hosts", "import", str(bomb), timeout=patience(60))
     one_line_error(r, str(bomb), "aliases")
     assert not db_path.exists()
     # A merge key on every host is what anchors are for: 400 hosts share one block.
@@ -239,7 +239,7 @@ class Server:
     def __exit__(self, *exc: object) -> None:
         self.proc.terminate()
         try:
-            self.proc.wait(timeout=30)
+            self.proc.wait(timeout=patience(30))
         finally:
             self.proc.kill()
 

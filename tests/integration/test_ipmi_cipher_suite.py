@@ -22,6 +22,7 @@ from maas_lib.errors import InputError
 from maas_lib.inventory import load_inventory
 from maas_lib.models import HostSpec
 from maas_lib.sim.ipmisim import IpmiSim, IpmiSimOptions, ipmi_sim_path, running_ipmi_sims
+from tests.conftest import patience
 
 pytestmark = pytest.mark.skipif(
     not ipmi_sim_path(), reason="needs ipmi_sim (Debian package openipmi)"
@@ -71,7 +72,7 @@ class CountingRelay:
 
     def close(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=5)
+        self._thread.join(timeout=patience(5))
         self.sock.close()
         self.upstream.close()
 

@@ -46,6 +46,7 @@ from maas_lib.telemetry.metrics import (
     render,
     serve,
 )
+from tests.conftest import patience
 
 REPO = Path(__file__).resolve().parents[2]
 DASHBOARD = REPO / "maas_lib" / "telemetry" / "grafana" / "maas-lib.json"
@@ -127,7 +128,7 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Recorded]:
                     action, [h.name for h in hosts], batch_size="100%", max_failures="100%"
                 ).id
                 requests[rid] = action
-            deadline = time.monotonic() + 30
+            deadline = time.monotonic() + patience(30)
             while fleet.requests(["accepted", "running"]):
                 assert time.monotonic() < deadline, "scheduler did not finish the requests"
                 time.sleep(0.02)
@@ -135,7 +136,7 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Recorded]:
             text = render(lambda: open_store(db)).decode()
         finally:
             worker.stop()
-            runner.join(timeout=30)
+            runner.join(timeout=patience(30))
         assert not runner.is_alive()
         yield Recorded(db, fleet, requests, worker.id, text)
     finally:
@@ -347,11 +348,11 @@ def test_serve_answers_metrics_over_http_then_stops(recorded: Recorded) -> None:
         for t in pool:
             t.start()
         for t in pool:
-            t.join(timeout=10)
+            t.join(timeout=patience(10))
         assert with_threads == [200] * 8
     finally:
         stop.set()
-        server.join(timeout=10)
+        server.join(timeout=patience(10))
     assert not server.is_alive()
     with pytest.raises(OSError), socket.create_connection(("127.0.0.1", port), timeout=2):
         pass
@@ -385,7 +386,7 @@ def test_a_scrape_that_cannot_read_the_store_is_a_server_error(tmp_path: Path) -
         assert get(url)[0] == 200
     finally:
         stop.set()
-        server.join(timeout=10)
+        server.join(timeout=patience(10))
     with pytest.raises(StoreError):
         render(lambda: open_store(broken))
 
@@ -428,7 +429,7 @@ def test_serve_returns_cleanly_on_a_signal(tmp_path: Path, signum: signal.Signal
         port = int(proc.stdout.readline())
         assert get(f"http://127.0.0.1:{port}/metrics")[0] == 200
         proc.send_signal(signum)
-        out, err = proc.communicate(timeout=10)
+        out, err = proc.communicate(timeout=patience(10))
     finally:
         proc.kill()
         proc.wait()

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, patience
 from tests.simfleet import running_sim
 
 pytestmark = pytest.mark.slow
@@ -52,7 +52,7 @@ def run(env: dict[str, str], *args: str, cwd: Path = REPO) -> subprocess.Complet
         env=env,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=patience(300),
     )
 
 

@@ -19,6 +19,7 @@ from maas_lib.models import HostSpec
 from maas_lib.sim.inproc import InProcessFleet
 from maas_lib.sim.machine import MachineConfig
 from maas_lib.telemetry.report import render_report, write_report
+from tests.conftest import patience
 
 #: Hosts whose credential has no environment variables: their first step fails.
 BROKEN = {"rack-a-03", "rack-b-02"}
@@ -245,7 +246,7 @@ def test_report_renders_in_headless_chromium(ran: tuple[Fleet, int, int], tmp_pa
         ],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=patience(120),
     )
     assert shot.exists(), (proc.returncode, proc.stderr[-2000:])
     pixels = imread(shot)

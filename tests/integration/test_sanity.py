@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, patience
 
 pytestmark = pytest.mark.slow
 
@@ -105,7 +105,7 @@ def sanity(collection: Path) -> subprocess.CompletedProcess:
         env=os.environ | {"PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"},
         capture_output=True,
         text=True,
-        timeout=900,
+        timeout=patience(900),
     )
 
 

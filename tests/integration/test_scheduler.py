@@ -18,6 +18,7 @@ import time
 import pytest
 
 from maas_lib.errors import InputError
+from tests.conftest import patience
 from tests.simfleet import FAST_RUN, running_sim
 
 pytestmark = pytest.mark.slow
@@ -327,7 +328,7 @@ def test_cancel_stops_a_running_request_after_its_current_batch(sched, fleet):
     worker = fleet.worker(**RUN)
     t = threading.Thread(target=worker.run, kwargs={"until_idle": True})
     t.start()
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + patience(20)
     while fleet.status(rid).counts.get("succeeded", 0) < 1 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert fleet.cancel(rid) == "running"
@@ -405,7 +406,7 @@ def test_a_rollout_with_failures_is_reported_as_the_simulator_saw_it(sched, flee
     pools = {b.value: (b.succeeded, b.failed) for b in a.by_pool}
     assert pools == {"sim_ipmi": (3, 2), "sim_redfish": (1, 1)}
     # And the alert went out: the request ended partial.
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + patience(5)
     while not _Hook.received and time.monotonic() < deadline:
         time.sleep(0.05)
     (event,) = [e for e in _Hook.received if e["request_id"] == rid]
@@ -458,7 +459,7 @@ def test_sigkilled_scheduler_resumes_without_repeating_completed_hosts(sched, fl
     assert len(done_before) < len(hosts)
 
     resumed = _maasctl(env, "run", "--until-idle", "--claim-ttl", "2", *RUN_ARGS)
-    _, err = resumed.communicate(timeout=90)
+    _, err = resumed.communicate(timeout=patience(90))
     assert resumed.returncode == 0, err
     st = fleet.status(rid)
     assert st.state == "succeeded", st.reason
@@ -488,7 +489,7 @@ def test_sigterm_finishes_steps_in_flight_and_hands_over_at_once(sched, fleet, e
     proc = _maasctl(env, "run", "--claim-ttl", "300", *RUN_ARGS)
     _wait_succeeded(fleet, rid, 1)
     proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=30)
+    out, err = proc.communicate(timeout=patience(30))
     assert proc.returncode == 0, err
     assert f"request {rid}: left for another worker" in out
     st = fleet.status(rid)
@@ -497,7 +498,7 @@ def test_sigterm_finishes_steps_in_flight_and_hands_over_at_once(sched, fleet, e
 
     started = time.monotonic()
     resumed = _maasctl(env, "run", "--until-idle", "--claim-ttl", "300", *RUN_ARGS)
-    _, err = resumed.communicate(timeout=60)
+    _, err = resumed.communicate(timeout=patience(60))
     assert resumed.returncode == 0, err
     assert time.monotonic() - started < 30
     assert fleet.status(rid).state == "succeeded"
@@ -513,7 +514,7 @@ def test_two_schedulers_share_one_queue_each_request_run_by_one(sched, fleet, en
     args = ["run", "--until-idle", "--claim-ttl", "5", "--max-requests", "2", *RUN_ARGS]
     procs = [_maasctl(env, *args) for _ in "ab"]
     for p in procs:
-        _, err = p.communicate(timeout=120)
+        _, err = p.communicate(timeout=patience(120))
         assert p.returncode == 0, err
     workers = set()
     for rid in ids:

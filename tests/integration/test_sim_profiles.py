@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from tests.conftest import patience
 from tests.simfleet import read_env, run_maasctl
 
 
@@ -31,7 +32,9 @@ class Cli:
 
 
 def _state_written_after(path: Path, moment: float) -> None:
-    deadline = time.monotonic() + 15  # refreshed each second; generous on a loaded machine
+    deadline = time.monotonic() + patience(
+        15
+    )  # refreshed each second; generous on a loaded machine
     while path.stat().st_mtime <= moment and time.monotonic() < deadline:
         time.sleep(0.05)
 

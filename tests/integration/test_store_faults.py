@@ -25,6 +25,7 @@ import pytest
 import maas_lib
 from maas_lib.models import HostSpec
 from maas_lib.sim.inproc import InProcessFleet
+from tests.conftest import patience
 
 HOSTS_PER_REQUEST = 3
 
@@ -179,7 +180,7 @@ def test_a_full_disk_mid_power_cycle_pauses_the_worker_until_it_clears(
         time.sleep(1.0)  # a window in which a worker that ignored the fault would go on
         cleared = time.time()
         fault["filler"].unlink()
-        thread.join(timeout=120)
+        thread.join(timeout=patience(120))
         assert not thread.is_alive()
         # No host was started while the store was failing.
         for name, machine in sim.by_name().items():
@@ -237,7 +238,7 @@ def test_maasctl_run_on_a_failing_store_exits_1_with_one_line(
             env={**os.environ, "MAAS_DB": str(db)},
             capture_output=True,
             text=True,
-            timeout=120,
+            timeout=patience(120),
         )
     finally:
         keep.close()
@@ -338,7 +339,7 @@ def test_a_postgresql_restart_mid_power_cycle_pauses_the_worker_until_it_is_back
             time.sleep(1.0)  # a window in which a worker that ignored the fault would go on
             back = time.time()
             proxy.restore()
-            thread.join(timeout=120)
+            thread.join(timeout=patience(120))
             assert not thread.is_alive()
             for name, machine in sim.by_name().items():
                 if name not in fault["started"]:
@@ -440,7 +441,7 @@ def test_a_claim_taken_over_while_the_store_was_locked_stops_the_hosts_steps(
             "UPDATE requests SET claim_expires = '2000-01-01T00:00:00Z' WHERE id = ?", (rids[0],)
         )
         lock["conn"].close()
-        thread.join(timeout=120)
+        thread.join(timeout=patience(120))
         assert not thread.is_alive()
         assert "error" not in out, out.get("error")
         _assert_done_once(fleet, sim, rids)
@@ -483,10 +484,10 @@ def test_a_claim_committed_as_the_store_failed_is_run_once_the_store_is_back(
         _wait_for(lambda: not thread.is_alive() or (guard is not None and guard.failing.is_set()))
         lock["conn"].execute("COMMIT")
         lock["conn"].close()
-        thread.join(timeout=60)
+        thread.join(timeout=patience(60))
         hung = thread.is_alive()
         worker.stop()
-        thread.join(timeout=60)
+        thread.join(timeout=patience(60))
         assert not hung, "the worker never ran a request it held"
         assert "error" not in out, out.get("error")
         assert sorted(out["report"].finished) == rids

@@ -18,6 +18,7 @@ from datetime import datetime
 import pytest
 
 import maas_lib
+from tests.conftest import patience
 from tests.simfleet import running_sim
 
 pytestmark = pytest.mark.slow
@@ -67,7 +68,7 @@ def test_three_workers_on_postgresql_survive_a_sigkill_without_double_actions(
             workers = [_worker(env) for _ in range(3)]
             try:
                 # Kill a worker that holds a request some of whose hosts are done.
-                deadline = time.monotonic() + 60
+                deadline = time.monotonic() + patience(60)
                 victim = None
                 while victim is None:
                     assert time.monotonic() < deadline, "no request made progress in 60 s"
@@ -89,7 +90,7 @@ def test_three_workers_on_postgresql_survive_a_sigkill_without_double_actions(
                     if w.pid == info.pid:
                         w.wait(10)
                         continue
-                    _, err = w.communicate(timeout=240)
+                    _, err = w.communicate(timeout=patience(240))
                     assert w.returncode == 0, err
             finally:
                 for w in workers:

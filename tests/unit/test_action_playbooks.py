@@ -20,6 +20,7 @@ import yaml
 
 from maas_lib.models import Action
 from maas_lib.scheduler.steps import steps_for
+from tests.conftest import patience
 
 REPO = Path(__file__).resolve().parents[2]
 PLAYBOOKS = REPO / "ansible_collections" / "maas_lib" / "fleet" / "playbooks"
@@ -63,7 +64,7 @@ def load_tasks(paths: list[Path]) -> dict[str, list[list]]:
         env=env,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=patience(120),
     )
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)

@@ -9,6 +9,8 @@ import sys
 
 import pytest
 
+from tests.conftest import patience
+
 #: Libraries no `--help` needs: BMC protocols, databases, Ansible, retries, rendering.
 HEAVY = (
     "pyghmi",
@@ -41,7 +43,7 @@ def _loaded_after(code: str, env: dict[str, str] | None = None) -> set[str]:
         [sys.executable, "-c", probe],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=patience(120),
         check=True,
         env=env,
     )
