@@ -175,6 +175,13 @@ def test_no_module_imports_a_layer_above_its_own():
     assert upward == []
 
 
+def test_nothing_imports_the_front_ends_outside_the_package():
+    # The Ansible collection's plugins are front ends too: maas_lib never imports them.
+    assert [
+        f"{i.module}:{i.line}" for i in IMPORTS if i.target.startswith("ansible_collections")
+    ] == []
+
+
 def _cycles(edges: dict[str, set[str]]) -> list[list[str]]:
     """Strongly connected components of more than one module (Tarjan)."""
     index: dict[str, int] = {}
