@@ -10,3 +10,4 @@ from ansible_collections.maas_lib.fleet.plugins.plugin_utils.in_process import I
 
 class ActionModule(InProcessAction):
     TASK = "step"
+    READS_INVENTORY = False

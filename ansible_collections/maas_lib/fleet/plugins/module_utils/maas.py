@@ -41,10 +41,11 @@ else:
     MAAS_LIB_IMPORT_ERROR = None
 
 #: The submission actions and request states, as maas-lib defines them (`maas_lib.Action`,
-#: `maas_lib.RequestState`). None without maas-lib: `new_module` then fails, saying so.
+#: `maas_lib.RequestState`). Empty without maas-lib: `new_module` then fails, saying so
+#: (a list all the same: ansible-test's validate-modules reads choices without maas-lib).
 #: The modules' DOCUMENTATION must list them literally; a test holds it to these.
-ACTIONS: list[str] | None = None
-REQUEST_STATES: list[str] | None = None
+ACTIONS: list[str] = []
+REQUEST_STATES: list[str] = []
 #: The states a request ends in.
 ENDED_STATES: frozenset[str] = frozenset()
 if MAAS_LIB_IMPORT_ERROR is None:
@@ -401,7 +402,7 @@ Inventory = dict[str, dict[str, Any]]
 
 
 def bmc_info_task(params: dict[str, Any], check_mode: bool, inventory: Inventory) -> dict:
-    if params["names"]:
+    if params["names"] is not None:
         return fleet_task(params, check_mode, inventory, "status")
     bmc = Bmc(params, inventory)
     now = bmc.status()
@@ -410,7 +411,7 @@ def bmc_info_task(params: dict[str, Any], check_mode: bool, inventory: Inventory
 
 
 def power_task(params: dict[str, Any], check_mode: bool, inventory: Inventory) -> dict:
-    if params["names"]:
+    if params["names"] is not None:
         return fleet_task(params, check_mode, inventory, "power")
     bmc = Bmc(params, inventory)
     state = params["state"]
@@ -434,7 +435,7 @@ def power_task(params: dict[str, Any], check_mode: bool, inventory: Inventory) -
 
 
 def boot_device_task(params: dict[str, Any], check_mode: bool, inventory: Inventory) -> dict:
-    if params["names"]:
+    if params["names"] is not None:
         return fleet_task(params, check_mode, inventory, "boot")
     bmc = Bmc(params, inventory)
     device, persistent = params["device"], params["persistent"]

@@ -69,6 +69,8 @@ class InProcessAction(ActionBase):
     """Runs the collection's task `TASK` in this process (see the module docstring)."""
 
     TASK = ""
+    #: Whether the task's hosts may be described by the play's inventory (BMC tasks).
+    READS_INVENTORY = True
     TRANSFERS_FILES = False
     _requires_connection = False
 
@@ -91,9 +93,13 @@ class InProcessAction(ActionBase):
             msg = checked.errors.msg
             if isinstance(checked.errors.errors[0], UnsupportedError):
                 msg = f"Unsupported parameters for ({self._load_name}) module: {msg}"
-            return {**result, "failed": True, "msg": one_line(msg)}
+            failure = {"failed": True, "msg": one_line(msg)}
+            return {**result, **remove_values(failure, checked._no_log_values)}
         params = checked.validated_parameters
-        inventory = self._inventory(params, task_vars)
+        try:
+            inventory = self._inventory(params, task_vars) if self.READS_INVENTORY else {}
+        except Exception as exc:  # a var that does not template, for one
+            return {**result, "failed": True, "msg": one_line(f"inventory {exc}")}
         done = outcome(lambda: task.body(params, bool(self._task.check_mode), inventory))
         done["invocation"] = {"module_args": params}
         result.update(remove_values(done, checked._no_log_values))
@@ -113,5 +119,8 @@ class InProcessAction(ActionBase):
             host = hostvars[name]
             if "bmc_address" not in host:
                 continue
-            found[name] = {k: _plain(host[k]) for k in INVENTORY_VARS if k in host}
+            try:
+                found[name] = {k: _plain(host[k]) for k in INVENTORY_VARS if k in host}
+            except Exception as exc:
+                raise ValueError(f"host {name}: {exc}") from None
         return found
