@@ -16,6 +16,8 @@ imported here, the module runs as before.
 
 from __future__ import annotations
 
+import os
+import sys
 from contextlib import suppress
 from typing import Any
 
@@ -37,18 +39,35 @@ from ansible_collections.maas_lib.fleet.plugins.module_utils.maas import (
 def _warm_up() -> None:
     """Import what a task uses and build its models now, in Ansible's main process."""
     # Deferred imports inside maas-lib, done here so no worker repeats them.
+    from pydantic import BaseModel
+
     import maas_lib.bmc.ipmi
     import maas_lib.bmc.ipmi_batch
     import maas_lib.bmc.redfish
     import maas_lib.fleet
     import maas_lib.scheduler.single_step
     import maas_lib.serialize
-    import maas_lib.validation  # noqa: F401
-    from maas_lib.bmc import BmcSettings
-    from maas_lib.models import HostSpec
+    import maas_lib.store.sqlite
+    import maas_lib.validation
+    from maas_lib.credentials import SOCKET_ENV
 
-    BmcSettings()
-    HostSpec(name="warm-up", pool="warm-up", bmc_address="127.0.0.1")
+    # PostgreSQL's driver only where a database may be one (a worker's step tasks ask
+    # the worker for its URL; MAAS_DB may name one).
+    if SOCKET_ENV in os.environ or os.environ.get("MAAS_DB", "").startswith("postgres"):
+        with suppress(ImportError):
+            import maas_lib.store.postgres  # noqa: F401
+    # maas-lib's pydantic models build on first use (fast start-up for maasctl); a task
+    # would build the ones it uses in every worker (~0.1 s for a step): build them here.
+    for name, module in list(sys.modules.items()):
+        if name.startswith("maas_lib."):
+            for value in list(vars(module).values()):
+                if (
+                    isinstance(value, type)
+                    and issubclass(value, BaseModel)
+                    and value.__module__ == name
+                    and not value.__pydantic_complete__
+                ):
+                    value.model_rebuild()
 
 
 IN_PROCESS = MAAS_LIB_IMPORT_ERROR is None
