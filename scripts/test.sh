@@ -7,4 +7,7 @@ SOURCES=(maas_lib tests bench cli.py)
 ruff check "${SOURCES[@]}"
 ruff format --check --quiet "${SOURCES[@]}" ||
     { echo "ruff format: run 'ruff format ${SOURCES[*]}'" >&2; exit 1; }
-exec python -m pytest "$@"
+# Most tests wait on simulated BMCs, subprocesses and timeouts rather than compute: two
+# workers (each file on one, so module and session fixtures start once per worker) take
+# about half the time. MAAS_TEST_WORKERS=0 runs in this process; `-n N` after it wins.
+exec python -m pytest -n "${MAAS_TEST_WORKERS:-2}" --dist loadfile "$@"
