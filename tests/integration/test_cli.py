@@ -1,4 +1,6 @@
-"""`maasctl` end to end, in subprocesses against a real SQLite file."""
+"""`maasctl` end to end against a real SQLite file: in subprocesses (`cli`, the installed
+entry point, as a user runs it), and, where a test checks what a command does rather than
+how the process starts and logs, through the same `main` in this process (`cli_in_process`)."""
 
 import sqlite3
 import sys
@@ -53,8 +55,8 @@ def test_import_then_list_hosts(cli, inventory):
     assert human.code == 0 and "web03" in human.out and "10.20.1.3" in human.out
 
 
-def test_submit_is_accepted_and_status_shows_every_host(cli, imported):
-    r = cli(
+def test_submit_is_accepted_and_status_shows_every_host(cli_in_process, imported):
+    r = cli_in_process(
         "submit",
         "reimage",
         "web0[1-3]",
@@ -77,7 +79,7 @@ def test_submit_is_accepted_and_status_shows_every_host(cli, imported):
     )
     assert r.code == 0, r
     assert r.json() == {"id": 1, "state": "accepted", "hosts": 4}
-    st = cli("status", "1", "--json").json()
+    st = cli_in_process("status", "1", "--json").json()
     assert st["action"] == "reimage" and st["state"] == "accepted"
     assert st["image"] == "ubuntu-24.04"
     assert st["policy"] == {
@@ -94,88 +96,91 @@ def test_submit_is_accepted_and_status_shows_every_host(cli, imported):
         h | {"state": "pending", "reason": None, "error_class": None, "batch": None} == h
         for h in st["hosts"]
     )
-    human = cli("status", "1")
+    human = cli_in_process("status", "1")
     assert human.code == 0 and "4 pending" in human.out and "web02" in human.out
 
 
-def test_overlapping_submissions_are_both_accepted(cli, imported):
-    a = cli("submit", "reboot", "web*", "--json").json()
-    b = cli("submit", "power-cycle", "web0[1-4]", "db*", "--json").json()
+def test_overlapping_submissions_are_both_accepted(cli_in_process, imported):
+    a = cli_in_process("submit", "reboot", "web*", "--json").json()
+    b = cli_in_process("submit", "power-cycle", "web0[1-4]", "db*", "--json").json()
     assert (a["state"], b["state"]) == ("accepted", "accepted")
     assert (a["hosts"], b["hosts"]) == (8, 6)
-    sb = cli("status", str(b["id"]), "--json").json()
+    sb = cli_in_process("status", str(b["id"]), "--json").json()
     assert {h["state"] for h in sb["hosts"]} == {"pending"}
-    assert cli("inflight", "--json").json() == []
-    listed = cli("list", "--json").json()
+    assert cli_in_process("inflight", "--json").json() == []
+    listed = cli_in_process("list", "--json").json()
     assert [x["id"] for x in listed] == [b["id"], a["id"]]
     assert listed[0]["counts"] == {"pending": 6}
 
 
-def test_submitter_defaults_to_os_user_and_as_is_recorded(cli, imported):
+def test_submitter_defaults_to_os_user_and_as_is_recorded(cli_in_process, imported):
     import getpass
 
-    cli("submit", "reboot", "db01")
-    cli("submit", "reboot", "db02", "--as", "deploy-bot")
-    assert cli("status", "1", "--json").json()["submitted_by"] == getpass.getuser()
-    second = cli("status", "2", "--json").json()
+    cli_in_process("submit", "reboot", "db01")
+    cli_in_process("submit", "reboot", "db02", "--as", "deploy-bot")
+    assert cli_in_process("status", "1", "--json").json()["submitted_by"] == getpass.getuser()
+    second = cli_in_process("status", "2", "--json").json()
     assert second["submitted_by"] == "deploy-bot" and second["os_user"] == getpass.getuser()
 
 
-def test_hosts_file_with_comments(cli, imported, write_file):
+def test_hosts_file_with_comments(cli_in_process, imported, write_file):
     path = write_file("hosts.txt", "# maintenance list\nweb01\n\nweb02  # noisy\ndb*\n")
-    r = cli("submit", "power-off", "--hosts-file", str(path), "--json")
+    r = cli_in_process("submit", "power-off", "--hosts-file", str(path), "--json")
     assert r.code == 0, r
-    hosts = [h["host"] for h in cli("status", "1", "--json").json()["hosts"]]
+    hosts = [h["host"] for h in cli_in_process("status", "1", "--json").json()["hosts"]]
     assert hosts == ["web01", "web02", "db01", "db02"]
 
 
-def test_list_filters_by_state_and_limits(cli, imported):
+def test_list_filters_by_state_and_limits(cli_in_process, imported):
     for _ in range(3):
-        cli("submit", "reboot", "db01")
-    assert cli("cancel", "2").code == 0
-    assert [x["id"] for x in cli("list", "--state", "accepted", "--json").json()] == [3, 1]
-    assert [x["id"] for x in cli("list", "--state", "cancelled", "--json").json()] == [2]
-    assert [x["id"] for x in cli("list", "--limit", "1", "--json").json()] == [3]
+        cli_in_process("submit", "reboot", "db01")
+    assert cli_in_process("cancel", "2").code == 0
+    assert [x["id"] for x in cli_in_process("list", "--state", "accepted", "--json").json()] == [
+        3,
+        1,
+    ]
+    assert [x["id"] for x in cli_in_process("list", "--state", "cancelled", "--json").json()] == [2]
+    assert [x["id"] for x in cli_in_process("list", "--limit", "1", "--json").json()] == [3]
 
 
-def test_cancel_accepted_request_cancels_its_hosts(cli, imported):
-    cli("submit", "wipe", "db*", "--json")
-    r = cli("cancel", "1", "--as", "oncall", "--json")
+def test_cancel_accepted_request_cancels_its_hosts(cli_in_process, imported):
+    cli_in_process("submit", "wipe", "db*", "--json")
+    r = cli_in_process("cancel", "1", "--as", "oncall", "--json")
     assert r.code == 0 and r.json()["state"] == "cancelled"
-    st = cli("status", "1", "--json").json()
+    st = cli_in_process("status", "1", "--json").json()
     assert st["state"] == "cancelled"
     assert {h["state"] for h in st["hosts"]} == {"cancelled"}
     assert all("oncall" in h["reason"] for h in st["hosts"])
-    again = cli("cancel", "1")
+    again = cli_in_process("cancel", "1")
     assert again.code == 2 and "already ended (cancelled)" in again.err
 
 
-def test_cancel_running_request_is_flagged_for_the_scheduler(cli, imported, db_path):
-    cli("submit", "reboot", "web*")
+def test_cancel_running_request_is_flagged_for_the_scheduler(cli_in_process, imported, db_path):
+    cli_in_process("submit", "reboot", "web*")
     with sqlite3.connect(db_path) as conn:  # as the scheduler (a later issue) would
         conn.execute("UPDATE requests SET state = 'running' WHERE id = 1")
-    r = cli("cancel", "1")
+    r = cli_in_process("cancel", "1")
     assert r.code == 0 and "no new host starts" in r.out
-    st = cli("status", "1", "--json").json()
+    st = cli_in_process("status", "1", "--json").json()
     assert st["state"] == "running" and st["cancel_requested"] is True
     assert {h["state"] for h in st["hosts"]} == {"pending"}
 
 
-def test_inflight_lists_hosts_held_by_requests(cli, imported, db_path):
-    cli("submit", "reboot", "web0[1-2]")
+def test_inflight_lists_hosts_held_by_requests(cli_in_process, imported, db_path):
+    cli_in_process("submit", "reboot", "web0[1-2]")
     with maas_lib.open_fleet(db_path) as fleet:
         start_as_scheduler(fleet.store, ["web01", "web02"], "sched-a")
-    rows = cli("inflight", "--json").json()
+    rows = cli_in_process("inflight", "--json").json()
     assert [(x["host"], x["request_id"], x["action"], x["pool"], x["holder"]) for x in rows] == [
         ("web01", 1, "reboot", "web", "sched-a"),
         ("web02", 1, "reboot", "web", "sched-a"),
     ]
 
 
-def test_retired_hosts_cannot_be_submitted(cli, imported, db_path):
+def test_retired_hosts_cannot_be_submitted(cli_in_process, imported, db_path):
     with sqlite3.connect(db_path) as conn:
         conn.execute("UPDATE hosts SET status = 'decommissioned' WHERE name = 'db02'")
-    r = cli("submit", "reboot", "db*")
+    r = cli_in_process("submit", "reboot", "db*")
     assert r.code == 2 and "host db02 is decommissioned" in r.err
     assert count(db_path, "requests") == 0
 
@@ -301,8 +306,8 @@ def test_secrets_never_reach_database_or_output(cli, inventory, db_path, write_f
         assert SECRET.encode() not in f.read_bytes(), f
 
 
-def test_credentials_check_fails_for_unknown_name(cli):
-    r = cli("credentials", "check", "nope")
+def test_credentials_check_fails_for_unknown_name(cli_in_process):
+    r = cli_in_process("credentials", "check", "nope")
     assert r.code == 2 and "MAAS_CRED_NOPE_USERNAME" in r.err
 
 
@@ -317,9 +322,9 @@ def test_default_database_is_per_user(cli, inventory, tmp_path):
     assert (xdg / "maas-lib/maas.db").exists()
 
 
-def test_db_option_overrides_environment(cli, inventory, tmp_path, db_path):
+def test_db_option_overrides_environment(cli_in_process, inventory, tmp_path, db_path):
     other = tmp_path / "other.db"
-    assert cli("--db", f"sqlite:///{other}", "hosts", "import", str(inventory)).code == 0
+    assert cli_in_process("--db", f"sqlite:///{other}", "hosts", "import", str(inventory)).code == 0
     assert count(other, "hosts") == 11
     assert not db_path.exists()
 
@@ -345,35 +350,35 @@ def test_top_level_cli_shim_runs(tmp_path):
     assert r.returncode == 0 and "submit" in r.stdout
 
 
-def test_quarantined_host_is_refused_until_released(cli, imported, db_path):
+def test_quarantined_host_is_refused_until_released(cli_in_process, imported, db_path):
     with maas_lib.open_fleet(db_path) as fleet:  # as a failed wipe would (the scheduler)
         fleet.store.set_host_status(
             "db01", maas_lib.HostStatus.QUARANTINED, "wipe failed", actor="scheduler"
         )
-    row = next(h for h in cli("hosts", "list", "--json").json() if h["host"] == "db01")
+    row = next(h for h in cli_in_process("hosts", "list", "--json").json() if h["host"] == "db01")
     assert (row["status"], row["status_reason"]) == ("quarantined", "wipe failed")
-    r = cli("submit", "reboot", "db01")
+    r = cli_in_process("submit", "reboot", "db01")
     assert r.code == 2 and "host db01 is quarantined" in r.err
-    assert cli("hosts", "release", "db01").code == 0
-    assert cli("submit", "reboot", "db01").code == 0
-    again = cli("hosts", "release", "db01")
+    assert cli_in_process("hosts", "release", "db01").code == 0
+    assert cli_in_process("submit", "reboot", "db01").code == 0
+    again = cli_in_process("hosts", "release", "db01")
     assert again.code == 2 and "is active, not quarantined" in again.err
     with maas_lib.open_fleet(db_path) as fleet:
         fleet.store.set_host_status(
             "db02", maas_lib.HostStatus.DECOMMISSIONED, None, actor="scheduler"
         )
-    gone = cli("hosts", "release", "db02")
+    gone = cli_in_process("hosts", "release", "db02")
     assert gone.code == 2 and "decommissioned and cannot be released" in gone.err
-    assert cli("hosts", "release", "nope").code == 2
+    assert cli_in_process("hosts", "release", "nope").code == 2
 
 
-def test_dry_run_prints_the_plan_and_writes_nothing(cli, imported, db_path):
+def test_dry_run_prints_the_plan_and_writes_nothing(cli_in_process, imported, db_path):
     # web pool: 8 hosts, standing budget 25% = 2 down at once. Request 1 holds web01/web02.
-    cli("submit", "reboot", "web0[1-2]")
+    cli_in_process("submit", "reboot", "web0[1-2]")
     with maas_lib.open_fleet(db_path) as fleet:
         start_as_scheduler(fleet.store, ["web01", "web02"], "sched")
     before = {t: count(db_path, t) for t in ("requests", "request_hosts", "events")}
-    r = cli(
+    r = cli_in_process(
         "submit", "power-cycle", "web*", "--batch-size", "3", "--canary", "1", "--dry-run", "--json"
     )
     assert r.code == 0, r
@@ -390,9 +395,9 @@ def test_dry_run_prints_the_plan_and_writes_nothing(cli, imported, db_path):
     # Two web hosts are already down fleet-wide: every batch would wait for the budget now.
     assert all(b["budget_waits"] == b["hosts"] for b in plan["batches"])
     assert {t: count(db_path, t) for t in before} == before
-    human = cli("submit", "power-cycle", "web*", "--dry-run", "--on-overlap", "wait")
+    human = cli_in_process("submit", "power-cycle", "web*", "--dry-run", "--on-overlap", "wait")
     assert human.code == 0 and "web01: waits, held by request 1" in human.out
-    bad = cli("submit", "power-cycle", "web*", "--dry-run", "--batch-size", "0")
+    bad = cli_in_process("submit", "power-cycle", "web*", "--dry-run", "--batch-size", "0")
     assert bad.code == 2
 
 
@@ -413,8 +418,8 @@ def test_run_rejects_bad_settings_before_claiming_anything(cli_in_process, impor
     assert cli_in_process("status", "1", "--json").json()["state"] == "accepted"
 
 
-def test_run_until_idle_with_nothing_to_do_exits_at_once(cli, imported):
-    r = cli("run", "--until-idle", "--json")
+def test_run_until_idle_with_nothing_to_do_exits_at_once(cli_in_process, imported):
+    r = cli_in_process("run", "--until-idle", "--json")
     assert r.code == 0
     assert r.json()["finished"] == {} and r.json()["errors"] == []
 
@@ -429,31 +434,31 @@ def test_status_watch_returns_when_the_request_has_ended_with_its_verdict(cli, i
     assert cli("status", "99", "--watch").code == 2
 
 
-def test_stats_on_a_quiet_fleet_and_bad_windows(cli, imported):
-    r = cli("stats", "--json")
+def test_stats_on_a_quiet_fleet_and_bad_windows(cli_in_process, imported):
+    r = cli_in_process("stats", "--json")
     assert r.code == 0
     assert r.json()["actions"] == [] and r.json()["fleet"]["hosts"] == 11
-    assert cli("stats", "--since", "24h").code == 0
-    bad = cli("stats", "--since", "yesterday")
+    assert cli_in_process("stats", "--since", "24h").code == 0
+    bad = cli_in_process("stats", "--since", "yesterday")
     assert bad.code == 2 and "--since: expected a duration" in bad.err
 
 
-def test_metrics_prints_the_prometheus_text_format(cli, imported):
+def test_metrics_prints_the_prometheus_text_format(cli_in_process, imported):
     from prometheus_client.parser import text_string_to_metric_families
 
-    cli("submit", "reboot", "web*")
-    r = cli("metrics")
+    cli_in_process("submit", "reboot", "web*")
+    r = cli_in_process("metrics")
     assert r.code == 0
     families = {f.name: f for f in text_string_to_metric_families(r.out)}
     requests = {s.labels["state"]: s.value for s in families["maas_requests"].samples}
     assert requests["accepted"] == 1 and requests["running"] == 0
-    assert cli("metrics", "--serve", "nohost").code == 2
+    assert cli_in_process("metrics", "--serve", "nohost").code == 2
 
 
-def test_workers_lists_heartbeats_claims_and_leases(cli, imported, db_path):
+def test_workers_lists_heartbeats_claims_and_leases(cli_in_process, imported, db_path):
     from maas_lib.store import open_store
 
-    cli("submit", "reboot", "web01", "web02")
+    cli_in_process("submit", "reboot", "web01", "web02")
     store = open_store(db_path)
     try:
         store.heartbeat("w-alive", ttl=30)
@@ -465,7 +470,7 @@ def test_workers_lists_heartbeats_claims_and_leases(cli, imported, db_path):
         store.heartbeat("w-idle", ttl=30)
     finally:
         store.close()
-    r = cli("workers", "--json")
+    r = cli_in_process("workers", "--json")
     assert r.code == 0, r
     rows = {w["id"]: w for w in r.json()}
     assert set(rows) == {"w-alive", "w-idle"}
@@ -473,8 +478,8 @@ def test_workers_lists_heartbeats_claims_and_leases(cli, imported, db_path):
     assert rows["w-idle"]["requests"] == [] and rows["w-idle"]["alive"] is True
     assert all(w["pid"] > 0 and w["heartbeat_age_s"] >= 0 for w in rows.values())
     time.sleep(0.3)
-    dead = cli("workers", "--claim-ttl", "0.2", "--json").json()
+    dead = cli_in_process("workers", "--claim-ttl", "0.2", "--json").json()
     assert [w["alive"] for w in dead] == [False, False]
-    table = cli("workers", "--claim-ttl", "0.2")
+    table = cli_in_process("workers", "--claim-ttl", "0.2")
     assert table.code == 0 and "w-alive" in table.out and "dead" in table.out
-    assert cli("workers", "--claim-ttl", "0").code == 2
+    assert cli_in_process("workers", "--claim-ttl", "0").code == 2
