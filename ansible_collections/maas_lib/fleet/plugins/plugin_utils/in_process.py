@@ -49,12 +49,13 @@ def _warm_up() -> None:
     import maas_lib.serialize
     import maas_lib.store.sqlite
     import maas_lib.validation
-    from maas_lib.credentials import SOCKET_ENV
+    from maas_lib.credentials import database_url_from_worker
 
-    # PostgreSQL's driver only where a database may be one (a worker's step tasks ask
-    # the worker for its URL; MAAS_DB may name one).
-    if SOCKET_ENV in os.environ or os.environ.get("MAAS_DB", "").startswith("postgres"):
-        with suppress(ImportError):
+    # PostgreSQL's driver only where the tasks' database is one: MAAS_DB, else the URL
+    # of the worker running this playbook (the Ansible executor), as the tasks pick it.
+    url = os.environ.get("MAAS_DB") or database_url_from_worker() or ""
+    if url.startswith("postgres"):
+        with suppress(ImportError):  # a task then says what is missing
             import maas_lib.store.postgres  # noqa: F401
     # maas-lib's pydantic models build on first use (fast start-up for maasctl); a task
     # would build the ones it uses in every worker (~0.1 s for a step): build them here.
