@@ -56,6 +56,14 @@ runs each; ratio = maasctl / ipmipower):
   the BMCs' own work (ipmi_sim runs its chassis hook per status read) is most of
   ipmipower's 0.35 s.
 
+Figures for the collection (200 IPMI hosts, forks 50, power delay 0.2 s, one run on the
+2-core machine shared with other test runs; issue 15): per-host `maas_lib.fleet.power`
+11.7 s vs the peer's 54.3 s (peer_over_collection 4.63, goal >= 3; before, with a module
+process per task: 97 s vs 71.5 s, 0.74); the fleet-wide form 3.79 s (runs 3.79, 4.46,
+3.39) vs `maasctl bmc power cycle` 2.58 s (2.68, 2.58, 2.49): 1.47 (goal <= 1.5), of which
+~0.8 s is ansible-playbook's own start-up and ~0.4 s importing maas-lib; the per-task
+floor 0.113 s (goal <= 0.25 s; was ~1.1 s).
+
 Every host must succeed in every column (the maasctl rows, and each play recap: ok,
 failed=0, unreachable=0); otherwise the JSON line is still printed and the bench exits 1.
 
