@@ -29,6 +29,12 @@ FAST_RUN = {
 }
 
 
+def run_args(**settings: float) -> list[str]:
+    """`maasctl run` options for FAST_RUN's BMC timeouts and poll, or `settings` instead."""
+    chosen = {k: FAST_RUN[k] for k in ("timeout", "power_timeout", "poll")} | settings
+    return [f"--{k.replace('_', '-')}={v:g}" for k, v in chosen.items()]
+
+
 def run_maasctl(
     env: dict[str, str], *args: str, cwd: Path | None = None, timeout: float | None = None
 ) -> subprocess.CompletedProcess[str]:

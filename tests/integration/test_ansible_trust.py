@@ -22,7 +22,7 @@ import pytest
 
 import maas_lib
 from tests.conftest import patience
-from tests.simfleet import FAST_RUN, running_sim
+from tests.simfleet import FAST_RUN, run_args, running_sim
 
 pytestmark = pytest.mark.slow
 
@@ -198,7 +198,8 @@ def test_a_killed_ansible_worker_leaves_no_password_on_disk_and_is_cleaned_up(
         assert all(r.ok for r in fleet.bmc_power("on", [host]))
         rid = fleet.submit("power-cycle", [host]).id
         args = [sys.executable, "-m", "maas_lib", "run", "--executor", "ansible"]
-        args += ["--claim-ttl", "3", "--timeout", "2", "--power-timeout", "15", "--poll", "0.1"]
+        # Each Ansible task is a process of its own: a BMC timeout a loaded machine meets.
+        args += ["--claim-ttl", "3", *run_args(timeout=patience(4))]
         proc = subprocess.Popen(
             args, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )

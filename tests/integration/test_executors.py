@@ -14,7 +14,7 @@ import time
 import pytest
 
 from tests.conftest import patience
-from tests.simfleet import FAST_RUN, running_sim
+from tests.simfleet import FAST_RUN, run_args, running_sim
 
 pytestmark = pytest.mark.slow
 
@@ -170,7 +170,7 @@ def test_a_sigkilled_ansible_worker_is_resumed_without_repeating_completed_steps
     since = time.time()
     rid = fleet.submit("power-cycle", hosts, batch_size="1").id
     args = [sys.executable, "-m", "maas_lib", "run", "--executor", "ansible", "--claim-ttl", "3"]
-    args += ["--timeout", "2", "--power-timeout", "15", "--poll", "0.1"]
+    args += run_args(timeout=RUN["timeout"])
     env = {**os.environ}
     proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
@@ -207,7 +207,7 @@ def test_sigterm_cancels_the_batch_playbook_and_hands_the_request_over(sim, flee
     assert all(r.ok for r in fleet.bmc_power("on", hosts))
     rid = fleet.submit("power-cycle", hosts, batch_size="100%").id
     args = [sys.executable, "-m", "maas_lib", "run", "--executor", "ansible", "--claim-ttl", "300"]
-    args += ["--timeout", "2", "--power-timeout", "15", "--poll", "0.1"]
+    args += run_args(timeout=RUN["timeout"])
     proc = subprocess.Popen(
         args, env={**os.environ}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )

@@ -19,7 +19,7 @@ import pytest
 
 from maas_lib.errors import InputError
 from tests.conftest import patience
-from tests.simfleet import FAST_RUN, running_sim
+from tests.simfleet import FAST_RUN, run_args, running_sim
 
 pytestmark = pytest.mark.slow
 
@@ -431,7 +431,7 @@ def _maasctl(env, *args, **kw):
     )
 
 
-RUN_ARGS = ["--timeout", "2", "--power-timeout", "15", "--poll", "0.1"]
+RUN_ARGS = run_args()
 
 
 def _wait_succeeded(fleet, rid, n, timeout=30):

@@ -19,12 +19,12 @@ import pytest
 
 import maas_lib
 from tests.conftest import patience
-from tests.simfleet import running_sim
+from tests.simfleet import run_args, running_sim
 
 pytestmark = pytest.mark.slow
 
 # At most two requests per worker, so that four requests need more than one worker.
-ARGS = ["--timeout", "2", "--power-timeout", "15", "--poll", "0.1", "--claim-ttl", "3"]
+ARGS = [*run_args(), "--claim-ttl", "3"]
 ARGS += ["--max-requests", "2"]
 
 
