@@ -117,7 +117,8 @@ def test_ansible_test_sanity(collection: Path):
         result = sanity(collection)
         output = result.stdout + result.stderr
     judged = "sanity test(s) listed below" in output
-    if result.returncode and not judged and "Installing requirements" in output:
+    started = "Running sanity test" in output  # a crash of a test that ran is a failure
+    if result.returncode and not judged and not started and "Installing requirements" in output:
         # ansible-test stopped before judging the collection: its requirements are missing.
         tail = "\n".join(output.splitlines()[-5:])
         pytest.skip(f"ansible-test sanity could not install its requirements:\n{tail}")
