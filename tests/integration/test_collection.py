@@ -537,9 +537,12 @@ def test_bmc_tasks_take_the_inventory_before_a_stale_database_and_fan_out_fleet_
         .replace("@DEAD@", dead)
         .replace("@FAST@", FAST)
         .replace("@USER@", simfleet.env["MAAS_CRED_SIM_USERNAME"])
+        .replace("@DB@", str(db))
     )
     (ansible.directory / "fleet.yml").write_text(text)
-    r = ansible.run("ansible-playbook", "-i", str(inventory), "fleet.yml", env={"MAAS_DB": str(db)})
+    # The database is named by the play's `environment:`, as for a module process.
+    nowhere = {"MAAS_DB": str(tmp_path / "nowhere.db")}
+    r = ansible.run("ansible-playbook", "-i", str(inventory), "fleet.yml", env=nowhere)
     assert r.returncode == 0, tail(r)
     assert "failed=0" in r.stdout and "ignored=0" in r.stdout, tail(r)
     assert simfleet.env["MAAS_CRED_SIM_PASSWORD"] not in r.stdout + r.stderr
@@ -554,6 +557,8 @@ FLEET_PLAYBOOK = """
 - name: Inventory hosts and the fleet-wide form
   hosts: bmcs
   gather_facts: false
+  environment:
+    MAAS_DB: "@DB@"
   module_defaults:
     maas_lib.fleet.power:
       @FAST@

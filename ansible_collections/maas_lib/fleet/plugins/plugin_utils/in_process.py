@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import os
 import sys
-from contextlib import suppress
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from typing import Any
 
 from ansible.errors import AnsibleAction
@@ -85,6 +86,21 @@ def _plain(value: Any) -> Any:
     return value
 
 
+@contextmanager
+def _environment(variables: dict[str, Any]) -> Iterator[None]:
+    """os.environ with `variables` set, restored afterwards."""
+    saved = {k: os.environ.get(k) for k in variables}
+    os.environ.update({k: str(v) for k, v in variables.items()})
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 class InProcessAction(ActionBase):
     """Runs the collection's task `TASK` in this process (see the module docstring)."""
 
@@ -120,7 +136,15 @@ class InProcessAction(ActionBase):
             inventory = self._inventory(params, task_vars) if self.READS_INVENTORY else {}
         except Exception as exc:  # a var that does not template, for one
             return {**result, "failed": True, "msg": one_line(f"inventory {exc}")}
-        done = outcome(lambda: task.body(params, bool(self._task.check_mode), inventory))
+        # A module process gets the task's `environment:` (credentials, MAAS_DB): so does
+        # the task here, for its duration (this worker process runs only this task).
+        environment: dict[str, Any] = {}
+        try:
+            self._compute_environment_string(environment)
+        except Exception as exc:
+            return {**result, "failed": True, "msg": one_line(f"environment: {exc}")}
+        with _environment(environment):
+            done = outcome(lambda: task.body(params, bool(self._task.check_mode), inventory))
         done["invocation"] = {"module_args": params}
         result.update(remove_values(done, checked._no_log_values))
         return result
