@@ -32,9 +32,8 @@ class Cli:
 
 
 def _state_written_after(path: Path, moment: float) -> None:
-    deadline = time.monotonic() + patience(
-        15
-    )  # refreshed each second; generous on a loaded machine
+    # Refreshed each second; generous on a loaded machine.
+    deadline = time.monotonic() + patience(15)
     while path.stat().st_mtime <= moment and time.monotonic() < deadline:
         time.sleep(0.05)
 
