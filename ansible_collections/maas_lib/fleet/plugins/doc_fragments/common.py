@@ -111,11 +111,11 @@ options:
 notes:
   - 'On the controller (a local connection, for example C(delegate_to: localhost)) the
     task runs in the Ansible worker process, without a module process; delegated to another
-    machine, the module runs there. With the P(maas_lib.fleet.hosts#inventory) inventory,
+    machine, or with C(async), the module runs (and reads no inventory variables). With the P(maas_lib.fleet.hosts#inventory) inventory,
     use C(delegate_to: localhost) and C(name: "{{ inventory_hostname }}").'
   - Where a host's BMC details come from, first to last - O(bmc_address) and its
-    options; the C(bmc_*) variables of that host in the play's inventory (the task run on
-    the controller); the maas-lib database. RV(bmc_from) says which. Secrets are never
+    options; the C(bmc_*) variables of that host in the play's inventory (the task run in
+    the Ansible worker); the maas-lib database. RV(bmc_from) says which. Secrets are never
     read from the inventory; the credential is named by C(bmc_credential) or the task.
   - A failed BMC call fails the task with C(error_class) (V(unreachable), V(auth),
     V(timeout), V(power_unknown), V(unsupported), V(tls), V(bmc_error)), C(error) and

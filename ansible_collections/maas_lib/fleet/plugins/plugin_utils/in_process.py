@@ -109,6 +109,7 @@ class InProcessAction(ActionBase):
     READS_INVENTORY = True
     TRANSFERS_FILES = False
     _requires_connection = False
+    _supports_async = True  # by running the module (see `run`)
 
     def run(self, tmp: Any = None, task_vars: dict[str, Any] | None = None) -> dict[str, Any]:
         task = TASKS[self.TASK]
@@ -118,9 +119,13 @@ class InProcessAction(ActionBase):
         except AnsibleAction as exc:
             return exc.result
         task_vars = task_vars or {}
-        if not IN_PROCESS or getattr(self._connection, "transport", None) != "local":
-            result.update(self._execute_module(task_vars=task_vars))
-            self._remove_tmp_path(self._connection._shell.tmpdir)
+        local = getattr(self._connection, "transport", None) == "local"
+        if not IN_PROCESS or not local or self._task.async_val:
+            # The module, as the `normal` action runs it (async included).
+            wrap_async = self._task.async_val and not self._connection.has_native_async
+            result.update(self._execute_module(task_vars=task_vars, wrap_async=wrap_async))
+            if not wrap_async:
+                self._remove_tmp_path(self._connection._shell.tmpdir)
             return result
         checked = ArgumentSpecValidator(task.argument_spec, **task.rules).validate(
             dict(self._task.args)
