@@ -26,6 +26,7 @@ from maas_lib.sim.ipmisim import (
     ipmi_sim_path,
     running_ipmi_sims,
 )
+from tests.conftest import patience
 
 pytestmark = pytest.mark.skipif(
     not (ipmi_sim_path() and shutil.which("ipmitool")),
@@ -154,7 +155,7 @@ def test_healthy_login_beside_a_wrong_password_login_is_never_held_up(bmcs):
             assert error is None and wrong_error == "auth", (error, wrong_error)
             slowest = max(slowest, elapsed)
     # Healthy logins take ~0.01-0.1 s here (0.09 s with both cores busy); the bug: ~24 s.
-    assert slowest < 1.0, f"a healthy login took {slowest:.2f}s"
+    assert slowest < patience(1.0), f"a healthy login took {slowest:.2f}s"
 
 
 # -- item 8: sessions are logged out when a call ends ----------------------------------------
@@ -294,7 +295,8 @@ def test_status_of_many_bmcs_is_read_in_one_batch_and_classifies_each(bmcs, monk
         assert r.ok and f"Chassis Power is {r.power}" in said.stdout, (r, said.stdout)
     assert (results["wrong"].ok, results["wrong"].error_class) == (False, "auth")
     assert (results["dead"].ok, results["dead"].error_class) == (False, "unreachable")
-    assert results["dead"].elapsed_s <= 3.5, results["dead"]  # its deadline: timeout + 1 s
+    # Its deadline (timeout + 1 s), give or take a turn of the loop.
+    assert results["dead"].elapsed_s <= 3.0 + patience(0.5), results["dead"]
     assert _active_sessions(bmcs["a"]) == before
 
 
@@ -325,9 +327,9 @@ def test_a_bmc_quiet_after_its_login_does_not_hold_up_the_batch(bmcs, monkeypatc
     results = {r.host: r for r in controller.status_many([_target(bmcs[n]) for n in names])}
     b = results["b"]
     assert (b.ok, b.error_class) == (False, "unreachable") and "within 2s" in b.error, b
-    assert b.elapsed_s < 3.0, b  # its deadline, not pyghmi's retry period (~16 s)
+    assert b.elapsed_s < 2.0 + patience(1.0), b  # its deadline, not pyghmi's retries (~16 s)
     for name in ("a", "c", "d"):
-        assert results[name].ok and results[name].elapsed_s < 1.0, results[name]
+        assert results[name].ok and results[name].elapsed_s < patience(1.0), results[name]
 
 
 def test_a_bmc_out_of_slots_or_with_a_session_held_here_goes_the_per_host_way(bmcs, monkeypatch):
@@ -372,5 +374,5 @@ def test_other_threads_bmc_calls_go_on_while_a_batch_runs_the_packet_loop(bmcs):
         batch_done.set()
         caller.join(30)
     assert [r.ok for r in results] == [True, True, True, False]
-    assert len(slowest) >= 3 and max(slowest) < 1.0, slowest
-    assert controller.status(a).elapsed_s < 1.0
+    assert len(slowest) >= 3 and max(slowest) < patience(1.0), slowest
+    assert controller.status(a).elapsed_s < patience(1.0)
