@@ -40,10 +40,18 @@ from maas_lib.errors import (
     StoreFailing,
     error_class_of,
 )
-from maas_lib.models import BmcProtocol, HostStatus, HostTaskState, RequestState
+from maas_lib.models import (
+    Action,
+    BatchPolicy,
+    BmcProtocol,
+    HostSpec,
+    HostStatus,
+    HostTaskState,
+    RequestState,
+)
 from maas_lib.scheduler.single_step import StepFenced
+from maas_lib.store import NewRequest, Store, open_store
 from maas_lib.telemetry.metrics import FleetCollector
-from maas_lib.telemetry.models import ActionStats, FleetNow, Stats
 
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text()
@@ -80,35 +88,41 @@ def test_every_class_the_readme_names_in_passing_is_an_error_class():
         assert named and named <= set(ErrorClass), (title, named - set(ErrorClass))
 
 
-class _Stats:
-    """The store as the collector reads it: one action whose failures are of every class."""
-
-    def stats(self, since, action, pool) -> Stats:
-        failures = {str(c): i + 1 for i, c in enumerate(ErrorClass)}
-        return Stats(
-            actions=[
-                ActionStats(
-                    action="reboot",
-                    succeeded=3,
-                    failed=sum(failures.values()),
-                    failures_by_class=failures,
-                )
-            ],
-            fleet=FleetNow(
-                hosts=0, hosts_by_status={}, hosts_in_flight=0, requests_by_state={}, workers=[]
-            ),
+def _store_with_a_failure_of_every_class(path: Path) -> Store:
+    """A real SQLite store, written as the scheduler writes it: one reboot whose hosts
+    ended one per failure class, and three that succeeded."""
+    store = open_store(path)
+    classes = list(ErrorClass)
+    names = [f"h{i:02d}" for i in range(len(classes) + 3)]
+    store.upsert_hosts(
+        [HostSpec(name=n, pool="p", bmc_address="10.0.0.1") for n in names], [], actor="t"
+    )
+    rid = store.create_request(
+        NewRequest(
+            action=Action.REBOOT,
+            policy=BatchPolicy(),
+            patterns=names,
+            hosts=names,
+            submitted_by="t",
+            os_user="t",
         )
+    )
+    assert store.claim_request("w", ttl=60) == rid
+    began = store.begin_hosts(rid, names, batch=0, action="reboot", holder="w", limits={})
+    for name, task in began.started.items():
+        index = names.index(name)
+        if index < len(classes):
+            store.end_task(task, HostTaskState.FAILED, error_class=classes[index], reason="x")
+        else:
+            store.end_task(task, HostTaskState.SUCCEEDED)
+    return store
 
-    def step_histograms(self, action, buckets):
-        return []
 
-    def close(self) -> None:
-        pass
-
-
-def test_metric_labels_that_carry_a_class_or_state_are_the_enums_values():
+def test_metric_labels_that_carry_a_class_or_state_are_the_enums_values(tmp_path: Path):
+    path = tmp_path / "maas.db"
+    _store_with_a_failure_of_every_class(path).close()
     registry = CollectorRegistry(auto_describe=True)
-    registry.register(FleetCollector(_Stats))  # type: ignore[arg-type]
+    registry.register(FleetCollector(lambda: open_store(path)))
     families = {
         f.name: f for f in text_string_to_metric_families(generate_latest(registry).decode())
     }
