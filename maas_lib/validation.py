@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from pydantic import ValidationError
 
 from maas_lib.errors import InputError
@@ -39,3 +41,21 @@ def wait_seconds(value: float, what: str = "wait timeout") -> float:
             f"{what}: must be more than 0 and at most {MAX_WAIT_S:g} s (got {value!r})"
         )
     return value
+
+
+_LISTEN = re.compile(
+    r"(?:\[(?P<v6>[0-9A-Fa-f:.]+(?:%[\w.-]+)?)\]|(?P<host>[^\s:\[\]/]*)):(?P<port>\d{1,5})"
+)
+
+
+def parse_listen(value: str, option: str = "--serve") -> tuple[str, int]:
+    """``HOST:PORT``, ``[IPv6]:PORT`` or ``:PORT`` (127.0.0.1 only: binding wider takes an
+    explicit address such as ``0.0.0.0:PORT`` or ``[::]:PORT``) → (host, port).
+
+    Raises `InputError` naming `option` for anything else, or a port outside 1-65535."""
+    m = _LISTEN.fullmatch(value)
+    port = int(m.group("port")) if m else 0
+    if m is None or not 1 <= port <= 65535:
+        raise InputError(f"{option}: expected HOST:PORT (got {value!r})")
+    host = m.group("v6") or m.group("host") or "127.0.0.1"
+    return host, port

@@ -30,7 +30,6 @@ caller, and the HTTP server answers 500, which Prometheus records as the target 
 from __future__ import annotations
 
 import math
-import re
 import signal
 import threading
 import time
@@ -53,6 +52,7 @@ from maas_lib.models import HostStatus, RequestState
 from maas_lib.store.base import Store
 from maas_lib.telemetry.metrics_http import BasicAuth, TlsFiles, start_metrics_server
 from maas_lib.telemetry.models import Stats, StepHistogram
+from maas_lib.validation import parse_listen
 
 __all__ = [
     "METRIC_NAMES",
@@ -197,24 +197,6 @@ def registry(open_store: StoreOpener) -> CollectorRegistry:
 def render(open_store: StoreOpener) -> bytes:
     """One scrape in the Prometheus text exposition format (version 0.0.4)."""
     return generate_latest(registry(open_store))
-
-
-_LISTEN = re.compile(
-    r"(?:\[(?P<v6>[0-9A-Fa-f:.]+(?:%[\w.-]+)?)\]|(?P<host>[^\s:\[\]/]*)):(?P<port>\d{1,5})"
-)
-
-
-def parse_listen(value: str) -> tuple[str, int]:
-    """``HOST:PORT``, ``[IPv6]:PORT`` or ``:PORT`` (127.0.0.1 only: binding wider takes an
-    explicit address such as ``0.0.0.0:PORT`` or ``[::]:PORT``) → (host, port).
-
-    Raises `InputError` for anything else, or a port outside 1-65535."""
-    m = _LISTEN.fullmatch(value)
-    port = int(m.group("port")) if m else 0
-    if m is None or not 1 <= port <= 65535:
-        raise InputError(f"--serve: expected HOST:PORT (got {value!r})")
-    host = m.group("v6") or m.group("host") or "127.0.0.1"
-    return host, port
 
 
 def _hostport(host: str, port: int) -> str:
