@@ -46,6 +46,32 @@ class StoreUnusable(StoreError, InputError):
     database: a directory, a corrupt or non-SQLite file (exit code 2)."""
 
 
+class IdempotencyConflict(InputError):
+    """An idempotency key was used again with a different submission (HTTP 409); nothing
+    was written."""
+
+
+class AuthenticationError(MaasError):
+    """A credential (API token, JWT) is missing, unknown, garbled, expired or revoked
+    (HTTP 401). `reason` says which, for the audit log; it never holds the secret."""
+
+    def __init__(self, reason: str, *, principal: str | None = None):
+        super().__init__(reason)
+        self.reason = reason
+        #: Who the credential claimed to be, when that is known (a revoked token's name).
+        self.principal = principal
+
+
+class AccessDenied(MaasError):
+    """The authenticated principal may not do this (HTTP 403); nothing was written.
+    `pools` names the pools it lacks rights on, if that is why."""
+
+    def __init__(self, reason: str, *, pools: tuple[str, ...] = ()):
+        super().__init__(reason)
+        self.reason = reason
+        self.pools = pools
+
+
 class CredentialError(InputError):
     """A credential name could not be resolved to a secret."""
 

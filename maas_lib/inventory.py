@@ -19,6 +19,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from maas_lib.access.models import check_name
 from maas_lib.bmc.base import IPMI_CIPHER_SUITE_VAR, ipmi_cipher_suite
 from maas_lib.errors import InputError
 from maas_lib.inventory_limits import check_inventory_sources
@@ -29,6 +30,8 @@ log = logging.getLogger(__name__)
 
 #: Inventory variables that map one-to-one onto HostSpec fields.
 HOST_VARS = tuple(f for f in HostSpec.model_fields if f not in ("name", "pool", "vars"))
+#: Pool-wide variables a host (or its group) sets: one value per pool.
+_POOL_VARS = ("pool", "pool_max_unavailable", "pool_owner")
 #: Variables ansible-core adds to every host; not the inventory's own, so not kept.
 _MAGIC_VARS = frozenset(
     {
@@ -135,12 +138,13 @@ def load_inventory(
     loader, inventory, variables = _parse_sources(sources)
     hosts: list[HostSpec] = []
     pool_budgets: dict[str, tuple[str, Any]] = {}
+    pool_owners: dict[str, tuple[str, Any]] = {}
     secret_vars: set[str] = set()
     for host in inventory.get_hosts():
         hostvars = variables.get_vars(host=host, include_hostvars=False)
         templar = Templar(loader=loader, variables=hostvars)
         fields: dict[str, Any] = {"name": host.name}
-        for var in (*HOST_VARS, "pool", "pool_max_unavailable"):
+        for var in (*HOST_VARS, *_POOL_VARS):
             if var not in hostvars:
                 continue
             try:
@@ -152,15 +156,21 @@ def load_inventory(
         fields["vars"] = _extra_vars(host.name, hostvars, templar)
         fields.setdefault("pool", _default_pool(host))
         budget = fields.pop("pool_max_unavailable", None)
+        owner = fields.pop("pool_owner", None)
         spec = _validate_host(fields)
         _check_cipher_suite(spec)
         hosts.append(spec)
-        if budget is not None:
-            seen = pool_budgets.setdefault(spec.pool, (spec.name, budget))
-            if str(seen[1]) != str(budget):
+        for var, value, seen_by_pool in (
+            ("pool_max_unavailable", budget, pool_budgets),
+            ("pool_owner", None if owner is None else _owners(spec.name, owner), pool_owners),
+        ):
+            if value is None:
+                continue
+            seen = seen_by_pool.setdefault(spec.pool, (spec.name, value))
+            if str(seen[1]) != str(value):
                 raise InputError(
-                    f"pool {spec.pool}: pool_max_unavailable is {seen[1]} for host {seen[0]} "
-                    f"but {budget} for host {spec.name}"
+                    f"pool {spec.pool}: {var} is {_one_value(seen[1])} for host {seen[0]} "
+                    f"but {_one_value(value)} for host {spec.name}"
                 )
     if not hosts:
         raise InputError(f"inventory {', '.join(sources)}: defines no hosts")
@@ -173,11 +183,29 @@ def load_inventory(
     pools = []
     for name in sorted({h.pool for h in hosts}):
         budget = pool_budgets.get(name, (None, None))[1]
+        owners = pool_owners.get(name, (None, []))[1]
         try:
-            pools.append(PoolSpec(name=name, max_unavailable=budget))
+            pools.append(PoolSpec(name=name, max_unavailable=budget, owners=owners))
         except ValidationError as exc:
             raise InputError(f"pool {name}: pool_max_unavailable: {first_error(exc)[1]}") from None
     return hosts, pools
+
+
+def _owners(host: str, value: Any) -> list[str]:
+    """`pool_owner`: a team name or a list of them, as a sorted list of valid names."""
+    teams = [value] if isinstance(value, str) else value
+    if not isinstance(teams, list) or not teams or not all(isinstance(t, str) for t in teams):
+        raise InputError(
+            f"host {_shown(host)}: pool_owner: expected a team name or a list of team names"
+        )
+    try:
+        return sorted({check_name(str(t), "pool_owner") for t in teams})
+    except ValueError as exc:
+        raise InputError(f"host {_shown(host)}: {exc}") from None
+
+
+def _one_value(value: Any) -> str:
+    return ", ".join(value) if isinstance(value, list) else str(value)
 
 
 def _vaulted(value: Any) -> bool:
@@ -201,7 +229,7 @@ def _extra_vars(host: str, hostvars: Any, templar: Any) -> dict[str, Any]:
         if (
             name in _MAGIC_VARS
             or name in HOST_VARS
-            or name in ("pool", "pool_max_unavailable")
+            or name in _POOL_VARS
             or _SECRET_VAR_RE.match(name)
             or _SECRETISH_VAR_RE.search(name)
             or _vaulted(value)  # vault-encrypted: a secret by definition

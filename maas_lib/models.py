@@ -20,6 +20,8 @@ from pydantic import (
     model_validator,
 )
 
+from maas_lib.access.models import check_name
+
 # The enums and limits live in a module without pydantic (`maasctl --help` needs them);
 # re-exported here, where most callers look for them.
 from maas_lib.enums import (  # noqa: F401
@@ -314,11 +316,18 @@ class PoolSpec(BaseModel, defer_build=True):
 
     name: str
     max_unavailable: Amount | None = None
+    #: Teams owning the pool (inventory var `pool_owner`; `maasctl pools grant`).
+    owners: list[str] = Field(default_factory=list)
 
     @field_validator("max_unavailable")
     @classmethod
     def _max_unavailable(cls, v: Amount | None) -> Amount | None:
         return _check_share(v, "pool_max_unavailable", allow_zero=False)
+
+    @field_validator("owners")
+    @classmethod
+    def _owners(cls, v: list[str]) -> list[str]:
+        return sorted({check_name(t, "pool_owner") for t in v})
 
 
 class HostRecord(HostSpec):

@@ -2,8 +2,9 @@
 
 `Store` is five small interfaces a backend implements together: `CatalogStore` (hosts,
 pools, install targets and reports), `QueueStore` (requests, workers and claims, events),
-`LeaseStore` (who holds which host), `StepStore` (host tasks and steps as they happen)
-and `StatsStore` (telemetry). Every backend (SQLite, PostgreSQL) implements `Store`.
+`LeaseStore` (who holds which host), `StepStore` (host tasks and steps as they happen),
+`StatsStore` (telemetry) and `AccessStore` (API tokens, pool owners, the audit log,
+idempotent submissions). Every backend (SQLite, PostgreSQL) implements `Store`.
 Callers never see SQL: the API layer (`maas_lib.fleet`) speaks in models, and a backend
 owns its transactions. Every write is one short transaction so several processes (CLI
 invocations, schedulers) can share one database.
@@ -16,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from maas_lib.access.models import AuditEntry, AuditRecord, Decision, PoolGrant, TokenInfo
 from maas_lib.models import (
     Action,
     BatchPolicy,
@@ -46,6 +48,16 @@ class NewRequest:
     os_user: str
     image: str | None = None
     options: RequestOptions = field(default_factory=RequestOptions)
+
+
+@dataclass(frozen=True)
+class IdempotencyKey:
+    """An API submission's `Idempotency-Key`, scoped to its principal, with the hash of the
+    submission it was first used for."""
+
+    principal: str
+    key: str
+    body_hash: str
 
 
 @dataclass(frozen=True)
@@ -358,7 +370,83 @@ class StatsStore(ABC):
         """Hosts' task outcomes per action per `bucket_s`-second bucket, oldest first."""
 
 
-class Store(CatalogStore, QueueStore, LeaseStore, StepStore, StatsStore):
+class AccessStore(ABC):
+    """Access control's tables: API tokens (only their SHA-256), pool owners, the audit
+    log and idempotency keys. Every mutating method writes its audit record (principal
+    `actor`) in the same transaction as the change."""
+
+    @abstractmethod
+    def add_token(self, token: TokenInfo, token_hash: str, *, actor: str) -> None:
+        """Store a new token; `InputError` if the name is taken (revoked tokens keep
+        theirs)."""
+
+    @abstractmethod
+    def token_by_hash(self, token_hash: str) -> TokenInfo | None: ...
+
+    @abstractmethod
+    def list_tokens(self) -> list[TokenInfo]:
+        """Every token, by name."""
+
+    @abstractmethod
+    def revoke_token(self, name: str, *, actor: str) -> TokenInfo:
+        """Revoke a token now (`NotFound` if unknown; revoking twice keeps the first time)."""
+
+    @abstractmethod
+    def touch_token(self, name: str, at: str) -> None:
+        """Record the token's last use (callers throttle this: it is a write)."""
+
+    @abstractmethod
+    def grant_pool(self, grant: PoolGrant, *, actor: str) -> None:
+        """Give a team ownership of a registered pool (`NotFound` for an unknown pool),
+        or change whether it includes destructive actions."""
+
+    @abstractmethod
+    def revoke_pool(self, team: str, pool: str, *, actor: str) -> None:
+        """Take a team's ownership of a pool away (`NotFound` if it had none)."""
+
+    @abstractmethod
+    def pool_grants(self, pools: Sequence[str] | None = None) -> list[PoolGrant]:
+        """Ownership grants (of `pools` only, if given), by pool then team."""
+
+    @abstractmethod
+    def host_pools(self, hosts: Sequence[str]) -> dict[str, str]:
+        """Each registered host's pool (unknown names are left out)."""
+
+    @abstractmethod
+    def request_pools(self, request_id: int) -> tuple[str, list[str]]:
+        """(submitted_by, the pools of the request's hosts) (`NotFound` for an unknown id)."""
+
+    @abstractmethod
+    def add_audit(self, entry: AuditEntry) -> int:
+        """Append an audit record (its own transaction); return its id."""
+
+    @abstractmethod
+    def audit(
+        self,
+        *,
+        principal: str | None = None,
+        decision: Decision | None = None,
+        limit: int = 100,
+        before_id: int | None = None,
+    ) -> list[AuditRecord]:
+        """Audit records, newest first."""
+
+    @abstractmethod
+    def create_request_once(
+        self, request: NewRequest, idempotency: IdempotencyKey | None = None
+    ) -> tuple[int, bool]:
+        """Write the request as `create_request` does, with its audit record (verb
+        `submit`, principal `request.submitted_by`) and, given `idempotency`, the key —
+        all in one transaction. Returns (id, True). If the principal used the key before:
+        with the same body hash, (the first request's id, False) and nothing written;
+        with another, `IdempotencyConflict`."""
+
+    @abstractmethod
+    def idempotent_request(self, principal: str, key: str) -> tuple[int, str] | None:
+        """(request id, body hash) the principal's key stands for, if it was used."""
+
+
+class Store(CatalogStore, QueueStore, LeaseStore, StepStore, StatsStore, AccessStore):
     """The job-queue tables behind one interface: every role, plus the store's lifecycle.
 
     Code that needs one role may take that role's type (e.g. `StatsStore`); a backend

@@ -2,9 +2,10 @@
 
 Everything an SRE would miss is carried over, ids included: hosts with their standing
 (a quarantined host stays quarantined), pools and their budgets, every request with its
-hosts, batches, tasks, steps and events, install targets and reports. Not carried: the
-`workers` table (the old schedulers are gone) and the schema version rows (the target
-has its own, which must be the same version).
+hosts, batches, tasks, steps and events, install targets and reports, API tokens (their
+hashes), pool owners, the audit log and idempotency keys. Not carried: the `workers`
+table (the old schedulers are gone) and the schema version rows (the target has its own,
+which must be the same version).
 
 The copy is one transaction on the target, so it is all or nothing. The source must be
 drained first: a running request belongs to a scheduler of the old database.
@@ -78,6 +79,9 @@ def rows_in_order(source: SqlBase, table: str) -> list[dict]:
         "batches": "request_id, idx",
         "install_targets": "host",
         "host_leases": "host",
+        "api_tokens": "name",
+        "pool_owners": "pool, team",
+        "idempotency_keys": "principal, key",
     }.get(table, "id")
     return source.table_rows(table, order)
 

@@ -90,6 +90,7 @@ class Index:
     since: int = 1
     until: int | None = None  # the version that dropped it
     only: Dialect | None = None
+    unique: bool = False
 
     def named(self, table: str) -> str:
         return self.name or f"idx_{table}_{'_'.join(self.columns)}"
@@ -117,7 +118,11 @@ class Table:
         return f"CREATE TABLE {exists}{self.name} ({', '.join(items)})"
 
     def create_index(self, index: Index) -> str:
-        return f"CREATE INDEX {index.named(self.name)} ON {self.name} ({', '.join(index.columns)})"
+        unique = "UNIQUE " if index.unique else ""
+        return (
+            f"CREATE {unique}INDEX {index.named(self.name)} ON {self.name} "
+            f"({', '.join(index.columns)})"
+        )
 
 
 def _literal(value: str | int, type_: str, dialect: Dialect) -> str:
@@ -351,6 +356,59 @@ TABLES: tuple[Table, ...] = (
         primary_key=("id",),
         since=3,
     ),
+    # Access control (the HTTPS API): API tokens (their SHA-256, never the secret), pool
+    # owners, the audit log, and idempotency keys of API submissions.
+    Table(
+        "api_tokens",
+        (
+            _col("name"),
+            _req("token_hash"),
+            _req("role"),
+            _req("teams"),  # JSON list
+            _req("created"),
+            _req("expires"),
+            _col("revoked"),
+            _col("last_used"),
+        ),
+        primary_key=("name",),
+        indexes=(Index(("token_hash",), unique=True),),
+        since=6,
+    ),
+    Table(
+        "pool_owners",
+        (_col("team"), _col("pool"), _req("destructive", BOOLEAN, default=0), _req("granted")),
+        primary_key=("team", "pool"),
+        indexes=(Index(("pool",)),),
+        since=6,
+    ),
+    Table(
+        "audit_log",
+        (
+            _col("id", ID),
+            _req("at"),
+            _req("principal"),
+            _req("verb"),
+            _col("target"),
+            _req("decision"),
+            _col("reason"),
+            _col("detail"),  # JSON
+        ),
+        primary_key=("id",),
+        indexes=(Index(("principal", "id")),),
+        since=6,
+    ),
+    Table(
+        "idempotency_keys",
+        (
+            _col("principal"),
+            _col("key"),
+            _req("body_hash"),
+            _req("request_id", ID_REF, references=_REQUEST),
+            _req("created"),
+        ),
+        primary_key=("principal", "key"),
+        since=6,
+    ),
 )
 
 #: Data statements a version runs after adding its columns (portable SQL).
@@ -362,7 +420,7 @@ BACKFILLS: dict[int, tuple[str, ...]] = {
     ),
 }
 
-LATEST_VERSION = 5
+LATEST_VERSION = 6
 
 #: The bookkeeping table: created before any version is read or applied.
 SCHEMA_MIGRATIONS = Table(

@@ -13,6 +13,7 @@ On SQLite the locks are no-ops: `BEGIN IMMEDIATE` already makes every write excl
 
 from __future__ import annotations
 
+from maas_lib.store.sql_access import SqlAccess
 from maas_lib.store.sql_catalog import SqlCatalog
 from maas_lib.store.sql_leases import SqlLeases
 from maas_lib.store.sql_queue import SqlQueue
@@ -20,6 +21,6 @@ from maas_lib.store.sql_stats import SqlStats
 from maas_lib.store.sql_steps import SqlSteps
 
 
-class SqlStore(SqlCatalog, SqlQueue, SqlLeases, SqlSteps, SqlStats):
+class SqlStore(SqlCatalog, SqlQueue, SqlLeases, SqlSteps, SqlStats, SqlAccess):
     """Every role of `Store` in portable SQL, one module per role; a backend adds only
     its dialect's hooks (`sql_base`)."""

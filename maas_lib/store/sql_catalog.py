@@ -7,6 +7,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from maas_lib.access.models import PoolGrant
 from maas_lib.errors import NotFound
 from maas_lib.models import HostRecord, HostSpec, HostStatus, InstallReport, PoolSpec
 from maas_lib.patterns import glob_matches, literal_prefix
@@ -67,6 +68,10 @@ class SqlCatalog(SqlBase):
                     for p in pools
                 ],
             )
+            # Inventory `pool_owner`: non-destructive grants, written with the hosts.
+            self._grant_owners(  # type: ignore[attr-defined]  # SqlAccess, in SqlStore
+                [PoolGrant(team=t, pool=p.name) for p in pools for t in p.owners], actor=actor
+            )
             self._event(
                 "hosts_imported",
                 f"{len(new)} hosts added, {len(old)} updated",
@@ -123,8 +128,15 @@ class SqlCatalog(SqlBase):
         return HostStatus(row[0])
 
     def list_pools(self) -> list[PoolSpec]:
+        owners: dict[str, list[str]] = {}
+        for team, pool in self._exec("SELECT team, pool FROM pool_owners ORDER BY pool, team"):
+            owners.setdefault(pool, []).append(team)
         return [
-            PoolSpec(name=r["name"], max_unavailable=r["max_unavailable"])
+            PoolSpec(
+                name=r["name"],
+                max_unavailable=r["max_unavailable"],
+                owners=owners.get(r["name"], []),
+            )
             for r in self._rows(
                 "SELECT p.name, pl.max_unavailable FROM "
                 "(SELECT DISTINCT pool AS name FROM hosts) p "

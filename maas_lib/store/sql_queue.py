@@ -41,37 +41,41 @@ class SqlQueue(SqlBase):
     # -- requests -------------------------------------------------------------------------
 
     def create_request(self, request: NewRequest) -> int:
-        now = utc_now()
         with self._write():
             self._lock_intake()
-            (request_id,) = self._exec(
-                "INSERT INTO requests (action, state, policy, options, patterns, image, "
-                "submitted_by, os_user, host_count, created, updated) "
-                "VALUES (?,?,?,?,?,?,?,?,?,?,?) RETURNING id",
-                (
-                    str(request.action),
-                    str(RequestState.ACCEPTED),
-                    request.policy.model_dump_json(),
-                    request.options.model_dump_json(exclude_defaults=True),
-                    json.dumps(request.patterns),
-                    request.image,
-                    request.submitted_by,
-                    request.os_user,
-                    len(request.hosts),
-                    now,
-                    now,
-                ),
-            ).fetchall()[0]
-            self._many(
-                "INSERT INTO request_hosts (request_id, host) VALUES (?, ?)",
-                [(request_id, h) for h in request.hosts],
-            )
-            self._event(
-                "request_accepted",
-                f"{request.action} of {len(request.hosts)} hosts accepted",
-                request_id=request_id,
-                actor=request.submitted_by,
-            )
+            return self._insert_request(request)
+
+    def _insert_request(self, request: NewRequest) -> int:
+        """Write a request, its hosts and its event (inside a write, after `_lock_intake`)."""
+        now = utc_now()
+        (request_id,) = self._exec(
+            "INSERT INTO requests (action, state, policy, options, patterns, image, "
+            "submitted_by, os_user, host_count, created, updated) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?,?) RETURNING id",
+            (
+                str(request.action),
+                str(RequestState.ACCEPTED),
+                request.policy.model_dump_json(),
+                request.options.model_dump_json(exclude_defaults=True),
+                json.dumps(request.patterns),
+                request.image,
+                request.submitted_by,
+                request.os_user,
+                len(request.hosts),
+                now,
+                now,
+            ),
+        ).fetchall()[0]
+        self._many(
+            "INSERT INTO request_hosts (request_id, host) VALUES (?, ?)",
+            [(request_id, h) for h in request.hosts],
+        )
+        self._event(
+            "request_accepted",
+            f"{request.action} of {len(request.hosts)} hosts accepted",
+            request_id=request_id,
+            actor=request.submitted_by,
+        )
         return request_id
 
     def _request_row(self, request_id: int) -> dict[str, Any]:

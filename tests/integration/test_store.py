@@ -46,6 +46,10 @@ TABLES = {
     "install_targets",
     "install_reports",
     "workers",
+    "api_tokens",
+    "pool_owners",
+    "audit_log",
+    "idempotency_keys",
     "schema_migrations",
 }
 #: What a failed foreign key raises, per driver (the store passes driver errors through).

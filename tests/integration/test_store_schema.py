@@ -19,8 +19,10 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from maas_lib.access.models import PoolGrant
 from maas_lib.models import Action, BatchPolicy, HostSpec
 from maas_lib.store import NewRequest, open_store
+from maas_lib.store.base import IdempotencyKey
 from maas_lib.store.pg_url import parse_pg_url
 from maas_lib.store.schema import LATEST_VERSION
 
@@ -30,7 +32,7 @@ FIXTURES = Path(__file__).parent.parent / "fixtures" / "store"
 PG_ONLY_COLUMNS = {("request_hosts", "seq")}
 PG_ONLY_INDEXES = {"idx_request_hosts_request_id_seq"}
 #: Booleans: BOOLEAN on PostgreSQL, INTEGER 1/0 on SQLite.
-BOOLEANS = {("hosts", "bmc_tls_verify")}
+BOOLEANS = {("hosts", "bmc_tls_verify"), ("pool_owners", "destructive")}
 #: PostgreSQL type → the SQLite type that holds the same values.
 PG_TYPES = {"text": "TEXT", "integer": "INTEGER", "bigint": "INTEGER", "double precision": "REAL"}
 
@@ -146,7 +148,9 @@ def test_both_dialects_have_the_same_tables_columns_and_indexes(pg_url, tmp_path
     assert store.schema_version() == LATEST_VERSION
     pg = as_sqlite(pg_catalog(store.conn))
     store.close()
-    assert len(lite["tables"]) == 13 and len(lite["indexes"]) == 11
+    assert len(lite["tables"]) == 17 and len(lite["indexes"]) == 14
+    # A token's hash finds one token only: the database refuses a second row with it.
+    assert lite["indexes"]["idx_api_tokens_token_hash"] == ("api_tokens", ["token_hash"], True)
     assert sorted(pg["tables"]) == sorted(lite["tables"])
     for table, expected in lite["tables"].items():
         assert pg["tables"][table] == expected, table
@@ -169,7 +173,7 @@ def test_a_sqlite_store_of_an_earlier_release_opens_and_upgrades(version, tmp_pa
     store = open_store(path)
     assert store.schema_version() == LATEST_VERSION
     applied = [v for (v,) in store.conn.execute("SELECT version FROM schema_migrations")]
-    assert applied == [1, 2, 3, 4, 5]
+    assert applied == [1, 2, 3, 4, 5, 6]
     # What it ran, and what it holds, reads as a fresh store's would.
     status = store.get_request(1)
     assert (status.state, status.reason) == ("partial", "1 host failed")
@@ -197,6 +201,9 @@ def test_a_sqlite_store_of_an_earlier_release_opens_and_upgrades(version, tmp_pa
     # And it takes new work.
     rid = submit(store)
     assert store.claim_request("w2", ttl=60) == rid
+    # Version 6: access control's tables, empty, in use at once.
+    assert store.list_tokens() == [] and store.pool_grants() == []
+    grant_and_submit_once(store)
     store.close()
 
     upgraded = sqlite_catalog(path)
@@ -217,7 +224,18 @@ def submit(store) -> int:
     )
 
 
-def test_a_pg_store_of_an_earlier_release_opens_as_it_is(pg_url):
+def grant_and_submit_once(store) -> None:
+    """Version 6's tables take writes: a grant (audited) and an idempotent submission."""
+    store.grant_pool(PoolGrant(team="web-team", pool="web"), actor="admin")
+    assert [(g.team, g.pool) for g in store.pool_grants()] == [("web-team", "web")]
+    new = NewRequest(Action.REBOOT, BatchPolicy(), ["web01"], ["web01"], "token:a", "t")
+    key = IdempotencyKey("token:a", "k1", "h")
+    first = store.create_request_once(new, key)
+    assert first[1] and store.create_request_once(new, key) == (first[0], False)
+    assert [r.verb for r in store.audit()] == ["submit", "pools.grant"]
+
+
+def test_a_pg_store_of_an_earlier_release_opens_and_upgrades(pg_url):
     target = parse_pg_url(pg_url)
     with psycopg.connect(target.conninfo, autocommit=True) as conn:
         schema = sql.Identifier(target.schema)
@@ -228,17 +246,21 @@ def test_a_pg_store_of_an_earlier_release_opens_as_it_is(pg_url):
 
     store = open_store(pg_url)
     assert store.schema_version() == LATEST_VERSION
-    assert store.conn.execute("SELECT COUNT(*) FROM schema_migrations").fetchone() == (1,)
-    assert pg_catalog(store.conn) == before  # nothing migrated
+    assert [v for (v,) in store.conn.execute("SELECT version FROM schema_migrations")] == [5, 6]
+    upgraded = pg_catalog(store.conn)
+    # Version 6 only added tables: every table and index of version 5 is as it was.
+    assert {t: upgraded["tables"][t] for t in before["tables"]} == before["tables"]
+    assert {i: upgraded["indexes"][i] for i in before["indexes"]} == before["indexes"]
     store.upsert_hosts([HostSpec(name="web01", pool="web", bmc_address="10.0.0.1")], [], actor="t")
     rid = submit(store)
     assert store.claim_request("w", ttl=60) == rid
+    grant_and_submit_once(store)
     store.close()
 
     fresh_url = pg_url.replace(f"schema={target.schema}", f"schema={target.schema}_new")
     try:
         fresh = open_store(fresh_url)
-        assert pg_catalog(fresh.conn) == before  # what this release creates, to the letter
+        assert pg_catalog(fresh.conn) == upgraded  # what this release creates, to the letter
         fresh.close()
     finally:
         with psycopg.connect(target.conninfo, autocommit=True) as conn:

@@ -2,8 +2,8 @@
 module level, inside functions, and under TYPE_CHECKING):
 
 - layers, each importing only itself and the layers below it:
-  front ends -> fleet -> scheduler, telemetry -> store, BMCs, planner, inventory ->
-  models, errors and small leaf helpers;
+  front ends -> access control -> fleet -> scheduler, telemetry -> store, BMCs, planner,
+  inventory -> models, errors and small leaf helpers;
 - no import cycle between modules;
 - an import inside a function (kept there for start-up time) says why in a comment on
   the line above it (or above the run of imports it starts) or on its own line.
@@ -27,11 +27,15 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "maas_lib.__main__",
             "maas_lib.cli",
             "maas_lib.cli_render",
+            "maas_lib.cli_access",  # tokens, pools grant/revoke/owners, audit
+            "maas_lib.service",  # the HTTPS API server, its client and web page
             "maas_lib.output",
             "maas_lib.api",
             "maas_lib.sim",  # the simulator: `maasctl sim`, it seeds a fleet through Fleet
         ),
     ),
+    # Who may do what: the HTTP server (a front end) calls GuardedFleet, which calls Fleet.
+    ("access control", ("maas_lib.access",)),
     ("fleet", ("maas_lib.fleet",)),
     ("scheduler and telemetry", ("maas_lib.scheduler", "maas_lib.telemetry")),
     (
@@ -52,6 +56,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "maas_lib.errors",
             "maas_lib.classes",
             "maas_lib.telemetry.models",  # result models the store fills
+            "maas_lib.access.models",  # tokens, grants, audit records: the store fills them
             "maas_lib.serialize",
             "maas_lib.timeutil",
             "maas_lib.patterns",
