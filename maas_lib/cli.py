@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from maas_lib import cli_render as render
+from maas_lib import cli_service
 from maas_lib.enums import (
     MAX_POLICY_HOSTS,
     Action,
@@ -20,19 +21,45 @@ from maas_lib.enums import (
     PowerAction,
     RequestState,
 )
-from maas_lib.errors import InputError, MaasError
+from maas_lib.errors import AccessDenied, AuthenticationError, InputError, MaasError
 from maas_lib.output import emit_json
 
 ACTIONS = [a.value for a in Action]
 
 
+#: Commands that may run against the HTTPS API (`--api`): what `ApiFleet` offers.
+REMOTE_COMMANDS = {
+    "submit",
+    "status",
+    "list",
+    "cancel",
+    "inflight",
+    "stats",
+    "hosts list",
+    "workers",
+}
+
+
 class _Ctx:
-    def __init__(self, db: str | None):
+    def __init__(self, db: str | None, api: dict[str, Any] | None = None):
         self.db = db
+        self.api = api  # --api's settings: commands go through the service, not a database
         self._fleet: Any = None
 
     def fleet(self, *, create: bool = False) -> Any:
-        """The fleet at --db; only `hosts import` and `db init` may create its database."""
+        """The fleet at --db (only `hosts import` and `db init` may create its database),
+        or with --api the service's (`ApiFleet`), for the commands that can use it."""
+        if self._fleet is None and self.api is not None:
+            ctx, names = click.get_current_context(), []
+            while ctx.parent is not None:
+                names.insert(0, ctx.info_name or "")
+                ctx = ctx.parent
+            command = " ".join(names)
+            if command not in REMOTE_COMMANDS:
+                raise InputError(f"{command} is not available with --api (use --db)")
+            from maas_lib.service.client import open_api  # httpx: only with --api
+
+            self._fleet = open_api(**self.api)
         if self._fleet is None:
             from maas_lib.fleet import open_fleet  # the library: not for --help
 
@@ -62,10 +89,37 @@ def _show(result: Any, as_json: bool, for_people: Callable[[Any], None]) -> None
     help="Job-queue database: a path, sqlite:///path, or postgresql://user@host/db[?schema=S] "
     "[default: $MAAS_DB, else ~/.local/share/maas-lib/maas.db]",
 )
+@click.option(
+    "--api",
+    metavar="URL[,URL...]",
+    envvar="MAAS_API_URL",
+    help="Go through the maas-lib service at this https:// URL (several: fail over) instead "
+    "of a database; token in $MAAS_API_TOKEN or --api-token-file [$MAAS_API_URL]",
+)
+@click.option(
+    "--api-token-file",
+    type=click.Path(dir_okay=False),
+    metavar="FILE",
+    help="The API token: the file's first line [default: $MAAS_API_TOKEN].",
+)
+@click.option(
+    "--ca-bundle",
+    type=click.Path(dir_okay=False),
+    envvar="MAAS_API_CA",
+    metavar="PEM",
+    help="CAs that verify the service's certificate [$MAAS_API_CA; default: the system's].",
+)
 @click.option("-v", "--verbose", count=True, help="Log more (-v info, -vv debug).")
 @click.version_option(package_name="maas-lib", prog_name="maasctl")
 @click.pass_context
-def cli(ctx: click.Context, db: str | None, verbose: int) -> None:
+def cli(
+    ctx: click.Context,
+    db: str | None,
+    api: str | None,
+    api_token_file: str | None,
+    ca_bundle: str | None,
+    verbose: int,
+) -> None:
     """Metal as a Service: batch lifecycle actions across a bare-metal fleet."""
     import logging  # not for --help, which ends before this runs (~6 ms)
 
@@ -74,7 +128,12 @@ def cli(ctx: click.Context, db: str | None, verbose: int) -> None:
     # Client libraries narrate their retries at WARNING; results carry the outcome.
     for noisy in ("sushy", "pyghmi", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if verbose > 1 else logging.ERROR)
-    ctx.obj = _Ctx(db)
+    if api and db:  # a --db named here wins over $MAAS_API_URL, not over --api
+        if ctx.get_parameter_source("api") is click.core.ParameterSource.COMMANDLINE:
+            raise click.UsageError("--db and --api: name one")
+        api = None
+    remote = {"url": api, "token_file": api_token_file, "ca": ca_bundle} if api else None
+    ctx.obj = _Ctx(db, remote)
     ctx.call_on_close(ctx.obj.close)
 
 
@@ -1010,6 +1069,9 @@ def credentials_check(names: tuple[str, ...]) -> None:
         click.echo(str(resolve_credential(name)))
 
 
+cli.add_command(cli_service.serve)  # the HTTPS API (maas_lib.service)
+
+
 # -- entry point ------------------------------------------------------------------------
 
 
@@ -1036,6 +1098,8 @@ def main(argv: list[str] | None = None) -> int:
         return _fail("aborted", 130)
     except InputError as exc:
         return _fail(str(exc), 2)
+    except (AuthenticationError, AccessDenied) as exc:  # the service refused the token
+        return _fail(str(exc), 3)
     except MaasError as exc:
         return _fail(str(exc), 1)
     except KeyboardInterrupt:

@@ -107,10 +107,13 @@ def watch(fleet: Any, request_id: int, *, quiet: bool = False) -> None:
     # rich and the progress view load only for a --watch.
     from rich.console import Console
 
-    from maas_lib.telemetry.progress import watch
+    from maas_lib.telemetry.progress import polled, show_live
 
     fleet.status(request_id)  # NotFound before drawing anything
-    watch(fleet, request_id, console=Console(stderr=True, quiet=quiet))
+    # The service pushes each change (`ApiFleet.follow`); a database is polled.
+    follow = getattr(fleet, "follow", None)
+    views = follow(request_id) if follow else polled(fleet, request_id)
+    show_live(views, console=Console(stderr=True, quiet=quiet))
 
 
 def requests(rows: list[Any]) -> None:

@@ -9,7 +9,7 @@ rich, both for `maasctl status ID` and, refreshed, for `maasctl status ID --watc
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Protocol
 
 from pydantic import BaseModel, Field
@@ -196,16 +196,37 @@ def watch(
     sleep: Callable[[float], None] = time.sleep,
 ) -> RequestView:
     """Redraw the request's view until it ends (or `timeout`); return the last view."""
+    return show_live(polled(fleet, request_id, interval, timeout, sleep), console=console)
+
+
+def polled(
+    fleet: Summaries,
+    request_id: int,
+    interval: float = 1.0,
+    timeout: float | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Iterator[RequestView]:
+    """The request's view every `interval` seconds until it ends (or `timeout`)."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    view = fleet.summary(request_id)
+    yield view
+    while not view.ended and (deadline is None or time.monotonic() < deadline):
+        sleep(interval)
+        view = fleet.summary(request_id)
+        yield view
+
+
+def show_live(views: Iterable[RequestView], *, console: Any = None) -> RequestView:
+    """Draw each view as it comes (polled, or pushed by the API's progress stream),
+    redrawing in place; return the last one."""
     # rich when a view is drawn, as in `render`.
     from rich.console import Console
     from rich.live import Live
 
     console = console or Console()
-    deadline = None if timeout is None else time.monotonic() + timeout
-    view = fleet.summary(request_id)
+    stream = iter(views)
+    view = next(stream)
     with Live(render(view), console=console, refresh_per_second=4, transient=False) as live:
-        while not view.ended and (deadline is None or time.monotonic() < deadline):
-            sleep(interval)
-            view = fleet.summary(request_id)
+        for view in stream:
             live.update(render(view))
     return view

@@ -26,6 +26,36 @@ notes:
     C(module_defaults) can set O(db) once for all of them.
 """
 
+    # The request modules (submit, request_info, cancel): through the maas-lib service.
+    API = r"""
+options:
+  api_url:
+    description:
+      - Go through the maas-lib service (C(maasctl serve)) at this V(https://) URL instead
+        of a database, so the task needs no database access (an AWX job template).
+        Several comma-separated URLs are active-active servers, tried in turn.
+      - Defaults to the E(MAAS_API_URL) environment variable, unless O(db) is set.
+      - Mutually exclusive with O(db).
+    type: str
+  api_token:
+    description:
+      - The service's API token (C(maasctl tokens create)) or an OIDC JWT; never logged
+        or returned.
+      - Defaults to the E(MAAS_API_TOKEN) environment variable (what the AWX credential
+        type in the collection's C(docs/awx) sets).
+    type: str
+  api_ca:
+    description:
+      - CA bundle that verifies the service's certificate; verification is always on.
+      - Defaults to the E(MAAS_API_CA) environment variable, then the system's CAs.
+    type: path
+notes:
+  - Through the service, the token's principal is recorded as the submitter or
+    canceller, and only what its role and its teams' pools allow is done (else the task
+    fails naming why); a submission is sent with an idempotency key and retried, and
+    failed over between URLs, for up to 30 seconds, so it is accepted once.
+"""
+
     # Direct BMC control of one host (power, boot_device, bmc_info).
     BMC = r"""
 options:

@@ -37,6 +37,27 @@ options:
     type: str
     env:
       - name: MAAS_DB
+  api_url:
+    description:
+      - Read the hosts through the maas-lib service (C(maasctl serve)) at this V(https://)
+        URL instead of a database (several comma-separated URLs are tried in turn); the
+        token needs the C(viewer) role.
+      - Used unless O(db) is set in the file. Naming both in the file is an error.
+    type: str
+    env:
+      - name: MAAS_API_URL
+  api_token:
+    description:
+      - The service's API token or an OIDC JWT. Prefer the environment variable (or a
+        vaulted value) to a literal in the file; it is never shown or logged.
+    type: str
+    env:
+      - name: MAAS_API_TOKEN
+  api_ca:
+    description: CA bundle that verifies the service's certificate (the system's CAs if unset).
+    type: path
+    env:
+      - name: MAAS_API_CA
   pools:
     description: Only hosts in these pools (default all).
     type: list
@@ -128,7 +149,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable):
 
     def parse(self, inventory, loader, path, cache=True):  # type: ignore[override]
         super().parse(inventory, loader, path, cache)
-        self._read_config_data(path)
+        config = self._read_config_data(path) or {}
         try:
             import maas_lib
             from maas_lib.errors import MaasError
@@ -138,16 +159,12 @@ class InventoryModule(BaseInventoryPlugin, Constructable):
                 "install it where Ansible runs: pip install maas-lib"
             ) from None
 
-        db = self.get_option("db") or maas_lib.default_db_url()
-        path_part = db[len("sqlite:///") :] if db.startswith("sqlite:///") else db
-        if "://" not in path_part and not os.path.exists(path_part):
-            raise AnsibleParserError(f"maas-lib database {path_part} does not exist")
-        try:
-            with maas_lib.open_fleet(db, create=False) as fleet:
-                records = fleet.hosts()
-                budgets = {p.name: p.max_unavailable for p in fleet.pools()}
-        except MaasError as exc:
-            raise AnsibleParserError(f"maas-lib database {db}: {exc}") from None
+        if "db" in config and "api_url" in config:
+            raise AnsibleParserError("maas_lib.fleet.hosts: db and api_url: name one")
+        if self.get_option("api_url") and "db" not in config:
+            records, budgets = self._from_service(MaasError)
+        else:
+            records, budgets = self._from_database(maas_lib, MaasError)
 
         pools = set(self.get_option("pools") or ())
         wanted = set(self.get_option("status"))
@@ -155,6 +172,31 @@ class InventoryModule(BaseInventoryPlugin, Constructable):
             if (pools and record.pool not in pools) or str(record.status) not in wanted:
                 continue
             self._add(record, budgets)
+
+    def _from_database(self, maas_lib, maas_error):
+        db = self.get_option("db") or maas_lib.default_db_url()
+        path_part = db[len("sqlite:///") :] if db.startswith("sqlite:///") else db
+        if "://" not in path_part and not os.path.exists(path_part):
+            raise AnsibleParserError(f"maas-lib database {path_part} does not exist")
+        try:
+            with maas_lib.open_fleet(db, create=False) as fleet:
+                return fleet.hosts(), {p.name: p.max_unavailable for p in fleet.pools()}
+        except maas_error as exc:
+            raise AnsibleParserError(f"maas-lib database {db}: {exc}") from None
+
+    def _from_service(self, maas_error):
+        """The hosts and pool budgets through the service (`ApiFleet`, the client
+        `maasctl --api` uses); its errors never hold the token."""
+        from maas_lib.service.client import open_api
+
+        url = self.get_option("api_url")
+        try:
+            with open_api(
+                url, token=self.get_option("api_token"), ca=self.get_option("api_ca")
+            ) as fleet:
+                return fleet.hosts(), {p.name: p.max_unavailable for p in fleet.pools()}
+        except maas_error as exc:
+            raise AnsibleParserError(f"maas-lib service {url}: {exc}") from None
 
     def _group(self, prefix: str, name: str) -> str:
         """Add (once) and return the group `prefix + name`, made a valid group name."""

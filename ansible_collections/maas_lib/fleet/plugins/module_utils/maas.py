@@ -66,6 +66,14 @@ if MAAS_LIB_IMPORT_ERROR is None:
 
 DB_ARGS: dict[str, Any] = {"db": {"type": "str"}}
 
+#: The maas-lib service instead of a database (`submit`, `request_info`, `cancel`); unset
+#: ones fall back to MAAS_API_URL, MAAS_API_TOKEN and MAAS_API_CA (see `service_or_db`).
+API_ARGS: dict[str, Any] = {
+    "api_url": {"type": "str"},
+    "api_token": {"type": "str", "no_log": True},
+    "api_ca": {"type": "path"},
+}
+
 #: One host's BMC: a registered host (`name`) or inline parameters (`bmc_address`, ...);
 #: or many hosts at once (`names`).
 BMC_ARGS: dict[str, Any] = {
@@ -239,6 +247,31 @@ def fleet(db: str | None) -> Iterator[Any]:
             "register hosts with `maasctl hosts import`)"
         )
     with maas_lib.open_fleet(url, create=False) as f:
+        yield f
+
+
+def api_url(params: dict[str, Any]) -> str | None:
+    """The service the task names (`api_url`, else MAAS_API_URL unless the task names a
+    database with `db`), or None: the database."""
+    if params.get("api_url"):
+        if params.get("db"):
+            raise InputError("db and api_url: name one")
+        return params["api_url"]
+    return None if params.get("db") else os.environ.get("MAAS_API_URL") or None
+
+
+@contextmanager
+def service_or_db(params: dict[str, Any]) -> Iterator[Any]:
+    """The fleet a request task works on: the maas-lib service (`ApiFleet`, the client
+    `maasctl --api` uses) when the task or MAAS_API_URL names one, else the database."""
+    url = api_url(params)
+    if url is None:
+        with fleet(params.get("db")) as f:
+            yield f
+        return
+    from maas_lib.service.client import open_api
+
+    with open_api(url, token=params.get("api_token"), ca=params.get("api_ca")) as f:
         yield f
 
 

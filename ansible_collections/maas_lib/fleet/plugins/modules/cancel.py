@@ -15,6 +15,7 @@ description:
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - maas_lib.fleet.common
+  - maas_lib.fleet.common.API
 options:
   id:
     description: The request id.
@@ -66,24 +67,30 @@ cancel_requested:
 """
 
 from ansible_collections.maas_lib.fleet.plugins.module_utils.maas import (
+    API_ARGS,
     DB_ARGS,
     ENDED_STATES,
     InputError,
-    fleet,
     new_module,
     run,
+    service_or_db,
 )
 
 
 def main() -> None:
     module = new_module(
-        {"id": {"type": "int", "required": True}, "cancelled_by": {"type": "str"}, **DB_ARGS},
+        {
+            "id": {"type": "int", "required": True},
+            "cancelled_by": {"type": "str"},
+            **DB_ARGS,
+            **API_ARGS,
+        },
         supports_check_mode=True,
     )
     p = module.params
 
     def cancel() -> dict:
-        with fleet(p["db"]) as f:
+        with service_or_db(p) as f:
             before = f.status(p["id"])
             if before.state in ENDED_STATES or before.cancel_requested:
                 changed = False

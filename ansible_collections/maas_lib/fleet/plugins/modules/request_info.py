@@ -15,6 +15,7 @@ description:
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - maas_lib.fleet.common
+  - maas_lib.fleet.common.API
 options:
   id:
     description: The request id (from M(maas_lib.fleet.submit)).
@@ -106,12 +107,13 @@ requests:
 """
 
 from ansible_collections.maas_lib.fleet.plugins.module_utils.maas import (
+    API_ARGS,
     DB_ARGS,
     REQUEST_STATES,
-    fleet,
     new_module,
     plain,
     run,
+    service_or_db,
 )
 
 
@@ -124,6 +126,7 @@ def main() -> None:
             "state": {"type": "list", "elements": "str", "choices": REQUEST_STATES},
             "limit": {"type": "int", "default": 20},
             **DB_ARGS,
+            **API_ARGS,
         },
         supports_check_mode=True,
         mutually_exclusive=[("id", "state")],
@@ -132,7 +135,7 @@ def main() -> None:
     p = module.params
 
     def info() -> dict:
-        with fleet(p["db"]) as f:
+        with service_or_db(p) as f:
             if p["id"] is None:
                 return {"changed": False, "requests": plain(f.requests(p["state"], p["limit"]))}
             # The document `maasctl status ID --json` prints, in the module's shape.

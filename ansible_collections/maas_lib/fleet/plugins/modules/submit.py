@@ -17,6 +17,7 @@ description:
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - maas_lib.fleet.common
+  - maas_lib.fleet.common.API
 options:
   action:
     description: What to do to each host.
@@ -172,19 +173,20 @@ import re
 
 from ansible_collections.maas_lib.fleet.plugins.module_utils.maas import (
     ACTIONS,
+    API_ARGS,
     DB_ARGS,
     Failure,
     InputError,
-    fleet,
     new_module,
     plain,
     run,
+    service_or_db,
 )
 
 POLICY = ("batch_size", "max_failures", "max_unavailable", "canary", "pause", "on_overlap")
 #: maas-lib names options as the CLI spells them; say them as this module does.
 _OPTION_RE = re.compile(r"--([a-z][a-z-]*)")
-_OPTION_NAMES = {"as": "submitted_by"}
+_OPTION_NAMES = {"as": "submitted_by", "api": "api_url"}
 
 
 def module_words(exc: InputError) -> InputError:
@@ -213,6 +215,7 @@ def main() -> None:
             "wait": {"type": "bool", "default": False},
             "wait_timeout": {"type": "float", "default": 3600.0},
             **DB_ARGS,
+            **API_ARGS,
         },
         supports_check_mode=True,
     )
@@ -226,7 +229,7 @@ def main() -> None:
             "submitted_by": p["submitted_by"],
             **{k: p[k] for k in (*POLICY, "pre_hook", "post_hook") if p[k] is not None},
         }
-        with fleet(p["db"]) as f:
+        with service_or_db(p) as f:
             try:
                 if p["wait"]:
                     wait_seconds(p["wait_timeout"], "wait_timeout")  # before anything is written
