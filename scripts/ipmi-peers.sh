@@ -7,16 +7,4 @@ missing=()
 command -v ipmi_sim >/dev/null || missing+=(openipmi)
 command -v ipmitool >/dev/null || missing+=(ipmitool)
 command -v ipmipower >/dev/null || missing+=(freeipmi-tools)
-[ ${#missing[@]} -eq 0 ] && exit 0
-sudo=()
-[ "$(id -u)" -eq 0 ] || sudo=(sudo -n)
-if command -v apt-get >/dev/null; then
-    echo "installing ${missing[*]}" >&2
-    { "${sudo[@]}" apt-get update -qq &&
-        DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -qq -y --no-install-recommends \
-            "${missing[@]}"; } >/dev/null 2>&1 ||
-        echo "warning: could not install ${missing[*]}; the tests that need them skip" >&2
-else
-    echo "warning: no apt-get; ${missing[*]} missing, the tests that need them skip" >&2
-fi
-exit 0
+exec bash "$(dirname "$0")/apt-install.sh" "the tests that need them skip" "${missing[@]}"
