@@ -22,6 +22,17 @@ if TYPE_CHECKING:
     from maas_lib.telemetry.models import OutcomePoint, Stats, StepHistogram, WorkerInfo
     from maas_lib.telemetry.progress import RequestView
 
+from maas_lib.access import tokens
+from maas_lib.access.models import (
+    AuditEntry,
+    AuditRecord,
+    Outcome,
+    PoolGrant,
+    Role,
+    TokenCreated,
+    TokenInfo,
+)
+from maas_lib.access.principal import Principal
 from maas_lib.errors import InputError, NotFound
 from maas_lib.models import (
     IMAGE_ACTIONS,
@@ -44,6 +55,7 @@ from maas_lib.patterns import split_patterns
 from maas_lib.planner import admit, plan_batches, pool_limits_for, resolve_overlaps
 from maas_lib.serialize import to_jsonable
 from maas_lib.store import Event, NewRequest, Store, open_store
+from maas_lib.store.base import IdempotencyKey
 from maas_lib.store.copy import copy_store
 from maas_lib.timeutil import parse_since
 from maas_lib.validation import option_error, wait_seconds
@@ -329,9 +341,14 @@ class Fleet:
         Overlaps are as of now (every in-flight request is older than this one); budget
         waits assume each batch starts with the fleet as it is now.
         """
-        request = self._new_request(
-            action, patterns, hosts_file, policy, image, submitted_by, policy_fields
+        return self.plan_request(
+            self._new_request(
+                action, patterns, hosts_file, policy, image, submitted_by, policy_fields
+            )
         )
+
+    def plan_request(self, request: NewRequest) -> dict[str, Any]:
+        """`plan` of a submission `validate_submission` checked."""
         pol = request.policy
         overlaps = resolve_overlaps(
             -1, request.hosts, self.store.blockers(request.hosts), pol.on_overlap
@@ -702,6 +719,124 @@ class Fleet:
         if request_id is not None:
             self.store.get_request(request_id)  # NotFound for an unknown id
         return self.store.events(request_id, limit)
+
+    # -- access control: API tokens, pool owners, the audit log (docs/service.md) ---------
+    # `maas_lib.access.GuardedFleet` applies the policy in front of these and of the
+    # calls above; `actor` (None: `local:<OS user>`) is the audit log's principal.
+
+    def validate_submission(
+        self,
+        action: str | Action,
+        patterns: Iterable[str] = (),
+        *,
+        hosts_file: str | Path | None = None,
+        policy: BatchPolicy | dict[str, Any] | None = None,
+        image: str | None = None,
+        submitted_by: str | None = None,
+        **policy_fields: Any,
+    ) -> NewRequest:
+        """Check a submission completely, as `submit` does, writing nothing."""
+        return self._new_request(
+            action, patterns, hosts_file, policy, image, submitted_by, policy_fields
+        )
+
+    def accept(
+        self, request: NewRequest, *, idempotency: IdempotencyKey | None = None
+    ) -> tuple[SubmitResult, bool]:
+        """Write a checked submission with its audit record (and idempotency key) in one
+        transaction: (the answer, whether it was written now). A key used before answers
+        the first request again (False); with another body, `IdempotencyConflict`."""
+        request_id, created = self.store.create_request_once(request, idempotency)
+        hosts = len(request.hosts) if created else self.store.get_request(request_id).host_count
+        return SubmitResult(id=request_id, state=RequestState.ACCEPTED, hosts=hosts), created
+
+    def idempotent_request(self, principal: str, key: str) -> tuple[int, str] | None:
+        """(request id, body hash) a principal's idempotency key stands for, if used."""
+        return self.store.idempotent_request(principal, key)
+
+    def host_pools(self, hosts: Sequence[str]) -> dict[str, str]:
+        """Each registered host's pool."""
+        return self.store.host_pools(hosts)
+
+    def request_pools(self, request_id: int) -> tuple[str, list[str]]:
+        """(who submitted the request, the pools of its hosts)."""
+        return self.store.request_pools(request_id)
+
+    def create_token(
+        self,
+        name: str,
+        role: Role | str,
+        *,
+        teams: Iterable[str] = (),
+        expires: str | None = None,
+        actor: str | None = None,
+    ) -> TokenCreated:
+        """A new API token (`maasctl tokens create`): the answer holds its secret, shown
+        this once; the store keeps its SHA-256. `expires`: `30d`, `12h`, `2w` or
+        `YYYY-MM-DD` (default 90 days, at most 3650)."""
+        return tokens.create_token(
+            self.store, name, role, teams=teams, expires=expires, actor=_actor(actor)
+        )
+
+    def tokens(self) -> list[TokenInfo]:
+        """Every API token by name, never a secret or a hash (`maasctl tokens list`)."""
+        return tokens.list_tokens(self.store)
+
+    def revoke_token(self, name: str, *, actor: str | None = None) -> TokenInfo:
+        """Revoke an API token now (`maasctl tokens revoke`)."""
+        return tokens.revoke_token(self.store, name, actor=_actor(actor))
+
+    def authenticate_token(self, secret: str) -> Principal:
+        """The principal an API token's secret stands for, or `AuthenticationError`."""
+        return tokens.verify_token(self.store, secret)
+
+    def grant_pool(
+        self, team: str, pool: str, *, destructive: bool = False, actor: str | None = None
+    ) -> PoolGrant:
+        """Team `team` owns `pool` (`maasctl pools grant`); `destructive`: it may also
+        wipe and decommission its hosts. A registered pool only."""
+        try:
+            grant = PoolGrant(team=team, pool=pool, destructive=destructive)
+        except ValidationError as exc:
+            raise option_error(exc) from None
+        self.store.grant_pool(grant, actor=_actor(actor))
+        return grant
+
+    def revoke_pool(self, team: str, pool: str, *, actor: str | None = None) -> None:
+        """Take team `team`'s ownership of `pool` away (`maasctl pools revoke`)."""
+        self.store.revoke_pool(team, pool, actor=_actor(actor))
+
+    def pool_owners(self, pools: Sequence[str] | None = None) -> list[PoolGrant]:
+        """Ownership grants, by pool then team (`maasctl pools owners`)."""
+        return self.store.pool_grants(pools)
+
+    def record_audit(self, entry: AuditEntry) -> int:
+        """Append an audit record (a refusal, or a change made through another call)."""
+        return self.store.add_audit(entry)
+
+    def audit(
+        self,
+        *,
+        principal: str | None = None,
+        decision: Outcome | str | None = None,
+        limit: int = 100,
+    ) -> list[AuditRecord]:
+        """Audit records, newest first (`maasctl audit`): of one principal, of one
+        decision (`allowed`, `refused`), at most `limit` (1..10000)."""
+        if not 1 <= limit <= 10_000:
+            raise InputError(f"--limit must be between 1 and 10000 (got {limit})")
+        try:
+            outcome = None if decision is None else Outcome(decision)
+        except ValueError:
+            raise InputError(
+                f"--decision: expected allowed or refused (got {str(decision)[:40]!r})"
+            ) from None
+        return self.store.audit(principal=principal, decision=outcome, limit=limit)
+
+
+def _actor(actor: str | None) -> str:
+    """The audit log's principal for a call made with direct database access."""
+    return actor or f"local:{os_user()}"
 
 
 def open_fleet(url: str | Path | None = None, *, create: bool = True) -> Fleet:

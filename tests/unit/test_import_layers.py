@@ -28,6 +28,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "maas_lib.cli",
             "maas_lib.cli_render",
             "maas_lib.cli_access",  # tokens, pools grant/revoke/owners, audit
+            "maas_lib.cli_service",  # serve, --api
             "maas_lib.service",  # the HTTPS API server, its client and web page
             "maas_lib.output",
             "maas_lib.api",
@@ -46,6 +47,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "maas_lib.planner",
             "maas_lib.inventory",
             "maas_lib.credentials",
+            # API tokens' secrets and hashes, on the store (Fleet's token methods use it).
+            "maas_lib.access.tokens",
         ),
     ),
     (
@@ -57,6 +60,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "maas_lib.classes",
             "maas_lib.telemetry.models",  # result models the store fills
             "maas_lib.access.models",  # tokens, grants, audit records: the store fills them
+            "maas_lib.access.principal",  # who is calling: a plain dataclass
             "maas_lib.serialize",
             "maas_lib.timeutil",
             "maas_lib.patterns",
