@@ -29,7 +29,7 @@ class Role(StrEnum):
 _RANKS = {Role.VIEWER: 0, Role.OPERATOR: 1, Role.ADMIN: 2}
 
 
-class Decision(StrEnum):
+class Outcome(StrEnum):
     ALLOWED = "allowed"
     REFUSED = "refused"
 
@@ -83,7 +83,7 @@ class AuditEntry(BaseModel, defer_build=True):
     principal: str
     verb: str
     target: str | None = None
-    decision: Decision
+    decision: Outcome
     reason: str | None = None
     detail: dict[str, Any] = Field(default_factory=dict)
 

@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from maas_lib.access.models import AuditEntry, AuditRecord, Decision, PoolGrant, TokenInfo
+from maas_lib.access.models import AuditEntry, AuditRecord, Outcome, PoolGrant, TokenInfo
 from maas_lib.models import (
     Action,
     BatchPolicy,
@@ -425,7 +425,7 @@ class AccessStore(ABC):
         self,
         *,
         principal: str | None = None,
-        decision: Decision | None = None,
+        decision: Outcome | None = None,
         limit: int = 100,
         before_id: int | None = None,
     ) -> list[AuditRecord]:

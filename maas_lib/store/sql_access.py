@@ -11,13 +11,13 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from maas_lib.access.models import AuditEntry, AuditRecord, Decision, PoolGrant, TokenInfo
+from maas_lib.access.models import AuditEntry, AuditRecord, Outcome, PoolGrant, TokenInfo
 from maas_lib.errors import IdempotencyConflict, InputError, NotFound
 from maas_lib.store.base import IdempotencyKey, NewRequest
 from maas_lib.store.sql_base import SqlBase
 from maas_lib.timeutil import utc_now
 
-_ALLOWED = Decision.ALLOWED
+_ALLOWED = Outcome.ALLOWED
 
 
 def _token(row: dict[str, Any]) -> TokenInfo:
@@ -217,7 +217,7 @@ class SqlAccess(SqlBase):
         self,
         *,
         principal: str | None = None,
-        decision: Decision | None = None,
+        decision: Outcome | None = None,
         limit: int = 100,
         before_id: int | None = None,
     ) -> list[AuditRecord]:

@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from maas_lib.access.models import AuditEntry, Decision, PoolGrant, Role, TokenInfo
+from maas_lib.access.models import AuditEntry, Outcome, PoolGrant, Role, TokenInfo
 from maas_lib.errors import IdempotencyConflict, InputError, NotFound
 from maas_lib.models import Action, BatchPolicy, HostSpec, PoolSpec
 from maas_lib.store import NewRequest, open_store
@@ -115,8 +115,8 @@ def test_an_inventory_owner_is_granted_once_and_never_downgrades_a_grant(store):
 
 def test_audit_filters_by_principal_and_decision(store):
     for who, decision in [("a", "allowed"), ("b", "refused"), ("a", "refused")]:
-        store.add_audit(AuditEntry(principal=who, verb="submit", decision=Decision(decision)))
-    assert [r.principal for r in store.audit(decision=Decision.REFUSED)] == ["a", "b"]
+        store.add_audit(AuditEntry(principal=who, verb="submit", decision=Outcome(decision)))
+    assert [r.principal for r in store.audit(decision=Outcome.REFUSED)] == ["a", "b"]
     assert [r.decision for r in store.audit(principal="a")] == ["refused", "allowed"]
     newest = store.audit(limit=1)
     assert len(newest) == 1 and store.audit(before_id=newest[0].id, limit=5)[0].principal == "b"
