@@ -11,8 +11,8 @@ from typing import Any
 
 import click
 
+from maas_lib import cli_access, cli_service
 from maas_lib import cli_render as render
-from maas_lib import cli_service
 from maas_lib.enums import (
     MAX_POLICY_HOSTS,
     Action,
@@ -1070,6 +1070,8 @@ def credentials_check(names: tuple[str, ...]) -> None:
 
 
 cli.add_command(cli_service.serve)  # the HTTPS API (maas_lib.service)
+for _command in cli_access.COMMANDS:  # tokens, pools, audit: the API's access control
+    cli.add_command(_command)
 
 
 # -- entry point ------------------------------------------------------------------------
