@@ -13,6 +13,7 @@ from maas_lib.errors import IdempotencyConflict, InputError, NotFound
 from maas_lib.models import Action, BatchPolicy, HostSpec, PoolSpec
 from maas_lib.store import NewRequest, open_store
 from maas_lib.store.base import IdempotencyKey
+from maas_lib.store.copy import copy_store
 
 
 @pytest.fixture
@@ -169,3 +170,30 @@ def test_racing_retries_of_one_key_create_one_request(store_url, store):
     assert len({rid for rid, _ in answers}) == 1
     assert sorted(created for _, created in answers) == [False] * (n - 1) + [True]
     assert len(store.list_requests()) == 1
+
+
+def test_db_copy_carries_tokens_grants_the_audit_log_and_keys(tmp_path, pg_url):
+    """`maasctl db copy` (SQLite -> PostgreSQL): a token still authenticates by its hash,
+    grants and audit records are as they were, a retried key still answers its request."""
+    source = open_store(tmp_path / "source.db")
+    source.upsert_hosts(
+        [HostSpec(name="web01", pool="web", bmc_address="10.0.0.1")],
+        [PoolSpec(name="web", owners=["t1"])],
+        actor="t",
+    )
+    source.add_token(token(), "h" * 64, actor="a")
+    source.grant_pool(PoolGrant(team="t2", pool="web", destructive=True), actor="a")
+    key = IdempotencyKey("token:ci", "k", "body")
+    rid, _ = source.create_request_once(request(), key)
+    source.finish_request(rid, "w", "cancelled", "test")
+    target = open_store(pg_url)
+    copy_store(source, target)
+    assert target.token_by_hash("h" * 64) == source.token_by_hash("h" * 64)
+    assert target.pool_grants() == source.pool_grants()
+    assert target.audit() == source.audit()
+    assert target.create_request_once(request(), key) == (rid, False)
+    # New records go on after the copied ones.
+    new_id = target.add_audit(AuditEntry(principal="x", verb="v", decision=Outcome.ALLOWED))
+    assert new_id == max(r.id for r in source.audit()) + 1
+    source.close()
+    target.close()
