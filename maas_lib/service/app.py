@@ -1,0 +1,267 @@
+"""The ASGI app: the /api/v1 endpoints of docs/service.md.
+
+Each endpoint authenticates (one dependency, `Api.principal`), calls one `GuardedFleet`
+method and returns its result through `serialize.to_jsonable`, the same document
+`maasctl ... --json` prints. Store calls block, so endpoints are plain `def`s (FastAPI runs
+them in its threadpool), each on a store connection of its own from `FleetPool`.
+"""
+
+import threading
+from collections.abc import AsyncIterator, Iterator
+from typing import Annotated, Any
+
+import anyio
+from fastapi import Depends, FastAPI, Header, Query, Request, Response
+from fastapi.sse import EventSourceResponse, ServerSentEvent
+from starlette.concurrency import run_in_threadpool
+
+from maas_lib.access.authn import authenticate
+from maas_lib.access.guard import GuardedFleet
+from maas_lib.access.jwt_verify import JwtSettings, JwtVerifier
+from maas_lib.access.principal import Principal
+from maas_lib.enums import TERMINAL_REQUEST_STATES
+from maas_lib.errors import AuthenticationError, StoreUnavailable
+from maas_lib.serialize import to_jsonable
+from maas_lib.service import errors, web
+from maas_lib.service.bodies import SubmitBody
+from maas_lib.service.errors import ApiError, ErrorBody, log, retry_after
+from maas_lib.service.limits import BodyLimit, RateLimiter
+from maas_lib.service.pool import FleetPool
+from maas_lib.service.settings import ServiceSettings
+
+PREFIX = "/api/v1"
+
+#: Every error status an endpoint may answer, with the one error shape (OpenAPI).
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": kind}
+    for status, kind in errors.KINDS.items()
+    if status in (400, 401, 403, 404, 409, 413, 422, 429, 500)
+}
+
+
+class Api:
+    """What the endpoints share: the store pool, the authenticator and the rate limiter."""
+
+    def __init__(self, settings: ServiceSettings, stopping: threading.Event):
+        self.settings = settings
+        self.stopping = stopping
+        self.pool = FleetPool(settings.db, settings.pool_size)
+        self.jwt = JwtVerifier(JwtSettings(**settings.jwt)) if settings.jwt else None
+        self.limiter = RateLimiter(settings.rate_limit)
+
+    def principal(
+        self,
+        request: Request,
+        authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
+    ) -> Principal:
+        """The caller, from its bearer credential (401 if none is valid), within its rate
+        (429). Failed attempts are limited per client address."""
+        client = request.client.host if request.client else "unknown"
+        tls = request.scope.get("extensions", {}).get("tls", {})
+        with self.pool.fleet() as fleet:
+            try:
+                principal = authenticate(
+                    fleet,
+                    authorization,
+                    jwt=self.jwt,
+                    client=client,
+                    client_cert=tls.get("client_cert_name"),
+                )
+            except AuthenticationError:
+                self._within_rate(f"address:{client}")
+                raise
+        self._within_rate(f"principal:{principal.name}")
+        log.debug("%s %s by %s", request.method, request.url.path, principal.name)
+        return principal
+
+    def _within_rate(self, key: str) -> None:
+        wait = self.limiter.take(key)
+        if wait > 0:
+            raise ApiError(429, "too many calls; slow down", retry_after(wait))
+
+    def guarded(self, principal: Principal) -> Iterator[GuardedFleet]:
+        with self.pool.fleet() as fleet:
+            yield GuardedFleet(fleet, principal)
+
+
+def create_app(settings: ServiceSettings, *, stopping: threading.Event | None = None) -> FastAPI:
+    """The app for `settings`. `stopping` (set on SIGTERM by `server.serve`) ends progress
+    streams so a graceful shutdown does not wait on them."""
+    api = Api(settings, stopping or threading.Event())
+    app = FastAPI(
+        title="maas-lib",
+        summary="Batch lifecycle actions across a bare-metal fleet (docs/service.md).",
+        version="1",
+        openapi_url="/openapi.json",
+        docs_url="/docs",
+        redoc_url=None,
+        responses=_ERRORS,
+    )
+    app.state.api = api
+    app.state.pool = api.pool
+    errors.install(app)
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    web.mount(app)  # the page at /
+
+    Caller = Annotated[Principal, Depends(api.principal)]
+
+    def guarded(principal: Caller) -> Iterator[GuardedFleet]:
+        yield from api.guarded(principal)
+
+    Guarded = Annotated[GuardedFleet, Depends(guarded)]
+
+    def first_read(request_id: int, principal: Caller) -> dict[str, Any]:
+        # A dependency, so an unknown or forbidden request is a 404/403 before the
+        # stream (and its 200) starts.
+        return _read(api, principal, request_id)
+
+    FirstRead = Annotated[dict[str, Any], Depends(first_read)]
+
+    @app.get(f"{PREFIX}/health", tags=["service"])
+    def health() -> dict[str, str]:
+        """Liveness: the process answers (no credential needed)."""
+        return {"status": "ok"}
+
+    @app.get(f"{PREFIX}/whoami", tags=["service"])
+    def whoami(fleet: Guarded) -> Any:
+        """The authenticated principal: name, role, teams, how it authenticated."""
+        return to_jsonable(fleet.whoami())
+
+    @app.post(f"{PREFIX}/requests", status_code=202, tags=["requests"])
+    def submit(
+        body: SubmitBody,
+        response: Response,
+        fleet: Guarded,
+        idempotency_key: Annotated[str | None, Header()] = None,
+    ) -> Any:
+        """Accept a request (operator; every host in a pool the caller's team owns). A
+        retry with the same `Idempotency-Key` answers the first request again."""
+        result = fleet.submit(
+            body.action,
+            body.patterns,
+            image=body.image,
+            idempotency_key=idempotency_key,
+            **body.policy_fields(),
+        )
+        response.headers["Location"] = f"{PREFIX}/requests/{result.id}"
+        return to_jsonable(result)
+
+    @app.post(f"{PREFIX}/plan", tags=["requests"])
+    def plan(body: SubmitBody, fleet: Guarded) -> Any:
+        """What a submission would do now (a dry run); writes nothing."""
+        return to_jsonable(
+            fleet.plan(body.action, body.patterns, image=body.image, **body.policy_fields())
+        )
+
+    @app.get(f"{PREFIX}/requests", tags=["requests"])
+    def list_requests(
+        fleet: Guarded,
+        state: Annotated[list[str] | None, Query()] = None,
+        limit: Annotated[int | None, Query(ge=1)] = None,
+    ) -> Any:
+        """Requests, newest first; `state` may repeat."""
+        return to_jsonable(fleet.requests(state or None, limit))
+
+    @app.get(f"{PREFIX}/requests/{{request_id}}", tags=["requests"])
+    def request_info(
+        request_id: int, fleet: Guarded, steps: bool = False, host: str | None = None
+    ) -> Any:
+        """One request: its hosts and states, its summary; `steps` (or `host`) adds steps."""
+        return fleet.request_info(request_id, steps=steps, host=host)
+
+    @app.post(f"{PREFIX}/requests/{{request_id}}/cancel", tags=["requests"])
+    def cancel(request_id: int, fleet: Guarded) -> Any:
+        """Cancel a request: at once if not started; if running, no new host starts."""
+        state = fleet.cancel(request_id)
+        return {"id": request_id, "state": to_jsonable(state), "cancel_requested": True}
+
+    @app.get(
+        f"{PREFIX}/requests/{{request_id}}/progress",
+        response_class=EventSourceResponse,
+        tags=["requests"],
+    )
+    async def progress(
+        request_id: int, request: Request, principal: Caller, first: FirstRead
+    ) -> AsyncIterator[ServerSentEvent]:
+        """Server-sent events: `progress` (the request's document, as GET
+        /requests/{id} answers it) whenever it changes, then `end` once the request has
+        ended; a keep-alive comment while nothing changes."""
+        async for event in _stream(api, principal, request_id, first, request):
+            yield event
+
+    @app.get(f"{PREFIX}/inflight", tags=["fleet"])
+    def inflight(fleet: Guarded) -> Any:
+        """Hosts held by in-flight requests, fleet-wide."""
+        return to_jsonable(fleet.inflight())
+
+    @app.get(f"{PREFIX}/hosts", tags=["fleet"])
+    def hosts(fleet: Guarded, pool: str | None = None) -> Any:
+        """Registered hosts (of one pool)."""
+        return to_jsonable(fleet.hosts(pool))
+
+    @app.get(f"{PREFIX}/stats", tags=["fleet"])
+    def stats(
+        fleet: Guarded,
+        since: str | None = None,
+        action: str | None = None,
+        pool: str | None = None,
+    ) -> Any:
+        """Success rates, failure classes, step runtimes and queue waits per action."""
+        return to_jsonable(fleet.stats(since, action=action, pool=pool))
+
+    @app.get(f"{PREFIX}/workers", tags=["fleet"])
+    def workers(fleet: Guarded) -> Any:
+        """Scheduler workers: heartbeat age, alive, requests held, hosts leased."""
+        return to_jsonable(fleet.workers())
+
+    @app.get(f"{PREFIX}/audit", tags=["service"])
+    def audit(
+        fleet: Guarded,
+        principal: str | None = None,
+        decision: str | None = None,
+        limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
+    ) -> Any:
+        """Audit records, newest first (admin)."""
+        return to_jsonable(fleet.audit(principal=principal, decision=decision, limit=limit))
+
+    web.mount(app)  # the web page at / (maas_lib/service/web.py)
+    return app
+
+
+def _read(api: Api, principal: Principal, request_id: int) -> dict[str, Any]:
+    with api.pool.fleet() as fleet:
+        return GuardedFleet(fleet, principal).request_info(request_id)
+
+
+async def _stream(
+    api: Api, principal: Principal, request_id: int, doc: dict[str, Any], request: Request
+) -> AsyncIterator[ServerSentEvent]:
+    """Events until the request ends, the client goes away or the server stops."""
+    settings = api.settings
+    why = "client gone"  # unless it ends otherwise: a cancelled stream lost its client
+    try:
+        yield ServerSentEvent(event="progress", data=doc)
+        quiet = 0.0
+        while doc.get("state") not in TERMINAL_REQUEST_STATES:
+            await anyio.sleep(settings.progress_poll_s)
+            if api.stopping.is_set():
+                why = "server stopping"
+                return
+            if await request.is_disconnected():
+                return
+            try:
+                latest = await run_in_threadpool(_read, api, principal, request_id)
+            except StoreUnavailable:
+                latest = doc  # the next poll tries again; the client keeps its stream
+            if latest != doc:
+                doc, quiet = latest, 0.0
+                yield ServerSentEvent(event="progress", data=doc)
+                continue
+            quiet += settings.progress_poll_s
+            if quiet >= settings.keepalive_s:
+                quiet = 0.0
+                yield ServerSentEvent(comment="keep-alive")
+        why = f"request {doc.get('state')}"
+        yield ServerSentEvent(event="end", data={"id": request_id, "state": doc.get("state")})
+    finally:
+        log.debug("progress of request %s: %s", request_id, why)

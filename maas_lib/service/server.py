@@ -1,0 +1,241 @@
+"""Running the app: uvicorn over TLS (plain HTTP only on loopback, on request), optional
+client certificates, and a graceful stop on SIGTERM/SIGINT.
+
+On a stop signal uvicorn stops accepting connections and lets the calls in flight finish
+(up to `GRACE_S`); `stopping` is set at the same moment so progress streams end instead of
+holding the shutdown open until the grace runs out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import signal
+import socket
+import ssl
+import threading
+from collections.abc import Callable, Generator
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import uvicorn
+from pydantic import BaseModel, ConfigDict
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from maas_lib.errors import InputError
+from maas_lib.service.errors import Redacting
+
+log = logging.getLogger("maas_lib.service")
+
+#: Seconds calls in flight get to finish after a stop signal; then they are cancelled.
+GRACE_S = 30.0
+#: Seconds an idle keep-alive connection stays open.
+KEEP_ALIVE_S = 5
+
+
+class Listen(BaseModel, defer_build=True):
+    """Where and how `maasctl serve` listens (its options, checked by `checked`)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    host: str
+    port: int
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    client_ca: Path | None = None
+    insecure_http: bool = False
+
+    @property
+    def scheme(self) -> str:
+        return "http" if self.insecure_http else "https"
+
+    def url(self, port: int | None = None) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{host}:{port or self.port}"
+
+
+def is_loopback(host: str) -> bool:
+    """An address that only this machine reaches: 127.0.0.0/8, ::1, or `localhost` when
+    every address it resolves to is one of those."""
+    try:
+        return ipaddress.ip_address(host.split("%", 1)[0]).is_loopback
+    except ValueError:
+        pass
+    if host.lower() != "localhost":
+        return False
+    try:
+        found = socket.getaddrinfo(host, None)
+    except OSError:
+        return False
+    return bool(found) and all(ipaddress.ip_address(a[4][0]).is_loopback for a in found)
+
+
+def checked(listen: Listen) -> Listen:
+    """`listen` if it is a safe way to serve, else `InputError` naming the problem."""
+    if listen.insecure_http:
+        if listen.tls_cert or listen.tls_key or listen.client_ca:
+            raise InputError("--insecure-http conflicts with --tls-cert, --tls-key and --client-ca")
+        if not is_loopback(listen.host):
+            raise InputError(
+                f"--insecure-http: {listen.host} is not a loopback address; plain HTTP is "
+                "served on 127.0.0.1, ::1 or localhost only (use --tls-cert/--tls-key)"
+            )
+        return listen
+    if listen.tls_cert is None:
+        raise InputError(
+            "--tls-cert is required: the service speaks HTTPS (plain HTTP only with "
+            "--insecure-http on a loopback address)"
+        )
+    return listen
+
+
+def tls_context(listen: Listen) -> ssl.SSLContext:
+    """The server's TLS context (TLS 1.2 or later); with `client_ca`, a client certificate
+    signed by it is required on every connection."""
+    assert listen.tls_cert is not None
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        ctx.load_cert_chain(listen.tls_cert, listen.tls_key)
+    except (OSError, ssl.SSLError) as exc:
+        option = "--tls-cert/--tls-key" if listen.tls_key else "--tls-cert"
+        raise InputError(f"{option} {listen.tls_cert}: cannot load it: {_reason(exc)}") from None
+    if listen.client_ca is not None:
+        try:
+            ctx.load_verify_locations(cafile=listen.client_ca)
+        except (OSError, ssl.SSLError) as exc:
+            raise InputError(
+                f"--client-ca {listen.client_ca}: cannot load it: {_reason(exc)}"
+            ) from None
+        ctx.verify_mode = ssl.CERT_REQUIRED
+    return ctx
+
+
+def _reason(exc: OSError | ssl.SSLError) -> str:
+    return str(getattr(exc, "strerror", None) or getattr(exc, "reason", None) or exc)
+
+
+class _Protocol(H11Protocol):
+    """uvicorn's h11 protocol, telling the app each connection's client certificate as the
+    ASGI TLS extension (`scope["extensions"]["tls"]["client_cert_name"]`): uvicorn itself
+    does not. On shutdown an idle TLS connection is dropped at once: closing it politely
+    waits up to 30 s (asyncio's TLS shutdown timeout) for a close_notify an idle
+    keep-alive client never sends, holding the whole shutdown."""
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        ssl_object = transport.get_extra_info("ssl_object")
+        cert = ssl_object.getpeercert() if ssl_object is not None else None
+        if cert:
+            self.app = _WithClientCert(self.app, _subject(cert))
+
+    def shutdown(self) -> None:
+        idle = self.cycle is None or self.cycle.response_complete
+        super().shutdown()
+        if idle and self.transport.get_extra_info("ssl_object") is not None:
+            self.transport.abort()
+
+
+def _subject(cert: dict[str, Any]) -> str:
+    """The certificate subject's common name (`mtls:<CN>` names such a client)."""
+    names = [v for rdn in cert.get("subject", ()) for k, v in rdn if k == "commonName"]
+    return names[-1] if names else ""
+
+
+class _WithClientCert:
+    def __init__(self, app: Any, name: str):
+        self.app = app
+        self.name = name
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            scope = {
+                **scope,
+                "extensions": {
+                    **scope.get("extensions", {}),
+                    "tls": {"client_cert_name": self.name},
+                },
+            }
+        await self.app(scope, receive, send)
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, also setting `stopping` on a stop signal, telling `on_ready` once it
+    listens, and ending with a normal exit after a graceful stop (uvicorn re-raises the
+    signal once it has stopped, which would end the process by that signal)."""
+
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        stopping: threading.Event,
+        on_ready: Callable[[int], None] | None,
+    ):
+        super().__init__(config)
+        self.stopping = stopping
+        self.on_ready = on_ready
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self.stopping.set()
+        super().handle_exit(sig, frame)
+
+    @contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {s: signal.signal(s, self.handle_exit) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            yield
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started and self.on_ready is not None:
+            port = self.servers[0].sockets[0].getsockname()[1] if self.servers else 0
+            self.on_ready(port)
+
+
+def serve(
+    app: Any,
+    listen: Listen,
+    *,
+    stopping: threading.Event,
+    on_ready: Callable[[int], None] | None = None,
+) -> None:
+    """Serve `app` until a stop signal (or `stopping` is set); blocks."""
+    listen = checked(listen)
+    context = None if listen.insecure_http else tls_context(listen)
+    for handler in logging.getLogger().handlers:  # every record: uvicorn's, the store's, ours
+        if not any(isinstance(f, Redacting) for f in handler.filters):
+            handler.addFilter(Redacting())
+    config = uvicorn.Config(
+        app,
+        host=listen.host,
+        port=listen.port,
+        http=_Protocol,
+        ssl_context_factory=None if context is None else (lambda _config, _default: context),
+        log_config=None,  # maasctl's logging, as configured by -v
+        access_log=True,
+        proxy_headers=False,  # the peer address is the client's: nothing in front is trusted
+        server_header=False,
+        date_header=True,
+        timeout_keep_alive=KEEP_ALIVE_S,
+        timeout_graceful_shutdown=int(GRACE_S),
+        lifespan="off",
+    )
+    server = _Server(config, stopping, on_ready)
+
+    def watch_stopping() -> None:
+        stopping.wait()
+        server.should_exit = True
+
+    threading.Thread(target=watch_stopping, daemon=True, name="serve-stop").start()
+    try:
+        server.run()
+    finally:
+        stopping.set()
