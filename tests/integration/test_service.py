@@ -438,9 +438,85 @@ def test_client_certificates_are_required_with_client_ca(sqlite_setup: Fixture, 
             )
         with svc.client(token, client_cert="client-alice") as alice:
             assert alice.get("/api/v1/whoami").json()["name"] == "token:viewer"
+            refused = alice.post(
+                "/api/v1/requests", json={"action": "reboot", "patterns": ["web01"]}
+            )
+            _error(refused, 403, "forbidden")
             _error(
                 svc.client(client_cert="client-alice").get("/api/v1/whoami"), 401, "unauthenticated"
             )
+    with sqlite_setup.fleet() as fleet:  # the certificate's name is in the audit records
+        records = fleet.audit(decision="refused", limit=10)
+    assert {(r.principal, r.verb, r.detail.get("client_cert")) for r in records} >= {
+        ("token:viewer", "submit", "alice"),
+        ("anonymous", "authenticate", "alice"),
+    }
+
+
+def test_jwts_from_the_configured_issuer(sqlite_setup: Fixture, tmp_path: Path):
+    import jwt
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(key.public_key()))
+    jwks = tmp_path / "jwks.json"
+    jwks.write_text(json.dumps({"keys": [{**jwk, "kid": "k1", "use": "sig"}]}))
+    issuer, audience = "https://sso.example.com", "maas-api"
+
+    def token(**claims: Any) -> str:
+        base = {"iss": issuer, "aud": audience, "sub": "carol", "exp": int(time.time()) + 300}
+        return jwt.encode({**base, **claims}, key, algorithm="ES256", headers={"kid": "k1"})
+
+    args = ("--jwt-issuer", issuer, "--jwt-audience", audience, "--jwks", str(jwks))
+    with service_process(sqlite_setup.url, tmp_path, *args) as svc:
+        who = svc.client(token(maas_role="operator", groups=["web-team"])).get("/api/v1/whoami")
+        assert who.json() == {
+            "name": "jwt:carol",
+            "role": "operator",
+            "teams": ["web-team"],
+            "via": "jwt",
+            "cert": None,
+        }
+        accepted = svc.client(token(maas_role="operator", groups=["web-team"])).post(
+            "/api/v1/requests", json={"action": "reboot", "patterns": ["web01"]}
+        )
+        assert accepted.status_code == 202
+        for bad in (token(aud="other"), token(iss="https://evil.example"), token(exp=1)):
+            _error(svc.client(bad).get("/api/v1/whoami"), 401, "unauthenticated")
+        # API tokens still work beside JWTs.
+        assert svc.client(sqlite_setup.tokens["viewer"]).get("/api/v1/whoami").status_code == 200
+    with sqlite_setup.fleet() as fleet:
+        assert fleet.status(accepted.json()["id"]).submitted_by == "jwt:carol"
+    env = {"MAAS_DB": sqlite_setup.url, "HOME": str(tmp_path)}
+    half = maasctl_in_process(
+        ["serve", "--listen", "127.0.0.1:8443", "--insecure-http", "--jwt-issuer", issuer],
+        env,
+        tmp_path,
+    )
+    assert half.code == 2 and "--jwks" in half.err
+
+
+def test_two_servers_share_one_database(pg_url: str, inventory: Path, tmp_path: Path):
+    """Active-active: a submission retried through the other server is one request."""
+    setup = Fixture(pg_url, inventory)
+    body = {"action": "reboot", "patterns": ["web01", "web02"]}
+    key = {"Idempotency-Key": "both-servers"}
+    with (
+        service_process(setup.url, tmp_path / "a") as a,
+        service_process(setup.url, tmp_path / "b") as b,
+    ):
+        first = a.client(setup.tokens["ops"]).post("/api/v1/requests", json=body, headers=key)
+        again = b.client(setup.tokens["ops"]).post("/api/v1/requests", json=body, headers=key)
+        assert first.status_code == again.status_code == 202
+        assert first.json() == again.json()
+        rid = first.json()["id"]
+        cancelled = b.client(setup.tokens["ops"]).post(f"/api/v1/requests/{rid}/cancel")
+        assert cancelled.json()["state"] == "cancelled"
+        assert a.client(setup.tokens["viewer"]).get(f"/api/v1/requests/{rid}").json()["state"] == (
+            "cancelled"
+        )
+    with setup.fleet() as fleet:
+        assert [r.id for r in fleet.requests()] == [rid]
 
 
 def _lock(url: str) -> Callable[[], None]:
