@@ -50,6 +50,27 @@ class SqlAccess(SqlBase):
         ).fetchall()[0]
         return int(audit_id)
 
+    def _changed(
+        self,
+        actor: str,
+        verb: str,
+        target: str,
+        *,
+        reason: str | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> None:
+        """Audit an allowed change inside the caller's write."""
+        self._audit(
+            AuditEntry(
+                principal=actor,
+                verb=verb,
+                target=target,
+                decision=_ALLOWED,
+                reason=reason,
+                detail=detail or {},
+            )
+        )
+
     # -- tokens ---------------------------------------------------------------------------
 
     def add_token(self, token: TokenInfo, token_hash: str, *, actor: str) -> None:
@@ -68,18 +89,11 @@ class SqlAccess(SqlBase):
             ).rowcount
             if not inserted:
                 raise InputError(f"a token named {token.name} exists already (tokens list)")
-            self._audit(
-                AuditEntry(
-                    principal=actor,
-                    verb="tokens.create",
-                    target=f"token:{token.name}",
-                    decision=_ALLOWED,
-                    detail={
-                        "role": str(token.role),
-                        "teams": token.teams,
-                        "expires": token.expires,
-                    },
-                )
+            self._changed(
+                actor,
+                "tokens.create",
+                f"token:{token.name}",
+                detail={"role": str(token.role), "teams": token.teams, "expires": token.expires},
             )
 
     def token_by_hash(self, token_hash: str) -> TokenInfo | None:
@@ -96,14 +110,7 @@ class SqlAccess(SqlBase):
                 raise NotFound(f"unknown token {name}")
             if rows[0]["revoked"] is None:
                 self._exec("UPDATE api_tokens SET revoked = ? WHERE name = ?", (utc_now(), name))
-                self._audit(
-                    AuditEntry(
-                        principal=actor,
-                        verb="tokens.revoke",
-                        target=f"token:{name}",
-                        decision=_ALLOWED,
-                    )
-                )
+                self._changed(actor, "tokens.revoke", f"token:{name}")
             return _token(self._rows("SELECT * FROM api_tokens WHERE name = ?", (name,))[0])
 
     def touch_token(self, name: str, at: str) -> None:
@@ -125,14 +132,11 @@ class SqlAccess(SqlBase):
                 "granted = excluded.granted",
                 (grant.team, grant.pool, grant.destructive, utc_now()),
             )
-            self._audit(
-                AuditEntry(
-                    principal=actor,
-                    verb="pools.grant",
-                    target=f"pool:{grant.pool}",
-                    decision=_ALLOWED,
-                    detail={"team": grant.team, "destructive": grant.destructive},
-                )
+            self._changed(
+                actor,
+                "pools.grant",
+                f"pool:{grant.pool}",
+                detail={"team": grant.team, "destructive": grant.destructive},
             )
 
     def _grant_owners(self, grants: Sequence[PoolGrant], *, actor: str) -> None:
@@ -146,15 +150,12 @@ class SqlAccess(SqlBase):
                 (g.team, g.pool, False, now),
             ).rowcount
             if added:
-                self._audit(
-                    AuditEntry(
-                        principal=actor,
-                        verb="pools.grant",
-                        target=f"pool:{g.pool}",
-                        decision=_ALLOWED,
-                        reason="inventory pool_owner",
-                        detail={"team": g.team, "destructive": False},
-                    )
+                self._changed(
+                    actor,
+                    "pools.grant",
+                    f"pool:{g.pool}",
+                    reason="inventory pool_owner",
+                    detail={"team": g.team, "destructive": False},
                 )
 
     def revoke_pool(self, team: str, pool: str, *, actor: str) -> None:
@@ -164,15 +165,7 @@ class SqlAccess(SqlBase):
             ).rowcount
             if not removed:
                 raise NotFound(f"team {team} does not own pool {pool}")
-            self._audit(
-                AuditEntry(
-                    principal=actor,
-                    verb="pools.revoke",
-                    target=f"pool:{pool}",
-                    decision=_ALLOWED,
-                    detail={"team": team},
-                )
-            )
+            self._changed(actor, "pools.revoke", f"pool:{pool}", detail={"team": team})
 
     def pool_grants(self, pools: Sequence[str] | None = None) -> list[PoolGrant]:
         sql = "SELECT team, pool, destructive FROM pool_owners"
