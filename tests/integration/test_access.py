@@ -444,3 +444,45 @@ def test_a_jwks_that_is_not_one_is_bad_input(tmp_path):
         JwtVerifier(JwtSettings(ISSUER, AUDIENCE, str(bad)))
     with pytest.raises(InputError, match="must be https"):
         JwtVerifier(JwtSettings(ISSUER, AUDIENCE, "http://sso.example.test/jwks"))
+
+
+@pytest.fixture
+def jwks_url(jwks):
+    """The JWKS served over HTTP on loopback by a real server (as an issuer serves it)."""
+    import http.server
+    import threading
+
+    body = jwks.read_bytes()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            if self.path != "/jwks.json":
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/jwks.json"
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_jwks_url_is_fetched_and_an_unknown_kid_refused(jwks_url, rsa_key):
+    v = JwtVerifier(JwtSettings(ISSUER, AUDIENCE, jwks_url))
+    assert v.verify(sign(rsa_key, claims())).name == "jwt:alice@example.test"
+    with pytest.raises(AuthenticationError, match="unknown key"):
+        v.verify(sign(rsa_key, claims(), kid="k2"))
+    with pytest.raises(AuthenticationError, match="algorithm 'HS256' is not accepted"):
+        v.verify(_hs256_with_public_key(rsa_key))
+    gone = JwtVerifier(JwtSettings(ISSUER, AUDIENCE, jwks_url.replace("jwks.json", "nope")))
+    with pytest.raises(AuthenticationError, match="cannot fetch the issuer's JWKS"):
+        gone.verify(sign(rsa_key, claims()))
