@@ -1,5 +1,6 @@
 """A real maas-lib API server for tests: uvicorn over TLS on loopback, with a CA and
-certificates generated for the test, and httpx clients that verify that CA.
+certificates generated for the test, and httpx clients that verify that CA; and a fleet
+seeded with tokens and a pool grant to call it with (`SeededFleet`).
 
 `running_service` serves in a thread of this process (settings such as the poll interval
 may be set); `service_process` runs `maasctl serve` itself, as a user would (signals,
@@ -23,8 +24,34 @@ from typing import Any
 
 import httpx
 
+import maas_lib
+from maas_lib.access.models import PoolGrant
+from maas_lib.access.tokens import create_token
 from maas_lib.sim.pki import make_pki
 from tests.conftest import patience
+
+
+class SeededFleet:
+    """A fleet imported from `inventory` (conftest.FLEET_YAML: web01-08 in pool web, db01-02
+    in db, gpu01 in gpu) with tokens: `admin`,
+    `ops` (operator of team web-team, which owns pool web) and `viewer`."""
+
+    def __init__(self, url: str, inventory: Path):
+        self.url = url
+        with maas_lib.open_fleet(url) as fleet:
+            fleet.import_hosts([str(inventory)])
+            fleet.store.grant_pool(PoolGrant(team="web-team", pool="web"), actor="test")
+            self.tokens = {
+                name: create_token(fleet.store, name, role, teams=teams, actor="test").secret
+                for name, role, teams in [
+                    ("admin", "admin", []),
+                    ("ops", "operator", ["web-team"]),
+                    ("viewer", "viewer", []),
+                ]
+            }
+
+    def fleet(self) -> maas_lib.Fleet:
+        return maas_lib.open_fleet(self.url, create=False)
 
 
 def pki(directory: Path, clients: tuple[str, ...] = ("alice",)) -> dict[str, Path]:

@@ -9,6 +9,7 @@ holding the shutdown open until the grace runs out.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import logging
 import signal
@@ -34,6 +35,9 @@ log = logging.getLogger("maas_lib.service")
 GRACE_S = 30.0
 #: Seconds an idle keep-alive connection stays open.
 KEEP_ALIVE_S = 5
+#: Seconds a closing TLS connection waits for the client's close_notify (asyncio's
+#: default, 30 s, would let a client that never answers hold a graceful shutdown).
+TLS_CLOSE_S = 2.0
 
 
 class Listen(BaseModel, defer_build=True):
@@ -194,7 +198,16 @@ class _Server(uvicorn.Server):
                 signal.signal(s, handler)
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets)
+        loop = asyncio.get_running_loop()
+        if self.config.is_ssl:
+            # uvicorn has no option for it: its listeners get TLS_CLOSE_S this way.
+            loop.create_server = functools.partial(  # type: ignore[method-assign]
+                loop.create_server, ssl_shutdown_timeout=TLS_CLOSE_S
+            )
+        try:
+            await super().startup(sockets)
+        finally:
+            loop.__dict__.pop("create_server", None)
         if self.started and self.on_ready is not None:
             port = self.servers[0].sockets[0].getsockname()[1] if self.servers else 0
             self.on_ready(port)

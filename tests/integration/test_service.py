@@ -18,13 +18,10 @@ from typing import Any
 import httpx
 import pytest
 
-import maas_lib
-from maas_lib.access.models import PoolGrant
-from maas_lib.access.tokens import create_token
 from maas_lib.serialize import to_jsonable
 from maas_lib.service.settings import MAX_BODY_BYTES
 from maas_lib.sim.inproc import InProcessFleet, zero_latency
-from tests.apiserver import Service, running_service, service_process
+from tests.apiserver import SeededFleet, Service, running_service, service_process
 from tests.conftest import maasctl_in_process, patience
 
 BMC_PASSWORD = "bmc-pa55word-never-shown"
@@ -32,40 +29,18 @@ BMC_PASSWORD = "bmc-pa55word-never-shown"
 REFUSED = (httpx.ConnectError, httpx.ReadError, httpx.RemoteProtocolError)
 
 
-class Fixture:
-    """A fleet (web01-08 in pool web, db01-02 in db, gpu01 in gpu) with tokens: `admin`,
-    `ops` (operator of team web-team, which owns pool web) and `viewer`."""
-
-    def __init__(self, url: str, inventory: Path):
-        self.url = url
-        with maas_lib.open_fleet(url) as fleet:
-            fleet.import_hosts([str(inventory)])
-            fleet.store.grant_pool(PoolGrant(team="web-team", pool="web"), actor="test")
-            self.tokens = {
-                name: create_token(fleet.store, name, role, teams=teams, actor="test").secret
-                for name, role, teams in [
-                    ("admin", "admin", []),
-                    ("ops", "operator", ["web-team"]),
-                    ("viewer", "viewer", []),
-                ]
-            }
-
-    def fleet(self) -> maas_lib.Fleet:
-        return maas_lib.open_fleet(self.url, create=False)
+@pytest.fixture
+def setup(store_url: str, inventory: Path) -> SeededFleet:
+    return SeededFleet(store_url, inventory)
 
 
 @pytest.fixture
-def setup(store_url: str, inventory: Path) -> Fixture:
-    return Fixture(store_url, inventory)
+def sqlite_setup(tmp_path: Path, inventory: Path) -> SeededFleet:
+    return SeededFleet(str(tmp_path / "api.db"), inventory)
 
 
 @pytest.fixture
-def sqlite_setup(tmp_path: Path, inventory: Path) -> Fixture:
-    return Fixture(str(tmp_path / "api.db"), inventory)
-
-
-@pytest.fixture
-def service(setup: Fixture, tmp_path: Path) -> Iterator[Service]:
+def service(setup: SeededFleet, tmp_path: Path) -> Iterator[Service]:
     with running_service(setup.url, tmp_path, progress_poll_s=0.05) as svc:
         yield svc
 
@@ -83,7 +58,7 @@ def _error(response: httpx.Response, status: int, kind: str) -> str:
 # -- the endpoints answer what the fleet answers --------------------------------------------
 
 
-def test_endpoints_return_the_fleets_documents(setup: Fixture, service: Service, tmp_path):
+def test_endpoints_return_the_fleets_documents(setup: SeededFleet, service: Service, tmp_path):
     ops, viewer = service.client(setup.tokens["ops"]), service.client(setup.tokens["viewer"])
     body = {"action": "power-cycle", "patterns": ["web0*"], "batch_size": "25%", "canary": 1}
 
@@ -170,7 +145,7 @@ def test_openapi_document_describes_the_api(service: Service):
 # -- errors ---------------------------------------------------------------------------------
 
 
-def test_every_error_has_one_shape(setup: Fixture, service: Service):
+def test_every_error_has_one_shape(setup: SeededFleet, service: Service):
     ops, viewer = service.client(setup.tokens["ops"]), service.client(setup.tokens["viewer"])
     anon = service.client()
     ok = {"action": "reboot", "patterns": ["web01"]}
@@ -213,7 +188,7 @@ def test_every_error_has_one_shape(setup: Fixture, service: Service):
         assert fleet.requests() == []  # nothing refused was written
 
 
-def test_bodies_over_the_limit_are_refused_while_read(setup: Fixture, service: Service):
+def test_bodies_over_the_limit_are_refused_while_read(setup: SeededFleet, service: Service):
     ops = service.client(setup.tokens["ops"])
     big = (
         b'{"action": "reboot", "patterns": [' + b'"web01", ' * (MAX_BODY_BYTES // 9) + b'"web01"]}'
@@ -251,7 +226,7 @@ def test_bodies_over_the_limit_are_refused_while_read(setup: Fixture, service: S
     )
 
 
-def test_rate_limit_answers_429_with_retry_after(sqlite_setup: Fixture, tmp_path: Path):
+def test_rate_limit_answers_429_with_retry_after(sqlite_setup: SeededFleet, tmp_path: Path):
     with running_service(sqlite_setup.url, tmp_path, rate_limit=0.5) as svc:
         viewer, ops = (
             svc.client(sqlite_setup.tokens["viewer"]),
@@ -272,7 +247,7 @@ def test_rate_limit_answers_429_with_retry_after(sqlite_setup: Fixture, tmp_path
 # -- idempotency ----------------------------------------------------------------------------
 
 
-def test_a_retried_submission_is_one_request(setup: Fixture, service: Service):
+def test_a_retried_submission_is_one_request(setup: SeededFleet, service: Service):
     ops = service.client(setup.tokens["ops"])
     body = {"action": "reboot", "patterns": ["web01", "web02"]}
     key = {"Idempotency-Key": "retry-7f3a"}
@@ -308,7 +283,7 @@ def _events(response: httpx.Response) -> Iterator[tuple[str, str]]:
 
 
 @pytest.fixture
-def scheduler(setup: Fixture, monkeypatch) -> Iterator[Callable[[], None]]:
+def scheduler(setup: SeededFleet, monkeypatch) -> Iterator[Callable[[], None]]:
     """Starts a real scheduler worker over the in-process simulated machines."""
     monkeypatch.setenv("MAAS_CRED_LAB_USERNAME", "admin")
     monkeypatch.setenv("MAAS_CRED_LAB_PASSWORD", BMC_PASSWORD)
@@ -333,7 +308,7 @@ def scheduler(setup: Fixture, monkeypatch) -> Iterator[Callable[[], None]]:
     fleet.close()
 
 
-def test_progress_streams_a_request_to_its_end(setup: Fixture, service: Service, scheduler):
+def test_progress_streams_a_request_to_its_end(setup: SeededFleet, service: Service, scheduler):
     ops = service.client(setup.tokens["ops"])
     rid = ops.post(
         "/api/v1/requests", json={"action": "power-cycle", "patterns": ["web0*"], "batch_size": "2"}
@@ -358,7 +333,7 @@ def test_progress_streams_a_request_to_its_end(setup: Fixture, service: Service,
 
 
 def test_progress_keeps_alive_ends_on_cancel_and_refuses_unknown(
-    sqlite_setup: Fixture, tmp_path: Path, caplog
+    sqlite_setup: SeededFleet, tmp_path: Path, caplog
 ):
     with running_service(sqlite_setup.url, tmp_path, progress_poll_s=0.05, keepalive_s=0.2) as svc:
         ops = svc.client(sqlite_setup.tokens["ops"])
@@ -400,7 +375,7 @@ def test_progress_keeps_alive_ends_on_cancel_and_refuses_unknown(
 # -- maasctl serve: TLS, mTLS, signals, refusals --------------------------------------------
 
 
-def test_plain_http_only_on_loopback_and_only_when_asked(sqlite_setup: Fixture, tmp_path: Path):
+def test_plain_http_only_on_loopback_and_only_when_asked(sqlite_setup: SeededFleet, tmp_path: Path):
     env = {"MAAS_DB": sqlite_setup.url, "HOME": str(tmp_path)}
     for args, needle in [
         (["--listen", "0.0.0.0:8443", "--insecure-http"], "0.0.0.0 is not a loopback address"),
@@ -420,7 +395,7 @@ def test_plain_http_only_on_loopback_and_only_when_asked(sqlite_setup: Fixture, 
         assert httpx.get(f"{svc.url}/api/v1/health").json() == {"status": "ok"}
 
 
-def test_client_certificates_are_required_with_client_ca(sqlite_setup: Fixture, tmp_path: Path):
+def test_client_certificates_are_required_with_client_ca(sqlite_setup: SeededFleet, tmp_path: Path):
     from tests.apiserver import pki
 
     stranger = pki(tmp_path / "other-ca", clients=("mallory",))
@@ -453,7 +428,7 @@ def test_client_certificates_are_required_with_client_ca(sqlite_setup: Fixture, 
     }
 
 
-def test_jwts_from_the_configured_issuer(sqlite_setup: Fixture, tmp_path: Path):
+def test_jwts_from_the_configured_issuer(sqlite_setup: SeededFleet, tmp_path: Path):
     import jwt
     from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -498,7 +473,7 @@ def test_jwts_from_the_configured_issuer(sqlite_setup: Fixture, tmp_path: Path):
 
 def test_two_servers_share_one_database(pg_url: str, inventory: Path, tmp_path: Path):
     """Active-active: a submission retried through the other server is one request."""
-    setup = Fixture(pg_url, inventory)
+    setup = SeededFleet(pg_url, inventory)
     body = {"action": "reboot", "patterns": ["web01", "web02"]}
     key = {"Idempotency-Key": "both-servers"}
     with (
@@ -543,7 +518,7 @@ def _lock(url: str) -> Callable[[], None]:
     return release
 
 
-def test_sigterm_lets_a_slow_call_finish(setup: Fixture, tmp_path: Path):
+def test_sigterm_lets_a_slow_call_finish(setup: SeededFleet, tmp_path: Path):
     with service_process(setup.url, tmp_path, verbose="-vv") as svc:
         ops = svc.client(setup.tokens["ops"])
         assert ops.get("/api/v1/whoami").status_code == 200  # the token's first use is written
@@ -581,7 +556,7 @@ def _wait_for(svc: Service, text: str) -> None:
 # -- no secrets, no tracebacks --------------------------------------------------------------
 
 
-def test_no_secret_or_traceback_in_responses_or_logs(sqlite_setup: Fixture, tmp_path: Path):
+def test_no_secret_or_traceback_in_responses_or_logs(sqlite_setup: SeededFleet, tmp_path: Path):
     """A session of calls (good, refused, failing) against `maasctl -vv serve`: no token,
     no BMC password in any answer or log line; an internal error answers no traceback."""
     env = {"MAAS_CRED_LAB_USERNAME": "admin", "MAAS_CRED_LAB_PASSWORD": BMC_PASSWORD}
