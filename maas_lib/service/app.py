@@ -224,7 +224,6 @@ def create_app(settings: ServiceSettings, *, stopping: threading.Event | None = 
         """Audit records, newest first (admin)."""
         return to_jsonable(fleet.audit(principal=principal, decision=decision, limit=limit))
 
-    web.mount(app)  # the web page at / (maas_lib/service/web.py)
     return app
 
 

@@ -57,7 +57,7 @@ function el(tag, props = {}, ...children) {
 }
 
 function append(node, children) {
-  for (const child of children.flat()) {
+  for (const child of children.flat(Infinity)) {
     if (child === null || child === undefined || child === false) continue;
     node.append(child instanceof Node ? child : document.createTextNode(String(child)));
   }
@@ -187,14 +187,15 @@ function parseEvent(block) {
  * dropped connection) or `signal` aborts. */
 async function followProgress(id, onDoc, signal) {
   let delay = 500;
+  let last = null; // the latest whole document: `end` carries only the id and state
   while (!signal.aborted) {
     try {
       const ended = await followStream(
         `/requests/${id}/progress`,
         (name, data) => {
-          if (data && typeof data === "object" && (name === "progress" || name === "end")) {
-            onDoc(data);
-          }
+          if (!data || typeof data !== "object") return;
+          if (name === "progress") onDoc((last = data));
+          else if (name === "end" && last) onDoc((last = { ...last, ...data }));
         },
         signal,
       );
