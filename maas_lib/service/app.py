@@ -55,8 +55,11 @@ class Api:
         authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
     ) -> Principal:
         """The caller, from its bearer credential (401 if none is valid), within its rate
-        (429). Failed attempts are limited per client address."""
+        (429). Failed attempts spend their client address's budget: once it is spent, the
+        address is answered 429 before any credential is checked (or a refusal audited)."""
         client = request.client.host if request.client else "unknown"
+        address = f"address:{client}"
+        self._refuse_if_waiting(self.limiter.waiting(address))
         tls = request.scope.get("extensions", {}).get("tls", {})
         with self.pool.fleet() as fleet:
             try:
@@ -68,14 +71,14 @@ class Api:
                     client_cert=tls.get("client_cert_name"),
                 )
             except AuthenticationError:
-                self._within_rate(f"address:{client}")
+                self.limiter.take(address)
                 raise
-        self._within_rate(f"principal:{principal.name}")
+        self._refuse_if_waiting(self.limiter.take(f"principal:{principal.name}"))
         log.debug("%s %s by %s", request.method, request.url.path, principal.name)
         return principal
 
-    def _within_rate(self, key: str) -> None:
-        wait = self.limiter.take(key)
+    @staticmethod
+    def _refuse_if_waiting(wait: float) -> None:
         if wait > 0:
             raise ApiError(429, "too many calls; slow down", retry_after(wait))
 

@@ -72,12 +72,19 @@ class RateLimiter:
 
     def take(self, key: str) -> float:
         """Take one token for `key`: 0.0 if there was one, else the seconds until there is."""
+        return self._bucket(key, take=True)
+
+    def waiting(self, key: str) -> float:
+        """The seconds until `key` has a token (0.0: it has one now); none is taken."""
+        return self._bucket(key, take=False)
+
+    def _bucket(self, key: str, *, take: bool) -> float:
         now = time.monotonic()
         with self._lock:
             tokens, at = self._buckets.get(key, (self.burst, now))
             tokens = min(self.burst, tokens + (now - at) * self.rate)
             wait = 0.0 if tokens >= 1 else (1 - tokens) / self.rate
-            self._buckets[key] = (tokens - 1 if tokens >= 1 else tokens, now)
+            self._buckets[key] = (tokens - 1 if take and tokens >= 1 else tokens, now)
             if len(self._buckets) > self.MAX_KEYS:
                 self._forget_idle(now)
             return wait

@@ -241,7 +241,11 @@ def test_rate_limit_answers_429_with_retry_after(sqlite_setup: SeededFleet, tmp_
         assert ops.get("/api/v1/whoami").status_code == 200
         # Failed authentications are limited per client address.
         anon = [svc.client("maas_" + "y" * 43).get("/api/v1/whoami") for _ in range(3)]
-        assert anon[0].status_code == 401 and anon[-1].status_code == 429
+        assert [r.status_code for r in anon] == [401, 429, 429]
+        _error(anon[-1], 429, "rate_limited")
+    with sqlite_setup.fleet() as fleet:  # once over budget, nothing is checked or written
+        refusals = fleet.audit(decision="refused", limit=10)
+        assert [r.verb for r in refusals] == ["authenticate"]
 
 
 # -- idempotency ----------------------------------------------------------------------------
