@@ -126,11 +126,21 @@ def _ask_broker(address: str, request: dict[str, str], what: str) -> dict:
 
 def database_url_from_worker() -> str | None:
     """The database URL (password included) of the worker that started this process,
-    if one did (`SOCKET_ENV`): the Ansible executor's modules open the store with it."""
+    if one did (`SOCKET_ENV`): the Ansible executor's modules open the store with it.
+    Asked once per socket: the Ansible executor's process asks before it forks its
+    task workers, which then need not ask again."""
     address = os.environ.get(SOCKET_ENV)
     if not address:
         return None
-    return str(_ask_broker(address, {"database": "url"}, "database URL")["url"])
+    if address not in _worker_urls:
+        _worker_urls[address] = str(
+            _ask_broker(address, {"database": "url"}, "database URL")["url"]
+        )
+    return _worker_urls[address]
+
+
+#: Socket address -> the database URL its worker gave (`database_url_from_worker`).
+_worker_urls: dict[str, str] = {}
 
 
 def _from_broker(name: str) -> Credential | None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections import Counter
 from collections.abc import Mapping
@@ -39,12 +40,13 @@ from maas_lib.classes import ErrorClass, StepOutcome
 from maas_lib.errors import InputError
 from maas_lib.models import Action, HostSpec, HostTaskState
 from maas_lib.scheduler.ansible_data import host_vars
+from maas_lib.scheduler.ansible_session import AnsibleSession
 from maas_lib.scheduler.executor import Batch, ExecutorEnv, run_guarded
 from maas_lib.scheduler.host import TaskOutcome, final_standing
-from maas_lib.scheduler.playbook import PlaybookRun, run_playbook
+from maas_lib.scheduler.playbook import PlaybookRun
 from maas_lib.scheduler.resume import Resume
 from maas_lib.scheduler.settings import SchedulerSettings
-from maas_lib.scheduler.steps import steps_for
+from maas_lib.scheduler.steps import HostContext, steps_for
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +114,35 @@ def waves(records: Mapping[str, HostSpec], hosts: list[str], limit: int) -> list
     return runs
 
 
+def skipped_steps(env: ExecutorEnv, batch: Batch, wave: list[str]) -> list[str]:
+    """Steps whose condition (decided before any step runs: `Step.static`) holds for no
+    host of `wave`: a run leaves their tasks out (``--skip-tags``; the collection's
+    playbooks tag those tasks with the step's name), saving a task worker per host for
+    a step the native executor would not run either (no hooks, no virtual media)."""
+    skipped = []
+    for step in steps_for(batch.action):
+        if step.when is None or not step.static:
+            continue
+        contexts = [
+            HostContext(
+                host=batch.records[name],
+                request_id=batch.request_id,
+                action=batch.action,
+                image=batch.image,
+                options=batch.options,
+                controller=env.controller,  # type: ignore[arg-type]
+                settings=env.settings,
+                installs=env.installs,
+                store=env.store,
+                stopping=batch.stopping,
+            )
+            for name in wave
+        ]
+        if not any(step.when(ctx) for ctx in contexts):
+            skipped.append(step.name)
+    return skipped
+
+
 @dataclass
 class _Open:
     step_id: int
@@ -128,31 +159,79 @@ class _Host:
 
 
 class AnsibleExecutor:
-    """Each batch as runs of the action's playbook, in a thread of the worker's pool."""
+    """Each batch as runs of the action's playbook, in a thread of the worker's pool, in
+    an ansible process kept for the request (`AnsibleSession`): ansible's start-up is
+    paid once per request, not once per batch."""
 
     def __init__(self, env: ExecutorEnv):
         self.env = env
+        self._lock = threading.Lock()
+        #: Request id -> its sessions not running a batch now (a request whose hosts
+        #: were blocked may run a second part of a batch while the first still runs).
+        self._idle: dict[int, list[AnsibleSession]] = {}
 
     def submit(self, batch: Batch) -> list[Future[list[TaskOutcome]]]:
         return [self.env.pool.submit(self._run, batch)]
 
-    def _run(self, batch: Batch) -> list[TaskOutcome]:
-        return run_guarded(
-            self.env,
-            batch,
-            batch.tasks,
-            "the Ansible executor",
-            AnsibleBatch(self.env, batch).execute,
-            lambda exc: f"ansible executor: {type(exc).__name__}: {exc}",
+    def end_request(self, request_id: int) -> None:
+        """The request run is over: its ansible processes end."""
+        with self._lock:
+            sessions = self._idle.pop(request_id, [])
+        for session in sessions:
+            session.close()
+
+    def close(self) -> None:
+        """The worker stops: every request's ansible processes end."""
+        with self._lock:
+            sessions = [s for idle in self._idle.values() for s in idle]
+            self._idle.clear()
+        for session in sessions:
+            session.close()
+
+    def _acquire(self, batch: Batch) -> AnsibleSession:
+        with self._lock:
+            idle = self._idle.get(batch.request_id)
+            if idle:
+                return idle.pop()
+        path = collections_path()
+        # The tasks ask the worker for the store's URL: it may hold a password. The steps
+        # run in the process's step service (the collection's plugin_utils/step_service).
+        env = {"MAAS_DB": "", "MAAS_STEP_SERVICE": "1"}
+        if path:
+            env["ANSIBLE_COLLECTIONS_PATH"] = path
+        return AnsibleSession(
+            label=f"request-{batch.request_id}",
+            envvars=env,
+            credentials={r.bmc_credential for r in batch.records.values()},
+            database_url=self.env.store.child_url(),
         )
+
+    def _release(self, batch: Batch, session: AnsibleSession) -> None:
+        with self._lock:
+            self._idle.setdefault(batch.request_id, []).append(session)
+
+    def _run(self, batch: Batch) -> list[TaskOutcome]:
+        session = self._acquire(batch)
+        try:
+            return run_guarded(
+                self.env,
+                batch,
+                batch.tasks,
+                "the Ansible executor",
+                AnsibleBatch(self.env, batch, session).execute,
+                lambda exc: f"ansible executor: {type(exc).__name__}: {exc}",
+            )
+        finally:
+            self._release(batch, session)
 
 
 class AnsibleBatch:
     """One batch's hosts (already begun in the store) run through the action playbook."""
 
-    def __init__(self, env: ExecutorEnv, batch: Batch):
+    def __init__(self, env: ExecutorEnv, batch: Batch, session: AnsibleSession):
         self.env = env
         self.batch = batch
+        self.session = session
         self.store = env.store
         self.hosts = {
             h: _Host(task_id, Resume(batch.done.get(h))) for h, task_id in batch.tasks.items()
@@ -190,13 +269,7 @@ class AnsibleBatch:
             else:
                 hv["maas_install_mark"] = mark
             inventory_hosts[name] = hv
-        # The module asks the worker for the URL: it may hold a password, and
-        # ansible-runner writes the child's environment to disk.
-        env = {"MAAS_DB": ""}
-        path = collections_path()
-        if path:
-            env["ANSIBLE_COLLECTIONS_PATH"] = path
-        return run_playbook(
+        return self.session.run(
             playbook,
             {"all": {"hosts": inventory_hosts}},
             limit=",".join(wave),
@@ -207,13 +280,10 @@ class AnsibleBatch:
                 "maas_action": str(batch.action),
                 "maas_settings": settings.model_dump(mode="json", exclude={"action_playbooks"}),
             },
-            label=f"request-{batch.request_id}",
             cancel=batch.stopping,
             on_event=self._on_event,
             forks=min(settings.forks, len(wave)),
-            envvars=env,
-            credentials={batch.records[name].bmc_credential for name in wave},
-            database_url=self.store.child_url(),
+            skip_tags=skipped_steps(self.env, batch, wave),
         )
 
     def _finish(self, result: PlaybookRun, wave: list[str]) -> list[TaskOutcome]:

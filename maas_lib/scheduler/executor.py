@@ -120,6 +120,12 @@ class NativeExecutor:
             for host, task_id in batch.tasks.items()
         ]
 
+    def end_request(self, request_id: int) -> None:
+        pass  # nothing is kept per request
+
+    def close(self) -> None:
+        pass
+
     def _host(self, batch: Batch, host: str, task_id: int) -> list[TaskOutcome]:
         env = self.env
         record = batch.records[host]

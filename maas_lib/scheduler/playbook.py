@@ -334,8 +334,10 @@ def _child_env(local_tmp: Path) -> dict[str, str]:
     for name in os.environ:
         if name.startswith(_CRED_ENV_PREFIX):
             env[name] = ""
-    # A hook started from an executor's module must not reach that run's broker.
+    # A hook started from an executor's module must not reach that run's broker, nor
+    # start a step service of its own (see the collection's plugin_utils/step_service.py).
     env[CREDENTIALS_SOCKET_ENV] = ""
+    env["MAAS_STEP_SERVICE"] = ""
     # A database URL with a password, and alert webhook URLs (tokens), stay out too.
     if _SECRET_URL.search(os.environ.get("MAAS_DB", "")):
         env["MAAS_DB"] = ""

@@ -124,6 +124,13 @@ class RequestRun:
 
     def run(self) -> RequestState | None:
         """Run to the end; returns the final state, or None if the worker let go of it."""
+        try:
+            return self._run()
+        finally:
+            # The Ansible executor's process for this request ends here, not per batch.
+            self.s.executor.end_request(self.id)
+
+    def _run(self) -> RequestState | None:
         store = self.store
         interrupted = store.interrupt_open_steps(self.id)
         if interrupted:

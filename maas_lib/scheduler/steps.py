@@ -149,6 +149,10 @@ class Step:
     #: When a resumed task skips this step (it completed before the crash): restore
     #: what later steps need from it. Gets the outcome it had.
     on_skip: Callable[[HostContext, str], None] | None = None
+    #: `when` reads only the request, the settings and the host, never what earlier
+    #: steps left in `notes`: it can be decided before the task starts (the Ansible
+    #: executor then leaves the step's task out of the run, see `skipped_steps`).
+    static: bool = False
 
 
 # -- timeouts ---------------------------------------------------------------------------
@@ -313,13 +317,16 @@ WAIT_INSTALL = Step(
     on_skip=_wait_install_skipped,
 )
 VERIFY_IMAGE = Step("verify-image", _verify_image, lambda ctx: 5.0, bmc=False)
-EJECT_MEDIA = Step("eject-media", _eject, _call_budget, when=lambda ctx: ctx.uses_virtual_media)
+EJECT_MEDIA = Step(
+    "eject-media", _eject, _call_budget, when=lambda ctx: ctx.uses_virtual_media, static=True
+)
 PRE_HOOK = Step(
     "pre-hook",
     _hook("pre_hook"),
     lambda ctx: ctx.settings.hook_timeout + 30.0,
     when=lambda ctx: ctx.options.pre_hook is not None,
     bmc=False,
+    static=True,
 )
 POST_HOOK = Step(
     "post-hook",
@@ -327,6 +334,7 @@ POST_HOOK = Step(
     lambda ctx: ctx.settings.hook_timeout + 30.0,
     when=lambda ctx: ctx.options.post_hook is not None,
     bmc=False,
+    static=True,
 )
 
 # Boot the image: the boot device is set after the host is confirmed off and right before

@@ -226,6 +226,7 @@ class Worker:
                 else:
                     report.finished[rid] = str(state)
             pool.shutdown(wait=True)
+            executor.close()
             installs.close()
             close_all_sessions()
             beating.set()

@@ -151,12 +151,13 @@ class _Warnings(logging.Handler):
             self.warnings.append(one_line(record.getMessage()))
 
 
-def outcome(body: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+def outcome(body: Callable[[], dict[str, Any]], *, close_sessions: bool = True) -> dict[str, Any]:
     """Run `body`; its result, or `failed` with a one-line `msg`, plus maas-lib's warnings.
 
     Bad input (maas-lib's `InputError`: unknown host, bad option, unresolvable credential)
     and other maas-lib errors never show a traceback; only a bug in this collection or
-    maas-lib adds one, as `exception` (shown with -vvv).
+    maas-lib adds one, as `exception` (shown with -vvv). The BMC sessions the body opened
+    are closed afterwards unless `close_sessions` is false (the step service keeps them).
     """
     log = logging.getLogger("maas_lib")
     warnings: list[str] = []
@@ -180,7 +181,8 @@ def outcome(body: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         }
     finally:
         log.removeHandler(handler)
-        _close_bmc_sessions()
+        if close_sessions:
+            _close_bmc_sessions()
     if warnings:
         result["warnings"] = [*result.get("warnings", []), *warnings]
     return result
@@ -565,9 +567,16 @@ def fleet_task(
     return result
 
 
-def step_task(params: dict[str, Any], check_mode: bool, inventory: Inventory) -> dict:
-    """One step of a running request (`Fleet.run_step`), as the native executor runs it."""
-    with fleet(params["db"]) as f:
+def step_task(
+    params: dict[str, Any],
+    check_mode: bool,
+    inventory: Inventory,
+    *,
+    open_fleet: Callable[[str | None], Any] | None = None,
+) -> dict:
+    """One step of a running request (`Fleet.run_step`), as the native executor runs it.
+    `open_fleet`: the fleet context for `db` (the step service keeps one open)."""
+    with (open_fleet or fleet)(params["db"]) as f:
         result = f.run_step(
             params["request_id"],
             params["name"],

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from typing import Any
 
@@ -32,8 +32,17 @@ from ansible_collections.maas_lib.fleet.plugins.module_utils.maas import (
     INVENTORY_VARS,
     MAAS_LIB_IMPORT_ERROR,
     TASKS,
+    db_path,
+    fleet,
     one_line,
     outcome,
+    step_task,
+)
+from ansible_collections.maas_lib.fleet.plugins.plugin_utils.step_service import (
+    SharedFleets,
+    StepService,
+    ask,
+    wanted,
 )
 
 
@@ -78,8 +87,29 @@ if IN_PROCESS:
         _warm_up()
 
 
+def _serve_step(params: dict[str, Any]) -> dict[str, Any]:
+    """A step task's result, run by the step service (one database connection, BMC
+    sessions kept)."""
+    return outcome(lambda: step_task(params, False, {}, open_fleet=_FLEETS), close_sessions=False)
+
+
+#: The step service of maas-lib's Ansible executor (see `step_service`), started here,
+#: in ansible's main process, so every task worker forked from it finds it.
+SERVICE: StepService | None = None
+if IN_PROCESS and wanted():
+    with suppress(Exception):  # without it, each worker runs its step itself
+        _FLEETS = SharedFleets(fleet, db_path)
+        SERVICE = StepService(_serve_step)
+
+
 def _plain(value: Any) -> Any:
-    """An inventory value as a builtin (ansible-core tags its templated str/int/bool)."""
+    """A value as builtins all the way down: ansible-core tags its templated str, int,
+    bool, dicts and lists, and copying tagged values (argument validation deep-copies
+    the task's arguments) costs tens of milliseconds for a step task's settings."""
+    if isinstance(value, Mapping):
+        return {_plain(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
     for kind in (bool, int, float, str):
         if isinstance(value, kind):
             return kind(value)
@@ -128,7 +158,7 @@ class InProcessAction(ActionBase):
                 self._remove_tmp_path(self._connection._shell.tmpdir)
             return result
         checked = ArgumentSpecValidator(task.argument_spec, **task.rules).validate(
-            dict(self._task.args)
+            _plain(self._task.args)
         )
         if checked.error_messages:
             msg = checked.errors.msg
@@ -148,8 +178,12 @@ class InProcessAction(ActionBase):
             self._compute_environment_string(environment)
         except Exception as exc:
             return {**result, "failed": True, "msg": one_line(f"environment: {exc}")}
-        with _environment(environment):
-            done = outcome(lambda: task.body(params, bool(self._task.check_mode), inventory))
+        service = SERVICE
+        if self.TASK == "step" and service and service.pid != os.getpid() and not environment:
+            done = ask(service.address, params)
+        else:
+            with _environment(environment):
+                done = outcome(lambda: task.body(params, bool(self._task.check_mode), inventory))
         done["invocation"] = {"module_args": params}
         result.update(remove_values(done, checked._no_log_values))
         return result

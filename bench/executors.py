@@ -1,0 +1,143 @@
+"""The two executors side by side: `--executor native` and `--executor ansible` reimage the
+same simulated fleet (the test rollout: 7 IPMI hosts from the built-in simulator, batches
+of 3, so 3 batches) in one run of this script. Prints one JSON line.
+
+Each run submits `reimage` of every host (--max-failures 100%) and runs an in-process
+scheduler worker until idle with the given executor (the integration tests' settings:
+no retries, 4 s BMC timeout, 0.1 s polls); the two executors take turns, --runs times
+each (native first). Every host must end `succeeded` with its six steps recorded once
+each (set-install-target, power-off, boot-image, power-on, wait-install, verify-image),
+else the JSON line is still printed and the bench exits 1.
+
+Figures:
+- native_s, ansible_s: medians of the wall times of `Fleet.run` (claim to last host
+  ended), every run in native_runs / ansible_runs;
+- ratio: ansible_s / native_s (issue 15's goal: at most 1.5);
+- native_cpu_s, ansible_cpu_s: medians of the CPU time (user + system) of the run, this
+  process and every process it waited for (the ansible process and its task workers);
+- load: the 1-minute load average before each run (the machine is shared: a busy one
+  slows the CPU-bound Ansible executor more than the native one, which mostly waits);
+- sim: --power-delay and --install-time of the simulated machines (the test's: 0.8 s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import maas_lib
+from maas_lib import sim
+
+HOSTS = 7
+BATCH = "3"
+STEPS = [
+    "set-install-target",
+    "power-off",
+    "boot-image",
+    "power-on",
+    "wait-install",
+    "verify-image",
+]
+#: As tests/integration/test_executors.py runs both executors (FAST_RUN, no retries).
+RUN = {
+    "timeout": 4.0,
+    "retries": 0,
+    "power_timeout": 15.0,
+    "poll_interval": 0.1,
+    "poll": 0.1,
+    "install_timeout": 20.0,
+    "claim_ttl": 5.0,
+}
+
+
+def _cpu() -> float:
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def rollout(fleet: maas_lib.Fleet, hosts: list[str], executor: str) -> dict[str, Any]:
+    """One reimage of `hosts` with `executor`: wall and CPU time, and what went wrong."""
+    problems = [f"{r.name}: power on: {r.error}" for r in fleet.bmc_power("on", hosts) if not r.ok]
+    rid = fleet.submit("reimage", hosts, batch_size=BATCH, image="bench", max_failures="100%").id
+    load = os.getloadavg()[0]
+    cpu0 = _cpu()
+    t0 = time.perf_counter()
+    report = fleet.run(executor=executor, **RUN)
+    wall = time.perf_counter() - t0
+    cpu = _cpu() - cpu0
+    problems += report.errors
+    status = fleet.status(rid)
+    problems += [f"{h.host}: {h.state} {h.reason}" for h in status.hosts if h.state != "succeeded"]
+    steps: dict[str, list[str]] = {}
+    for s in fleet.steps(rid):
+        if s["outcome"] == "succeeded":
+            steps.setdefault(s["host"], []).append(s["step"])
+    problems += [f"{h}: steps {steps.get(h)}" for h in hosts if steps.get(h) != STEPS]
+    return {"wall_s": round(wall, 3), "cpu_s": round(cpu, 3), "load": load, "problems": problems}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=3, help="runs of each executor (3)")
+    parser.add_argument("--power-delay", type=float, default=0.8)
+    parser.add_argument("--install-time", type=float, default=0.8)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    runs: dict[str, list[dict[str, Any]]] = {"native": [], "ansible": []}
+    with tempfile.TemporaryDirectory(prefix="maas-bench-exec-") as tmp:
+        directory = Path(tmp)
+        db = directory / "fleet.db"
+        config = sim.sim_config(
+            directory=directory / "sim",
+            db=str(db),
+            ipmi=HOSTS,
+            ipmi_base_port=21000 + (os.getpid() % 400) * 20,
+            power_delay=args.power_delay,
+            install_time=args.install_time,
+        )
+        info = sim.start(config)
+        try:
+            for line in Path(info["credentials_env"]).read_text().splitlines():
+                key, _, value = line.removeprefix("export ").partition("=")
+                os.environ[key] = value
+            os.environ["MAAS_DB"] = str(db)
+            with maas_lib.open_fleet(db) as fleet:
+                fleet.import_hosts([info["inventory"]])
+                hosts = sorted(h.name for h in fleet.hosts())
+                for _ in range(args.runs):
+                    for executor in ("native", "ansible"):
+                        runs[executor].append(rollout(fleet, hosts, executor))
+        finally:
+            sim.stop(directory / "sim")
+    medians = {k: statistics.median(r["wall_s"] for r in v) for k, v in runs.items()}
+    out = {
+        "hosts": HOSTS,
+        "batch_size": int(BATCH),
+        "sim": {"power_delay": args.power_delay, "install_time": args.install_time},
+        "native_s": medians["native"],
+        "ansible_s": medians["ansible"],
+        "ratio": round(medians["ansible"] / medians["native"], 2),
+        "goal_ratio": 1.5,
+        **{f"{k}_cpu_s": statistics.median(r["cpu_s"] for r in v) for k, v in runs.items()},
+        **{f"{k}_runs": [r["wall_s"] for r in v] for k, v in runs.items()},
+        "load": {k: [round(r["load"], 2) for r in v] for k, v in runs.items()},
+    }
+    problems = [p for v in runs.values() for r in v for p in r["problems"]]
+    if problems:
+        out["problems"] = problems[:20]
+    print(json.dumps(out))
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
