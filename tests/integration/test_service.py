@@ -498,6 +498,35 @@ def test_two_servers_share_one_database(pg_url: str, inventory: Path, tmp_path: 
         assert [r.id for r in fleet.requests()] == [rid]
 
 
+def test_a_lost_database_connection_is_503_then_replaced(
+    pg_server: str, pg_url: str, inventory: Path, tmp_path: Path
+):
+    """A terminated PostgreSQL backend: the call on it answers 503 with Retry-After (not
+    500), and the next call works."""
+    import uuid
+
+    import psycopg
+
+    from maas_lib.store.pg_url import parse_pg_url
+
+    name = f"maas-api-{uuid.uuid4().hex[:8]}"
+    setup = SeededFleet(f"{pg_url}&application_name={name}", inventory)
+    with running_service(setup.url, tmp_path) as svc:
+        viewer = svc.client(setup.tokens["viewer"])
+        assert viewer.get("/api/v1/requests").status_code == 200
+        with psycopg.connect(parse_pg_url(pg_server).conninfo, autocommit=True) as conn:
+            killed = conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE application_name = %s",
+                (name,),
+            ).fetchall()
+        assert killed  # the server's pooled connection
+        lost = viewer.get("/api/v1/requests")
+        _error(lost, 503, "unavailable")
+        assert int(lost.headers["retry-after"]) >= 1
+        assert viewer.get("/api/v1/requests").json() == []
+
+
 def _lock(url: str) -> Callable[[], None]:
     """Hold the store's write lock (SQLite) or the requests table (PostgreSQL) until the
     returned function is called: a submission waits for it, as behind a slow writer."""
