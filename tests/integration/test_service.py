@@ -551,10 +551,27 @@ def _lock(url: str) -> Callable[[], None]:
     return release
 
 
-def test_sigterm_lets_a_slow_call_finish(setup: SeededFleet, tmp_path: Path):
+def test_sigterm_lets_a_slow_call_finish_and_ends_streams(setup: SeededFleet, tmp_path: Path):
     with service_process(setup.url, tmp_path, verbose="-vv") as svc:
         ops = svc.client(setup.tokens["ops"])
         assert ops.get("/api/v1/whoami").status_code == 200  # the token's first use is written
+        # A progress stream of a request nothing runs: open until the server stops.
+        first = ops.post("/api/v1/requests", json={"action": "reboot", "patterns": ["web02"]})
+        events: list[str] = []
+        opened = threading.Event()
+
+        def follow() -> None:
+            with (
+                svc.client(setup.tokens["viewer"]) as viewer,
+                viewer.stream("GET", f"/api/v1/requests/{first.json()['id']}/progress") as stream,
+            ):
+                for event, _ in _events(stream):
+                    events.append(event)
+                    opened.set()
+
+        stream = threading.Thread(target=follow)
+        stream.start()
+        assert opened.wait(patience(10))
         release = _lock(setup.url)
         answer: dict[str, Any] = {}
         call = threading.Thread(
@@ -574,9 +591,11 @@ def test_sigterm_lets_a_slow_call_finish(setup: SeededFleet, tmp_path: Path):
             release()
         call.join(patience(30))
         assert answer["r"].status_code == 202, answer["r"].text
+        stream.join(patience(30))
+        assert not stream.is_alive() and events == ["progress"]  # ended, without `end`
         assert svc.proc.wait(patience(30)) == 0
     with setup.fleet() as fleet:
-        assert [r.id for r in fleet.requests()] == [answer["r"].json()["id"]]
+        assert [r.id for r in fleet.requests()] == [answer["r"].json()["id"], first.json()["id"]]
 
 
 def _wait_for(svc: Service, text: str) -> None:
