@@ -165,6 +165,9 @@ def test_every_error_has_one_shape(setup: SeededFleet, service: Service):
     assert "db" in _error(
         ops.post("/api/v1/requests", json={**ok, "patterns": ["db01"]}), 403, "forbidden"
     )
+    assert "unknown state" in _error(
+        viewer.get("/api/v1/requests?state=asleep"), 400, "bad_request"
+    )
     _error(viewer.get("/api/v1/requests/999"), 404, "not_found")
     _error(viewer.get("/api/v1/nothing-here"), 404, "not_found")
     _error(anon.get("/nothing-here"), 404, "not_found")
@@ -264,6 +267,8 @@ def test_a_retried_submission_is_one_request(setup: SeededFleet, service: Servic
         assert [r.id for r in fleet.requests()] == [first.json()["id"]]
     other = ops.post("/api/v1/requests", json={**body, "patterns": ["web03"]}, headers=key)
     _error(other, 409, "conflict")
+    too_long = ops.post("/api/v1/requests", json=body, headers={"Idempotency-Key": "k" * 201})
+    assert "Idempotency-Key" in _error(too_long, 400, "bad_request")
     with setup.fleet() as fleet:
         assert len(fleet.requests()) == 1
 
