@@ -20,6 +20,7 @@ process groups first): the next run starts a new one.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import selectors
 import signal
@@ -46,6 +47,8 @@ from maas_lib.scheduler.playbook import (
 
 __all__ = ["AnsibleSession"]
 
+log = logging.getLogger(__name__)
+
 #: How often (s) a run checks its deadline and its cancel callback between events.
 _POLL_SECONDS = 0.2
 
@@ -66,6 +69,7 @@ class AnsibleSession:
         credentials: Collection[str] = (),
         database_url: str | None = None,
     ):
+        self.label = label
         self._stack = ExitStack()
         self.dir: Path = self._stack.enter_context(_private_dir(label, None))
         local_tmp = self.dir / "tmp"
@@ -103,6 +107,7 @@ class AnsibleSession:
                 start_new_session=True,
             )
         os.close(write)
+        log.info("%s: ansible process %d started", self.label, self._proc.pid)
         self._events = read
         self._buffer = b""
         self.starts += 1

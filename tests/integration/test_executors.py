@@ -5,10 +5,12 @@ simulator recorded it."""
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -234,3 +236,77 @@ def test_sigterm_cancels_the_batch_playbook_and_hands_the_request_over(sim, flee
     assert fleet.status(rid).state == "succeeded"
     ok = [(s["host"], s["step"]) for s in fleet.steps(rid) if s["outcome"] == "succeeded"]
     assert sorted(ok) == sorted(set(ok)) and len(ok) == 2 * len(hosts)
+
+
+def _ansible_processes() -> list[int]:
+    """Our children that are the Ansible executor's long-lived ansible process."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdline = f.read()
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == os.getpid() and b"maas_lib.scheduler.ansible_child" in cmdline:
+            found.append(int(entry))
+    return found
+
+
+def test_one_ansible_process_runs_every_batch_of_a_request_each_step_recorded_once(
+    sim, fleet, caplog
+):
+    hosts = sorted(sim.hosts())  # the healthy ones: two IPMI, one Redfish
+    assert len(hosts) == 3 and all(r.ok for r in fleet.bmc_power("on", hosts))
+    since = time.time()
+    rid = fleet.submit("power-cycle", hosts, batch_size="1").id
+    with caplog.at_level(logging.INFO, logger="maas_lib.scheduler.ansible_session"):
+        report = fleet.run(executor="ansible", **RUN)
+    assert report.errors == []
+    st = fleet.status(rid)
+    assert st.state == "succeeded"
+    assert sorted(h.batch for h in st.hosts) == [0, 1, 2]
+    started = [r.getMessage() for r in caplog.records if "ansible process" in r.getMessage()]
+    assert len(started) == 1, started
+    steps = [(s["host"], s["step"], s["outcome"]) for s in fleet.steps(rid)]
+    assert sorted(steps) == sorted(
+        (h, step, "succeeded") for h in hosts for step in ("power-off", "power-on")
+    )
+    machines = sim.state()
+    for h in hosts:
+        assert [p for t, p in machines[h]["power_history"] if t >= since] == ["off", "on"]
+    # The process ended with the request.
+    assert _ansible_processes() == []
+
+
+def test_a_cancel_between_batches_stops_the_next_batch(sim, fleet):
+    hosts = sorted(sim.hosts())
+    assert all(r.ok for r in fleet.bmc_power("on", hosts))
+    since = time.time()
+    rid = fleet.submit("power-cycle", hosts, batch_size="1").id
+    worker = fleet.worker(executor="ansible", **RUN)
+    t = threading.Thread(target=worker.run, kwargs={"until_idle": True})
+    t.start()
+    try:
+        deadline = time.monotonic() + patience(60)
+        while not fleet.steps(rid):  # batch 0's first step has started
+            assert time.monotonic() < deadline, "no step started within 60 s"
+            time.sleep(0.05)
+        assert fleet.cancel(rid) == "running"
+    finally:
+        t.join(patience(120))
+    assert not t.is_alive()
+    st = fleet.status(rid)
+    assert st.state == "cancelled"
+    first = [h.host for h in st.hosts if h.batch == 0]
+    assert len(first) == 1 and {h.host: h.state for h in st.hosts} == {
+        h: "succeeded" if h in first else "cancelled" for h in hosts
+    }
+    assert {s["host"] for s in fleet.steps(rid)} == set(first)
+    machines = sim.state()
+    for h in hosts:
+        offs = [p for t, p in machines[h]["power_history"] if t >= since and p == "off"]
+        assert len(offs) == (1 if h in first else 0), h

@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[2]
 PLAYBOOKS = REPO / "ansible_collections" / "maas_lib" / "fleet" / "playbooks"
 STEP_MODULE = "maas_lib.fleet.step"
 
-#: Loads each playbook named on the command line; prints {path: [[name, action, args]]},
+#: Loads each playbook named on the command line; prints {path: [[name, action, args, tags]]},
 #: one entry per task after blocks are compiled (implicit `meta` tasks included).
 _LOAD = """
 import json, sys
@@ -49,7 +49,7 @@ def leaves(items):
 for path in sys.argv[2:]:
     book = Playbook.load(path, variable_manager=VariableManager(loader=loader), loader=loader)
     found[path] = [
-        [task.name, task.action, dict(task.args)]
+        [task.name, task.action, dict(task.args), sorted(task.tags)]
         for play in book.get_plays()
         for task in leaves(play.compile())
     ]
@@ -73,7 +73,7 @@ def load_tasks(paths: list[Path]) -> dict[str, list[list]]:
 def playbook_steps(tasks: list[list]) -> list[tuple[str, str, int]]:
     """(task name, step, nth) of each step task; any task that is not a step fails."""
     steps = []
-    for name, action, args in tasks:
+    for name, action, args, _tags in tasks:
         if action == "meta" and not name:
             continue  # ansible's implicit flush_handlers
         assert action == STEP_MODULE, f"task {name!r} runs {action}, not {STEP_MODULE}"
@@ -123,3 +123,16 @@ def test_a_playbook_whose_steps_drift_from_the_native_list_is_caught(loaded, dri
     steps = playbook_steps(loaded[str(drifted)])
     assert sorted(steps) == sorted(native_steps(Action.POWER_CYCLE))
     assert steps != native_steps(Action.POWER_CYCLE)
+
+
+@pytest.mark.parametrize("action", list(Action), ids=str)
+def test_steps_decided_before_the_run_are_tagged_with_their_name(loaded, action):
+    """The Ansible executor leaves out (--skip-tags) a step whose condition holds for no
+    host of the run (`Step.static`): its task must carry the step's name as a tag."""
+    static = {s.name for s in steps_for(action) if s.static}
+    tagged = {
+        args["step"]: tags
+        for name, module, args, tags in loaded[str(playbook_path(action))]
+        if module == STEP_MODULE and tags
+    }
+    assert tagged == {name: [name] for name in static}
