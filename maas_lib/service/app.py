@@ -11,7 +11,8 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Annotated, Any
 
 import anyio
-from fastapi import Depends, FastAPI, Header, Query, Request, Response
+from fastapi import Depends, FastAPI, Header, Query, Request, Response, Security
+from fastapi.security import HTTPBearer
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from starlette.concurrency import run_in_threadpool
 
@@ -35,8 +36,13 @@ PREFIX = "/api/v1"
 _ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody, "description": kind}
     for status, kind in errors.KINDS.items()
-    if status in (400, 401, 403, 404, 409, 413, 422, 429, 500)
+    if status in (400, 401, 403, 404, 409, 413, 422, 429, 500, 503)
 }
+#: Declares the bearer scheme in the OpenAPI document (and /docs' Authorize button); the
+#: header itself is read and checked by `maas_lib.access.authn.authenticate`.
+_BEARER = HTTPBearer(
+    auto_error=False, description="An API token (maas_...) or a JWT from the configured issuer"
+)
 
 
 class Api:
@@ -50,9 +56,7 @@ class Api:
         self.limiter = RateLimiter(settings.rate_limit)
 
     def principal(
-        self,
-        request: Request,
-        authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
+        self, request: Request, _scheme: Annotated[Any, Security(_BEARER)] = None
     ) -> Principal:
         """The caller, from its bearer credential (401 if none is valid), within its rate
         (429). Failed attempts spend their client address's budget: once it is spent, the
@@ -65,7 +69,7 @@ class Api:
             try:
                 principal = authenticate(
                     fleet,
-                    authorization,
+                    request.headers.get("authorization"),
                     jwt=self.jwt,
                     client=client,
                     client_cert=tls.get("client_cert_name"),

@@ -140,6 +140,9 @@ def test_openapi_document_describes_the_api(service: Service):
     assert submit["additionalProperties"] is False
     assert not {"hosts_file", "pre_hook", "post_hook", "submitted_by"} & set(submit["properties"])
     assert doc["components"]["schemas"]["ErrorBody"]["required"] == ["error", "detail"]
+    assert doc["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+    assert doc["paths"]["/api/v1/requests"]["get"]["security"] == [{"HTTPBearer": []}]
+    assert "security" not in doc["paths"]["/api/v1/health"]["get"]
 
 
 # -- errors ---------------------------------------------------------------------------------
