@@ -83,3 +83,13 @@ def schema_connection(url: str) -> Iterator[psycopg.Connection[Any]]:
         if target.schema:
             conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(target.schema)))
         yield conn
+
+
+def target(args: argparse.Namespace) -> tuple[str, bool]:
+    """The `pg` figure for `add_pg_arguments`' options, and whether to measure: the URL
+    (password hidden) and True, or "skipped: <why>" and False."""
+    if args.no_pg:
+        return "skipped: --no-pg", False
+    if reason := unreachable(args.pg):
+        return f"skipped: {reason}", False
+    return parse_pg_url(args.pg).url, True

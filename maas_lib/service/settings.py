@@ -47,5 +47,9 @@ class ServiceSettings(BaseModel, defer_build=True):
         "teams_claim (maas_lib.access.jwt_verify.JwtSettings); None: API tokens only",
     )
     pool_size: int = Field(
-        default=8, ge=1, le=256, description="idle store connections kept for reuse"
+        default=8,
+        ge=1,
+        le=256,
+        description="store connections in use at once (further calls wait their turn), "
+        "and kept idle for reuse",
     )
