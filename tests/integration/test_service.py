@@ -401,6 +401,12 @@ def test_plain_http_only_on_loopback_and_only_when_asked(sqlite_setup: SeededFle
         assert result.code == 2, (args, result)
         assert needle in result.err and len(result.err.strip().splitlines()) == 1, result
         assert "Traceback" not in result.err
+    missing = {**env, "MAAS_DB": str(tmp_path / "missing.db")}
+    result = maasctl_in_process(
+        ["serve", "--listen", ":8443", "--insecure-http"], missing, tmp_path
+    )
+    assert result.code == 2 and "no database at" in result.err, result
+    assert not (tmp_path / "missing.db").exists()
     # On loopback, with --insecure-http, plain HTTP is served.
     with service_process(sqlite_setup.url, tmp_path, "--insecure-http", tls=False) as svc:
         assert svc.url.startswith("http://127.0.0.1:")
