@@ -377,12 +377,12 @@ def test_sign_in_then_the_list_follows_a_request_to_its_end(
     assert token_field.get_attribute("name") in (None, "")  # never a form field to send
     _screenshot(page, tmp_path, "signin")
 
-    # Three batches of two with a pause between them: the list shows them run.
-    rid = site.submit(["web0[1-6]"], batch_size="2", pause=patience(1.0))
     _sign_in(page, site.admin)
     assert _by_id(page, "whoami").text == "token:web-admin (admin)"
+    # Two batches of two, then slow01 alone, which takes seconds: the list shows it run.
+    rid = site.submit(["web0[1-4]", "slow01"], batch_size="2", pause=patience(0.5))
     row = _wait(page, lambda d: _row(d, "requests-table", "id", str(rid)))
-    assert row["cells"][1:5] == ["power-cycle", row["data"]["state"], "token:web-admin", "6"]
+    assert row["cells"][1:5] == ["power-cycle", row["data"]["state"], "token:web-admin", "5"]
 
     seen: list[list[list[int]]] = []
 
@@ -392,14 +392,14 @@ def test_sign_in_then_the_list_follows_a_request_to_its_end(
             return False
         if row["bars"] and (not seen or seen[-1] != row["bars"]):
             seen.append(row["bars"])
-        return row["data"]["state"] == "succeeded" and row["bars"] == [[2, 2]] * 3
+        return row["data"]["state"] == "succeeded" and row["bars"] == [[2, 2], [2, 2], [1, 1]]
 
     _wait(page, ended, 60, lambda: (seen, _row(page, "requests-table", "id", str(rid))))
     # Bars only come from the progress stream (the list has no batches); it was watched
     # live: some batch was seen unfinished before all three were.
-    assert any(sum(e for e, _ in bars) < 6 for bars in seen[:-1]), seen
+    assert any(sum(e for e, _ in bars) < 5 for bars in seen[:-1]), seen
     row = _row(page, "requests-table", "id", str(rid))
-    assert row["labels"] == ["batch 0: 2/2", "batch 1: 2/2", "batch 2: 2/2"]
+    assert row["labels"] == ["batch 0: 2/2", "batch 1: 2/2", "batch 2: 1/1"]
     assert row["cells"][2] == "succeeded"
     badge = _drawn(page, tmp_path, "list", "requests-table", "id", str(rid), ".state")
     assert _has_colour(badge, GREEN)  # the succeeded badge, drawn as app.css has it
@@ -542,6 +542,30 @@ def test_submit_is_enabled_only_after_a_dry_run_preview_and_creates_one_request(
     with site.fleet() as fleet:
         status = fleet.status(rid)
     assert status.patterns == ["web10", "web05"] and str(status.policy.batch_size) == "10"
+
+
+def test_a_refused_preview_shows_the_servers_reason_and_keeps_submit_off(
+    page: Any, site: Site, tmp_path: Path
+) -> None:
+    with site.fleet() as fleet:
+        operator = fleet.create_token("web-operator", "operator", teams=["web-team"]).secret
+        fleet.grant_pool("web-team", "web")
+    _sign_in(page, operator)
+    _go(page, "#/submit", "view-submit")
+    _by_id(page, "f-patterns").send_keys("web02 slow01")  # slow: a pool it does not own
+    _by_id(page, "preview-button").click()
+    _wait(page, lambda d: _by_id(d, "submit-error").text)
+    refusal = _by_id(page, "submit-error").text
+    assert "pool slow" in refusal and "pool web" not in refusal, refusal  # the server's words
+    assert not _by_id(page, "submit-button").is_enabled()
+    assert not _by_id(page, "preview").is_displayed()
+    _screenshot(page, tmp_path, "refused-preview")
+    # Its own pool's host: previewed, and then it may submit.
+    _by_id(page, "f-patterns").clear()
+    _by_id(page, "f-patterns").send_keys("web02")
+    _by_id(page, "preview-button").click()
+    _wait(page, lambda d: _by_id(d, "submit-button").is_enabled())
+    assert _by_id(page, "submit-error").text == ""
 
 
 def test_the_token_is_never_in_a_url_web_storage_cookie_or_the_page(page: Any, site: Site) -> None:
