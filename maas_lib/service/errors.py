@@ -82,6 +82,8 @@ class Redacting(logging.Filter):
         cleaned = redact(message)
         if cleaned != message:
             record.msg, record.args = cleaned, None
+        if record.exc_info and not record.exc_text:  # the traceback's messages too
+            record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
         return True
 
 

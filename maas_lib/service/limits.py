@@ -66,7 +66,8 @@ class RateLimiter:
 
     def __init__(self, rate: float, burst: float | None = None):
         self.rate = rate
-        self.burst = burst if burst is not None else 2 * rate
+        # At least one call, however low the rate: a bucket of less holds none ever.
+        self.burst = burst if burst is not None else max(1.0, 2 * rate)
         self._buckets: dict[str, tuple[float, float]] = {}  # key -> (tokens, at)
         self._lock = threading.Lock()
 
