@@ -449,6 +449,24 @@ def test_the_fleet_in_flight_shows_held_hosts_and_workers(
     assert _by_id(page, "inflight-empty").is_displayed()
 
 
+def test_cancel_from_the_request_view_starts_no_further_host(page: Any, site: Site) -> None:
+    rid = site.submit(["slow01", "web03"], batch_size="1")  # slow01 first, alone
+    _sign_in(page, site.admin)
+    _go(page, f"#/requests/{rid}", "view-request")
+    _wait(page, lambda d: _by_id(d, "req-cancel").is_displayed())
+    _by_id(page, "req-cancel").click()
+    alert = _wait(page, lambda d: d.switch_to.alert)
+    assert alert.text == f"Cancel request #{rid}?"
+    alert.accept()
+    _wait(page, lambda d: "cancel requested" in _by_id(d, "notice").text)
+    assert site.wait_ended(rid) == "cancelled"
+    # The stream brings the end: web03 never started, and there is nothing left to cancel.
+    _wait(page, lambda d: _by_id(d, "req-state").text == "cancelled")
+    hosts = {r["data"]["host"]: r["cells"][2] for r in _rows(page, "req-hosts")}
+    assert hosts["web03"] == "cancelled"
+    assert not _by_id(page, "req-cancel").is_displayed()
+
+
 def test_markup_in_host_names_submitters_and_bmc_errors_is_shown_as_text(
     page: Any, site: Site, tmp_path: Path
 ) -> None:
