@@ -22,10 +22,11 @@ from maas_lib.access.jwt_verify import JwtSettings, JwtVerifier
 from maas_lib.access.principal import Principal
 from maas_lib.enums import TERMINAL_REQUEST_STATES
 from maas_lib.errors import AuthenticationError, StoreUnavailable
+from maas_lib.fleet import Fleet
 from maas_lib.serialize import to_jsonable
 from maas_lib.service import errors, web
 from maas_lib.service.bodies import SubmitBody
-from maas_lib.service.errors import ApiError, ErrorBody, log, retry_after
+from maas_lib.service.errors import ApiError, ErrorBody, log, one_line, retry_after
 from maas_lib.service.limits import BodyLimit, RateLimiter
 from maas_lib.service.pool import FleetPool
 from maas_lib.service.settings import ServiceSettings
@@ -61,25 +62,29 @@ class Api:
         """The caller, from its bearer credential (401 if none is valid), within its rate
         (429). Failed attempts spend their client address's budget: once it is spent, the
         address is answered 429 before any credential is checked (or a refusal audited)."""
-        client = request.client.host if request.client else "unknown"
-        address = f"address:{client}"
+        address = f"address:{_client(request)}"
         self._refuse_if_waiting(self.limiter.waiting(address))
-        tls = request.scope.get("extensions", {}).get("tls", {})
         with self.pool.fleet() as fleet:
             try:
-                principal = authenticate(
-                    fleet,
-                    request.headers.get("authorization"),
-                    jwt=self.jwt,
-                    client=client,
-                    client_cert=tls.get("client_cert_name"),
-                )
+                principal = self.authenticate(fleet, request)
             except AuthenticationError:
                 self.limiter.take(address)
                 raise
         self._refuse_if_waiting(self.limiter.take(f"principal:{principal.name}"))
         log.debug("%s %s by %s", request.method, request.url.path, principal.name)
         return principal
+
+    def authenticate(self, fleet: Fleet, request: Request) -> Principal:
+        """`maas_lib.access.authn.authenticate` of the request's credential (audits a
+        failure, raises `AuthenticationError`)."""
+        tls = request.scope.get("extensions", {}).get("tls", {})
+        return authenticate(
+            fleet,
+            request.headers.get("authorization"),
+            jwt=self.jwt,
+            client=_client(request),
+            client_cert=tls.get("client_cert_name"),
+        )
 
     @staticmethod
     def _refuse_if_waiting(wait: float) -> None:
@@ -188,12 +193,13 @@ def create_app(settings: ServiceSettings, *, stopping: threading.Event | None = 
         tags=["requests"],
     )
     async def progress(
-        request_id: int, request: Request, principal: Caller, first: FirstRead
+        request_id: int, request: Request, first: FirstRead
     ) -> AsyncIterator[ServerSentEvent]:
         """Server-sent events: `progress` (the request's document, as GET
         /requests/{id} answers it) whenever it changes, then `end` once the request has
-        ended; a keep-alive comment while nothing changes."""
-        async for event in _stream(api, principal, request_id, first, request):
+        ended; a keep-alive comment while nothing changes. The credential is checked on
+        every read: once it is revoked or expired, an `error` event ends the stream."""
+        async for event in _stream(api, request_id, first, request):
             yield event
 
     @app.get(f"{PREFIX}/inflight", tags=["fleet"])
@@ -234,15 +240,28 @@ def create_app(settings: ServiceSettings, *, stopping: threading.Event | None = 
     return app
 
 
+def _client(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
 def _read(api: Api, principal: Principal, request_id: int) -> dict[str, Any]:
     with api.pool.fleet() as fleet:
         return GuardedFleet(fleet, principal).request_info(request_id)
 
 
+def _read_again(api: Api, request: Request, request_id: int) -> dict[str, Any]:
+    """A stream's next read, as its caller now: a credential revoked or expired since the
+    stream began ends it (`AuthenticationError`)."""
+    with api.pool.fleet() as fleet:
+        principal = api.authenticate(fleet, request)
+        return GuardedFleet(fleet, principal).request_info(request_id)
+
+
 async def _stream(
-    api: Api, principal: Principal, request_id: int, doc: dict[str, Any], request: Request
+    api: Api, request_id: int, doc: dict[str, Any], request: Request
 ) -> AsyncIterator[ServerSentEvent]:
-    """Events until the request ends, the client goes away or the server stops."""
+    """Events until the request ends, the client goes away, its credential is refused (an
+    `error` event) or the server stops."""
     settings = api.settings
     why = "client gone"  # unless it ends otherwise: a cancelled stream lost its client
     try:
@@ -256,9 +275,15 @@ async def _stream(
             if await request.is_disconnected():
                 return
             try:
-                latest = await run_in_threadpool(_read, api, principal, request_id)
+                latest = await run_in_threadpool(_read_again, api, request, request_id)
             except StoreUnavailable:
                 latest = doc  # the next poll tries again; the client keeps its stream
+            except AuthenticationError as exc:
+                why = f"credential refused: {exc.reason}"
+                yield ServerSentEvent(
+                    event="error", data={"error": "unauthenticated", "detail": one_line(exc.reason)}
+                )
+                return
             if latest != doc:
                 doc, quiet = latest, 0.0
                 yield ServerSentEvent(event="progress", data=doc)

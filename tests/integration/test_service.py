@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
+from maas_lib.access.tokens import create_token
 from maas_lib.serialize import to_jsonable
 from maas_lib.service.settings import MAX_BODY_BYTES
 from maas_lib.sim.inproc import InProcessFleet, zero_latency
@@ -382,6 +383,23 @@ def test_progress_keeps_alive_ends_on_cancel_and_refuses_unknown(
             while time.monotonic() < deadline and "client gone" not in caplog.text:
                 time.sleep(0.05)
         assert f"progress of request {rid2}: client gone" in caplog.text
+
+
+def test_a_revoked_token_ends_its_progress_stream(sqlite_setup: SeededFleet, tmp_path: Path):
+    with sqlite_setup.fleet() as fleet:
+        secret = create_token(fleet.store, "watcher", "viewer", actor="test").secret
+    with running_service(sqlite_setup.url, tmp_path, progress_poll_s=0.05) as svc:
+        ops = svc.client(sqlite_setup.tokens["ops"])
+        rid = ops.post("/api/v1/requests", json={"action": "reboot", "patterns": ["web01"]})
+        seen = []
+        with svc.client(secret).stream("GET", f"/api/v1/requests/{rid.json()['id']}/progress") as s:
+            for event, data in _events(s):
+                seen.append((event, json.loads(data)))
+                if len(seen) == 1:
+                    with sqlite_setup.fleet() as fleet:
+                        fleet.store.revoke_token("watcher", actor="test")
+    assert [e for e, _ in seen] == ["progress", "error"]
+    assert seen[-1][1] == {"error": "unauthenticated", "detail": "token watcher was revoked"}
 
 
 # -- maasctl serve: TLS, mTLS, signals, refusals --------------------------------------------
