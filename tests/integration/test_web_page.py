@@ -193,6 +193,7 @@ def page(driver: Any, site: Site) -> Any:
     driver.get(f"{site.url}/")
     driver.execute_script("sessionStorage.clear(); localStorage.clear();")
     driver.refresh()
+    driver.get_log("browser")  # what earlier tests' pages logged
     _wait(driver, lambda d: d.find_element("id", "view-signin").is_displayed())
     return driver
 
@@ -333,6 +334,13 @@ def _header(request: dict[str, Any], name: str) -> str | None:
     return next((v for k, v in request["headers"].items() if k.lower() == name), None)
 
 
+def _assert_quiet_console(driver: Any) -> None:
+    """Nothing went wrong in the page: no script error, no CSP or Trusted Types violation,
+    no failed load (the browser's console since the page fixture loaded it)."""
+    problems = [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+    assert problems == []
+
+
 #: app.css's state badge backgrounds.
 GREEN = (0xD8, 0xF0, 0xDF)
 RED = (0xF8, 0xDC, 0xD9)
@@ -403,6 +411,7 @@ def test_sign_in_then_the_list_follows_a_request_to_its_end(
     assert row["cells"][2] == "succeeded"
     badge = _drawn(page, tmp_path, "list", "requests-table", "id", str(rid), ".state")
     assert _has_colour(badge, GREEN)  # the succeeded badge, drawn as app.css has it
+    _assert_quiet_console(page)
 
 
 def test_one_request_shows_its_hosts_states_and_failure_classes(
@@ -430,6 +439,7 @@ def test_one_request_shows_its_hosts_states_and_failure_classes(
     assert _has_colour(failed, RED) and not _has_colour(failed, GREEN)
     ok = _drawn(page, tmp_path, "request-hosts", "req-hosts", "host", "web08", ".state")
     assert _has_colour(ok, GREEN) and not _has_colour(ok, RED)
+    _assert_quiet_console(page)
 
 
 def test_the_fleet_in_flight_shows_held_hosts_and_workers(
@@ -447,6 +457,7 @@ def test_the_fleet_in_flight_shows_held_hosts_and_workers(
     assert site.wait_ended(rid) == "succeeded"
     _wait(page, lambda d: _row(d, "inflight-table", "host", "slow01") is None)
     assert _by_id(page, "inflight-empty").is_displayed()
+    _assert_quiet_console(page)
 
 
 def test_cancel_from_the_request_view_starts_no_further_host(page: Any, site: Site) -> None:
@@ -560,6 +571,7 @@ def test_submit_is_enabled_only_after_a_dry_run_preview_and_creates_one_request(
     with site.fleet() as fleet:
         status = fleet.status(rid)
     assert status.patterns == ["web10", "web05"] and str(status.policy.batch_size) == "10"
+    _assert_quiet_console(page)
 
 
 def test_a_refused_preview_shows_the_servers_reason_and_keeps_submit_off(
