@@ -19,10 +19,12 @@ from starlette.concurrency import run_in_threadpool
 from maas_lib.access.authn import authenticate
 from maas_lib.access.guard import GuardedFleet
 from maas_lib.access.jwt_verify import JwtSettings, JwtVerifier
+from maas_lib.access.models import AuditRecord
 from maas_lib.access.principal import Principal
 from maas_lib.enums import TERMINAL_REQUEST_STATES
 from maas_lib.errors import AuthenticationError, StoreUnavailable
 from maas_lib.fleet import Fleet
+from maas_lib.models import Lease, RequestSummary, SubmitResult
 from maas_lib.serialize import to_jsonable
 from maas_lib.service import errors, web
 from maas_lib.service.bodies import SubmitBody
@@ -30,6 +32,7 @@ from maas_lib.service.errors import ApiError, ErrorBody, log, one_line, retry_af
 from maas_lib.service.limits import BodyLimit, RateLimiter
 from maas_lib.service.pool import FleetPool
 from maas_lib.service.settings import ServiceSettings
+from maas_lib.telemetry.models import Stats, WorkerInfo
 
 PREFIX = "/api/v1"
 
@@ -44,6 +47,12 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 _BEARER = HTTPBearer(
     auto_error=False, description="An API token (maas_...) or a JWT from the configured issuer"
 )
+
+
+def _doc(model: Any, status: int = 200) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI description of an answer that is `model`'s JSON (documentation only:
+    the body is `to_jsonable`'s document, not validated again)."""
+    return {status: {"model": model}}
 
 
 class Api:
@@ -139,7 +148,9 @@ def create_app(settings: ServiceSettings, *, stopping: threading.Event | None = 
         """The authenticated principal: name, role, teams, how it authenticated."""
         return to_jsonable(fleet.whoami())
 
-    @app.post(f"{PREFIX}/requests", status_code=202, tags=["requests"])
+    @app.post(
+        f"{PREFIX}/requests", status_code=202, tags=["requests"], responses=_doc(SubmitResult, 202)
+    )
     def submit(
         body: SubmitBody,
         response: Response,
@@ -165,7 +176,7 @@ def create_app(settings: ServiceSettings, *, stopping: threading.Event | None = 
             fleet.plan(body.action, body.patterns, image=body.image, **body.policy_fields())
         )
 
-    @app.get(f"{PREFIX}/requests", tags=["requests"])
+    @app.get(f"{PREFIX}/requests", tags=["requests"], responses=_doc(list[RequestSummary]))
     def list_requests(
         fleet: Guarded,
         state: Annotated[list[str] | None, Query()] = None,
@@ -202,7 +213,7 @@ def create_app(settings: ServiceSettings, *, stopping: threading.Event | None = 
         async for event in _stream(api, request_id, first, request):
             yield event
 
-    @app.get(f"{PREFIX}/inflight", tags=["fleet"])
+    @app.get(f"{PREFIX}/inflight", tags=["fleet"], responses=_doc(list[Lease]))
     def inflight(fleet: Guarded) -> Any:
         """Hosts held by in-flight requests, fleet-wide."""
         return to_jsonable(fleet.inflight())
@@ -212,7 +223,7 @@ def create_app(settings: ServiceSettings, *, stopping: threading.Event | None = 
         """Registered hosts (of one pool)."""
         return to_jsonable(fleet.hosts(pool))
 
-    @app.get(f"{PREFIX}/stats", tags=["fleet"])
+    @app.get(f"{PREFIX}/stats", tags=["fleet"], responses=_doc(Stats))
     def stats(
         fleet: Guarded,
         since: str | None = None,
@@ -222,12 +233,12 @@ def create_app(settings: ServiceSettings, *, stopping: threading.Event | None = 
         """Success rates, failure classes, step runtimes and queue waits per action."""
         return to_jsonable(fleet.stats(since, action=action, pool=pool))
 
-    @app.get(f"{PREFIX}/workers", tags=["fleet"])
+    @app.get(f"{PREFIX}/workers", tags=["fleet"], responses=_doc(list[WorkerInfo]))
     def workers(fleet: Guarded) -> Any:
         """Scheduler workers: heartbeat age, alive, requests held, hosts leased."""
         return to_jsonable(fleet.workers())
 
-    @app.get(f"{PREFIX}/audit", tags=["service"])
+    @app.get(f"{PREFIX}/audit", tags=["service"], responses=_doc(list[AuditRecord]))
     def audit(
         fleet: Guarded,
         principal: str | None = None,

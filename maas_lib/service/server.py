@@ -126,8 +126,8 @@ class _Protocol(H11Protocol):
     """uvicorn's h11 protocol, telling the app each connection's client certificate as the
     ASGI TLS extension (`scope["extensions"]["tls"]["client_cert_name"]`): uvicorn itself
     does not. On shutdown an idle TLS connection is dropped at once: closing it politely
-    waits up to 30 s (asyncio's TLS shutdown timeout) for a close_notify an idle
-    keep-alive client never sends, holding the whole shutdown."""
+    waits (up to `TLS_CLOSE_S`) for a close_notify an idle keep-alive client never sends,
+    holding the whole shutdown that long."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
