@@ -472,8 +472,9 @@ class ApiFleet:
         return Stats.model_validate(self._json("GET", "/stats", params=params))
 
     def workers(self, ttl: float | None = None) -> list[WorkerInfo]:
-        params = {} if ttl is None else {"claim_ttl": ttl}
-        return [WorkerInfo.model_validate(r) for r in self._json("GET", "/workers", params=params)]
+        if ttl is not None:
+            raise InputError("--claim-ttl is not available with --api (the service's TTL applies)")
+        return [WorkerInfo.model_validate(r) for r in self._json("GET", "/workers")]
 
     def whoami(self) -> dict[str, Any]:
         return self._json("GET", "/whoami")
@@ -511,6 +512,7 @@ class ApiFleet:
                 response.close()
             if ended:
                 return
+            time.sleep(0.2)  # the server stopped the stream (shutting down): not in a spin
 
     def wait(
         self, request_id: int, *, timeout: float | None = None, interval: float = 1.0

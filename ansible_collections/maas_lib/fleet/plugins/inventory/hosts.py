@@ -43,6 +43,8 @@ options:
         URL instead of a database (several comma-separated URLs are tried in turn); the
         token needs the C(viewer) role.
       - Used unless O(db) is set in the file. Naming both in the file is an error.
+      - Through the service, pools' standing budgets (C(pool_max_unavailable)) are not
+        set on their groups; the API does not serve them.
     type: str
     env:
       - name: MAAS_API_URL
@@ -194,7 +196,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable):
             with open_api(
                 url, token=self.get_option("api_token"), ca=self.get_option("api_ca")
             ) as fleet:
-                return fleet.hosts(), {p.name: p.max_unavailable for p in fleet.pools()}
+                return fleet.hosts(), {}  # the API serves no pool budgets
         except maas_error as exc:
             raise AnsibleParserError(f"maas-lib service {url}: {exc}") from None
 
