@@ -12,7 +12,7 @@ import click
     required=True,
     metavar="HOST:PORT",
     help="Address to listen on; ':8443' listens on 127.0.0.1 only, name an address to bind "
-    "wider (0.0.0.0:8443, [::]:8443).",
+    "wider (0.0.0.0:8443, [::]:8443); port 0 takes any free port (the URL is printed).",
 )
 @click.option(
     "--tls-cert",

@@ -48,14 +48,17 @@ _LISTEN = re.compile(
 )
 
 
-def parse_listen(value: str, option: str = "--serve") -> tuple[str, int]:
+def parse_listen(
+    value: str, option: str = "--serve", *, any_port: bool = False
+) -> tuple[str, int]:
     """``HOST:PORT``, ``[IPv6]:PORT`` or ``:PORT`` (127.0.0.1 only: binding wider takes an
     explicit address such as ``0.0.0.0:PORT`` or ``[::]:PORT``) → (host, port).
 
-    Raises `InputError` naming `option` for anything else, or a port outside 1-65535."""
+    Raises `InputError` naming `option` for anything else, or a port outside 1-65535
+    (0-65535 with `any_port`: port 0 asks the system for a free one)."""
     m = _LISTEN.fullmatch(value)
-    port = int(m.group("port")) if m else 0
-    if m is None or not 1 <= port <= 65535:
+    port = int(m.group("port")) if m else -1
+    if m is None or not (0 if any_port else 1) <= port <= 65535:
         raise InputError(f"{option}: expected HOST:PORT (got {value!r})")
     host = m.group("v6") or m.group("host") or "127.0.0.1"
     return host, port

@@ -153,8 +153,7 @@ def service_process(
     """`maasctl --db DB serve --listen 127.0.0.1:PORT --tls-cert … ARGS` in a child process
     (its stderr in `log`), once it says it is serving; terminated afterwards."""
     certs = pki(directory / "pki")
-    port = free_port()
-    log = directory / f"serve-{port}.log"
+    log = directory / f"serve-{time.monotonic_ns()}.log"
     tls_args = ["--tls-cert", str(certs["cert"]), "--tls-key", str(certs["key"])] if tls else []
     command = [
         sys.executable,
@@ -165,7 +164,7 @@ def service_process(
         str(db),
         "serve",
         "--listen",
-        f"127.0.0.1:{port}",
+        "127.0.0.1:0",  # the port it took is in the line it prints
         *tls_args,
         *args,
     ]

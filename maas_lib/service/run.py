@@ -31,7 +31,7 @@ def run(
     stopping: threading.Event | None = None,
 ) -> None:
     """Serve until SIGTERM/SIGINT (or `stopping` is set); `on_ready(url)` once listening."""
-    host, port = parse_listen(listen, "--listen")
+    host, port = parse_listen(listen, "--listen", any_port=True)  # 0: any free port
     if tls_key and not tls_cert:
         raise InputError("--tls-key needs --tls-cert")
     where = Listen(

@@ -412,7 +412,7 @@ def test_plain_http_only_on_loopback_and_only_when_asked(sqlite_setup: SeededFle
         (["--listen", "[::]:8443", "--insecure-http"], ":: is not a loopback address"),
         (["--listen", "example.com:8443", "--insecure-http"], "not a loopback address"),
         (["--listen", "127.0.0.1:8443"], "--tls-cert is required"),
-        (["--listen", "127.0.0.1:0"], "--listen: expected HOST:PORT"),
+        (["--listen", "127.0.0.1:65536"], "--listen: expected HOST:PORT"),
         (["--listen", "127.0.0.1:8443", "--tls-cert", str(tmp_path / "none.pem")], "cannot load"),
     ]:
         result = maasctl_in_process(["serve", *args], env, tmp_path)
