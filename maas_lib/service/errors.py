@@ -46,6 +46,8 @@ KINDS = {
 }
 #: The longest `detail` sent (a message quoting a huge input is cut here).
 MAX_DETAIL = 500
+#: Validation problems named in one detail.
+_MAX_SHOWN = 5
 
 
 class ErrorBody(BaseModel):
@@ -121,12 +123,14 @@ def status_of(exc: MaasError) -> tuple[int, dict[str, str] | None]:
 
 def _validation_detail(exc: RequestValidationError) -> str:
     """`body.batch_size: Input should be a valid string; query.limit: ...` on one line."""
+    found = exc.errors()
     parts = []
-    for err in exc.errors():
+    for err in found[:_MAX_SHOWN]:
         where = ".".join(str(p) for p in err.get("loc", ()))
         msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
         parts.append(f"{where}: {msg}" if where else msg)
-    return "; ".join(parts) or "invalid request"
+    more = f" (and {len(found) - _MAX_SHOWN} more)" if len(found) > _MAX_SHOWN else ""
+    return "; ".join(parts) + more if parts else "invalid request"
 
 
 async def _on_http(request: Request, exc: Exception) -> JSONResponse:

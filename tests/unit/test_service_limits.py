@@ -1,11 +1,14 @@
-"""The service's pure pieces: the token bucket and the redaction of credentials."""
+"""The service's pure pieces: the token bucket, the redaction of credentials, the one-line
+validation detail."""
 
 from __future__ import annotations
 
 import io
 import logging
 
-from maas_lib.service.errors import Redacting, one_line, redact
+from fastapi.exceptions import RequestValidationError
+
+from maas_lib.service.errors import Redacting, _validation_detail, one_line, redact
 from maas_lib.service.limits import RateLimiter
 
 TOKEN = "maas_" + "Zk3_-q" * 7
@@ -50,3 +53,11 @@ def test_credentials_are_redacted_from_details_and_log_records():
     text = out.getvalue()
     assert "GET /x?t=<redacted>" in text and "ValueError: bad credential <redacted>" in text
     assert TOKEN not in text and JWT not in text
+
+
+def test_a_validation_detail_names_the_first_problems_and_counts_the_rest():
+    msg = "Input should be a valid string"
+    errors = [{"loc": ("body", "patterns", i), "msg": msg} for i in range(1000)]
+    detail = _validation_detail(RequestValidationError(errors))
+    assert detail.startswith("body.patterns.0: Input should be a valid string; ")
+    assert detail.endswith("(and 995 more)") and detail.count(";") == 4
