@@ -741,12 +741,20 @@ class Fleet:
         )
 
     def accept(
-        self, request: NewRequest, *, idempotency: IdempotencyKey | None = None
+        self,
+        request: NewRequest,
+        *,
+        idempotency: IdempotencyKey | None = None,
+        authorize: Callable[[], None] | None = None,
     ) -> tuple[SubmitResult, bool]:
         """Write a checked submission with its audit record (and idempotency key) in one
         transaction: (the answer, whether it was written now). A key used before answers
-        the first request again (False); with another body, `IdempotencyConflict`."""
-        request_id, created = self.store.create_request_once(request, idempotency)
+        the first request again (False); with another body, `IdempotencyConflict`.
+        `authorize` runs in that transaction, where no host changes pool until it commits
+        (an exception it raises writes nothing)."""
+        request_id, created = self.store.create_request_once(
+            request, idempotency, authorize=authorize
+        )
         hosts = len(request.hosts) if created else self.store.get_request(request_id).host_count
         return SubmitResult(id=request_id, state=RequestState.ACCEPTED, hosts=hosts), created
 

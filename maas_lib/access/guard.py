@@ -158,24 +158,28 @@ class GuardedFleet:
             submitted_by=self.principal.name,
             **policy_fields,
         )
-        pools = sorted(set(self.fleet.host_pools(request.hosts).values()))
-        decision = rules.may_submit(
-            self.principal,
-            request.action,
-            pools,
-            self.fleet.pool_owners(pools),
-            verb=verb,
-        )
-        self._enforce(
-            decision,
-            verb,
-            detail={
-                "action": str(request.action),
-                "hosts": len(request.hosts),
-                "patterns": request.patterns[:_AUDIT_PATTERNS],
-            },
-        )
+        self._enforce(self._decide(verb, request), verb, detail=self._about(request))
         return request
+
+    def _decide(self, verb: str, request: NewRequest) -> rules.Decision:
+        """May the principal `verb` this checked submission, with the hosts' pools and
+        the pools' grants as the store holds them now?"""
+        hosts = self.fleet.host_pools(request.hosts)
+        pools = sorted(set(hosts.values()))
+        if len(hosts) != len(request.hosts):  # a host gone since: it has no pool to own
+            missing = sorted(set(request.hosts) - set(hosts))
+            return rules.Decision(False, f"host {missing[0]} is no longer registered")
+        return rules.may_submit(
+            self.principal, request.action, pools, self.fleet.pool_owners(pools), verb=verb
+        )
+
+    @staticmethod
+    def _about(request: NewRequest) -> dict[str, Any]:
+        return {
+            "action": str(request.action),
+            "hosts": len(request.hosts),
+            "patterns": request.patterns[:_AUDIT_PATTERNS],
+        }
 
     # -- who am I -------------------------------------------------------------------------
 
@@ -211,7 +215,24 @@ class GuardedFleet:
             if replay is not None:
                 return replay
         request = self._checked("submit", action, pats, image, policy, policy_fields)
-        result, _ = self.fleet.accept(request, idempotency=key)
+
+        def authorize() -> None:
+            # Again inside the write, where no host can move to another pool (nor a
+            # host be imported into one) before the request is committed: the check
+            # above may be stale by now.
+            self._decide("submit", request).check()
+
+        try:
+            result, _ = self.fleet.accept(request, idempotency=key, authorize=authorize)
+        except AccessDenied as exc:
+            pools = {"pools": list(exc.pools)} if exc.pools else {}
+            self._audit(
+                "submit",
+                Outcome.REFUSED,
+                reason=exc.reason,
+                detail={**self._about(request), **pools},
+            )
+            raise
         return result
 
     def _replay(self, key: IdempotencyKey) -> SubmitResult | None:

@@ -13,7 +13,7 @@ invocations, schedulers) can share one database.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -433,13 +433,19 @@ class AccessStore(ABC):
 
     @abstractmethod
     def create_request_once(
-        self, request: NewRequest, idempotency: IdempotencyKey | None = None
+        self,
+        request: NewRequest,
+        idempotency: IdempotencyKey | None = None,
+        *,
+        authorize: Callable[[], None] | None = None,
     ) -> tuple[int, bool]:
         """Write the request as `create_request` does, with its audit record (verb
         `submit`, principal `request.submitted_by`) and, given `idempotency`, the key —
         all in one transaction. Returns (id, True). If the principal used the key before:
         with the same body hash, (the first request's id, False) and nothing written;
-        with another, `IdempotencyConflict`."""
+        with another, `IdempotencyConflict`. `authorize` is called inside the
+        transaction, once no host can change pool until it commits (it reads through
+        this store; an exception it raises writes nothing)."""
 
     @abstractmethod
     def idempotent_request(self, principal: str, key: str) -> tuple[int, str] | None:

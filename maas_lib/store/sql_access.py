@@ -8,7 +8,7 @@ accepted API submission exists without one.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from maas_lib.access.models import AuditEntry, AuditRecord, Outcome, PoolGrant, TokenInfo
@@ -246,12 +246,18 @@ class SqlAccess(SqlBase):
         return self._key_row(principal, key)
 
     def create_request_once(
-        self, request: NewRequest, idempotency: IdempotencyKey | None = None
+        self,
+        request: NewRequest,
+        idempotency: IdempotencyKey | None = None,
+        *,
+        authorize: Callable[[], None] | None = None,
     ) -> tuple[int, bool]:
         with self._write():
             # Request creation is serialized (PostgreSQL: an advisory lock; SQLite: the
             # write lock), so a key read now cannot be written by anyone else before we
-            # commit: two retries of one submission never both create a request.
+            # commit: two retries of one submission never both create a request. Host
+            # imports take the same lock, so no host changes pool between `authorize`
+            # and the commit.
             self._lock_intake()
             if idempotency is not None:
                 found = self._key_row(idempotency.principal, idempotency.key)
@@ -262,6 +268,8 @@ class SqlAccess(SqlBase):
                             f"(request {found[0]})"
                         )
                     return found[0], False
+            if authorize is not None:
+                authorize()
             request_id = self._insert_request(request)
             if idempotency is not None:
                 self._exec(
