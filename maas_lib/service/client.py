@@ -499,6 +499,8 @@ class ApiFleet:
                     if event == "end":
                         ended = True
                         break
+                    if event == "error":
+                        raise _stream_error(data)
                     if event == "progress":
                         view = RequestView.model_validate(json.loads(data)["summary"])
                         yield view
@@ -529,6 +531,20 @@ class ApiFleet:
             time.sleep(interval)
             view = self.summary(request_id)
         return view
+
+
+def _stream_error(data: str) -> MaasError:
+    """The library error of a progress stream's `error` event (`{error, detail}`)."""
+    try:
+        body = json.loads(data)
+        kind, detail = str(body["error"]), " ".join(str(body["detail"]).split())
+    except (ValueError, KeyError, TypeError):
+        return MaasError("the progress stream failed (a garbled error event)")
+    if kind == "unauthenticated":
+        return AuthenticationError(detail[:_MAX_DETAIL])
+    if kind == "forbidden":
+        return AccessDenied(detail[:_MAX_DETAIL])
+    return MaasError(f"the progress stream failed: {detail[:_MAX_DETAIL]}")
 
 
 def _events(lines: Iterable[str]) -> Iterator[tuple[str, str]]:
