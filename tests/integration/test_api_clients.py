@@ -12,6 +12,7 @@ import os
 import socket
 import ssl
 import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,29 +20,17 @@ from pathlib import Path
 import pytest
 
 import maas_lib
-from maas_lib.access.models import PoolGrant
-from maas_lib.access.tokens import create_token
-from tests.apiserver import Service, free_port, running_service, service_process
+from tests.apiserver import SeededFleet, Service, free_port, running_service, service_process
 from tests.conftest import CliResult, cli_environment, maasctl_in_process, patience
 
 
-class Setup:
-    """A SQLite fleet (web01-08 in pool web, db01-02, gpu01) with tokens: `admin`, `ops`
-    (operator of team web-team, owner of pool web) and `viewer`."""
+class Setup(SeededFleet):
+    """The server tests' seeded fleet (tokens `admin`, `ops` of team web-team owning pool
+    web, `viewer`) in a SQLite file, and a home directory for maasctl."""
 
     def __init__(self, db: Path, inventory: Path, home: Path):
+        super().__init__(str(db), inventory)
         self.db, self.home = db, home
-        with maas_lib.open_fleet(db) as fleet:
-            fleet.import_hosts([str(inventory)])
-            fleet.store.grant_pool(PoolGrant(team="web-team", pool="web"), actor="test")
-            self.tokens = {
-                name: create_token(fleet.store, name, role, teams=teams, actor="test").secret
-                for name, role, teams in [
-                    ("admin", "admin", []),
-                    ("ops", "operator", ["web-team"]),
-                    ("viewer", "viewer", []),
-                ]
-            }
 
 
 @pytest.fixture
@@ -394,25 +383,36 @@ def test_two_server_processes_on_one_database_fail_over_mid_way(setup, tmp_path)
 # -- the collection through the service -----------------------------------------------------
 
 
-def test_a_playbook_submits_and_reads_through_the_service(setup, service, tmp_path):
-    pytest.importorskip("ansible")
-    from tests.integration.test_collection import BIN, COLLECTION, tail
+def ansible_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """Ansible with the collection from this checkout, state in `tmp_path`, no MAAS_* or
+    ANSIBLE_* of the caller's, then `extra`."""
+    from tests.integration.test_collection import COLLECTION
 
-    token = setup.tokens["ops"]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MAAS_", "ANSIBLE_"))}
-    env |= {
+    return env | {
         "ANSIBLE_COLLECTIONS_PATH": str(COLLECTION.parents[2]),
         "ANSIBLE_COLLECTIONS_SCAN_SYS_PATH": "false",
         "ANSIBLE_HOME": str(tmp_path / "ansible-home"),
         "ANSIBLE_LOCAL_TEMP": str(tmp_path / "ansible-tmp"),
         "ANSIBLE_NOCOLOR": "1",
         "ANSIBLE_RETRY_FILES_ENABLED": "false",
-        "ANSIBLE_PYTHON_INTERPRETER": os.sys.executable,
-        "MAAS_API_TOKEN": "maas_not-this-one",  # the task's api_token wins
-        "MAAS_DB": str(tmp_path / "no-such.db"),  # never opened: the task names the service
+        "ANSIBLE_PYTHON_INTERPRETER": sys.executable,
+        **extra,
     }
+
+
+def test_a_playbook_submits_and_reads_through_the_service(setup, service, tmp_path):
+    pytest.importorskip("ansible")
+    from tests.integration.test_collection import BIN, tail
+
+    token = setup.tokens["ops"]
+    env = ansible_env(
+        tmp_path,
+        MAAS_API_TOKEN="maas_not-this-one",  # the task's api_token wins
+        MAAS_DB=str(tmp_path / "no-such.db"),  # never opened: the task names the service
+    )
     (tmp_path / "hosts.ini").write_text(
-        f"localhost ansible_connection=local ansible_python_interpreter={os.sys.executable}\n"
+        f"localhost ansible_connection=local ansible_python_interpreter={sys.executable}\n"
     )
     (tmp_path / "vars.json").write_text(
         json.dumps({"url": service.url, "token": token, "ca": str(service.certs["ca"])})
@@ -474,19 +474,15 @@ def test_a_playbook_submits_and_reads_through_the_service(setup, service, tmp_pa
 
 def test_the_inventory_plugin_reads_the_hosts_through_the_service(setup, service, tmp_path):
     pytest.importorskip("ansible")
-    from tests.integration.test_collection import BIN, COLLECTION, tail, unsafe
+    from tests.integration.test_collection import BIN, tail, unsafe
 
     token = setup.tokens["viewer"]
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MAAS_", "ANSIBLE_"))}
-    env |= {
-        "ANSIBLE_COLLECTIONS_PATH": str(COLLECTION.parents[2]),
-        "ANSIBLE_COLLECTIONS_SCAN_SYS_PATH": "false",
-        "ANSIBLE_HOME": str(tmp_path / "ansible-home"),
-        "ANSIBLE_LOCAL_TEMP": str(tmp_path / "ansible-tmp"),
-        "MAAS_API_URL": service.url,
-        "MAAS_API_TOKEN": token,
-        "MAAS_API_CA": str(service.certs["ca"]),
-    }
+    env = ansible_env(
+        tmp_path,
+        MAAS_API_URL=service.url,
+        MAAS_API_TOKEN=token,
+        MAAS_API_CA=str(service.certs["ca"]),
+    )
     (tmp_path / "fleet.maas.yml").write_text("plugin: maas_lib.fleet.hosts\npools: [web, db]\n")
     proc = subprocess.run(
         [BIN / "ansible-inventory", "-i", "fleet.maas.yml", "--list", "--output=out.json", "-vvv"],
