@@ -781,6 +781,19 @@ def bmc() -> None:
     """Talk to hosts' BMCs directly and synchronously (no queue)."""
 
 
+class _BmcOption(_FieldOption):
+    """A `bmc` option: its default read from `maas_lib.bmc.limits` (plain data), so that
+    `bmc status` can run without loading pydantic (its range, in --help, as any option's)."""
+
+    def get_default(self, ctx: click.Context, call: bool = True) -> Any:
+        value = click.Option.get_default(self, ctx, call=call)
+        if value is None:
+            from maas_lib.bmc.limits import FIELDS  # BmcSettings' defaults, without pydantic
+
+            value = FIELDS[self.field[1]].default
+        return value
+
+
 def _bmc_options(fn: Any) -> Any:
     options = [
         click.option(
@@ -789,7 +802,7 @@ def _bmc_options(fn: Any) -> Any:
         click.option(
             "--concurrency",
             type=int,
-            cls=_FieldOption,
+            cls=_BmcOption,
             field=("bmc", "concurrency"),
             show_default=True,
             help="BMCs worked on at once.",
@@ -797,7 +810,7 @@ def _bmc_options(fn: Any) -> Any:
         click.option(
             "--timeout",
             type=float,
-            cls=_FieldOption,
+            cls=_BmcOption,
             field=("bmc", "timeout"),
             show_default=True,
             help="Seconds a BMC may take to answer one request; slower is `timeout`.",
@@ -805,7 +818,7 @@ def _bmc_options(fn: Any) -> Any:
         click.option(
             "--connect-timeout",
             type=float,
-            cls=_FieldOption,
+            cls=_BmcOption,
             field=("bmc", "connect_timeout"),
             show_default=True,
             help="Seconds to open a Redfish connection; a BMC not there is `unreachable`.",
@@ -871,11 +884,25 @@ def bmc_status(
     as_json: bool,
 ) -> None:
     """Read power state from each host's BMC. Exit 1 if any host failed."""
-    results = c.fleet().bmc_status(
-        patterns,
-        hosts_file=hosts_file,
-        settings=_bmc_settings(concurrency, timeout, connect_timeout, deadline),
-    )
+    results = None
+    if c.api is None:
+        # A lean start where it ends as Fleet.bmc_status would (else None: the fleet's).
+        from maas_lib.bmc.limits import BmcValues
+        from maas_lib.bmc.registered import status_of_registered
+
+        values = BmcValues.checked(
+            concurrency=concurrency,
+            timeout=timeout,
+            connect_timeout=connect_timeout,
+            deadline=deadline,
+        )
+        results = status_of_registered(c.db, patterns, hosts_file=hosts_file, settings=values)
+    if results is None:
+        results = c.fleet().bmc_status(
+            patterns,
+            hosts_file=hosts_file,
+            settings=_bmc_settings(concurrency, timeout, connect_timeout, deadline),
+        )
     _bmc_report(results, as_json)
 
 

@@ -51,7 +51,11 @@ from maas_lib.models import (
     RequestSummary,
     SubmitResult,
 )
-from maas_lib.patterns import split_patterns
+from maas_lib.patterns import (  # noqa: F401 - read_hosts_file: for maas_lib.fleet's callers
+    host_patterns,
+    read_hosts_file,
+    resolve_patterns,
+)
 from maas_lib.planner import admit, plan_batches, pool_limits_for, resolve_overlaps
 from maas_lib.serialize import to_jsonable
 from maas_lib.store import Event, NewRequest, Store, open_store
@@ -62,8 +66,6 @@ from maas_lib.validation import option_error, wait_seconds
 
 _IMAGE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/+-]*$")
 _ACTOR_RE = re.compile(r"^[^\s\x00-\x1f]{1,128}$")
-#: Shown when a submission names many unknown hosts.
-_MAX_NAMED = 5
 
 
 def os_user() -> str:
@@ -91,35 +93,6 @@ def parse_policy(policy: BatchPolicy | dict[str, Any] | None = None, **fields: A
         return BatchPolicy.model_validate(data)
     except ValidationError as exc:
         raise option_error(exc) from None
-
-
-#: The largest `--hosts-file` read (16 MiB: some 500,000 host names).
-MAX_HOSTS_FILE_BYTES = 16 * 1024 * 1024
-
-
-def read_hosts_file(path: str | Path) -> list[str]:
-    """Host names or patterns, one per line; blank lines and `#` comments are skipped.
-
-    UTF-8 text of at most `MAX_HOSTS_FILE_BYTES`; anything else is an `InputError`."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_HOSTS_FILE_BYTES + 1)
-    except OSError as exc:
-        raise InputError(f"--hosts-file {path}: {exc.strerror}") from None
-    if len(data) > MAX_HOSTS_FILE_BYTES:
-        raise InputError(
-            f"--hosts-file {path}: larger than {MAX_HOSTS_FILE_BYTES // (1024 * 1024)} MiB"
-        )
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise InputError(
-            f"--hosts-file {path}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset "
-            f"{exc.start})"
-        ) from None
-    if "\x00" in text:
-        raise InputError(f"--hosts-file {path}: not a text file (holds NUL bytes)")
-    return [ln.split("#", 1)[0].strip() for ln in text.splitlines() if ln.split("#", 1)[0].strip()]
 
 
 def parse_scheduler_settings(
@@ -157,11 +130,6 @@ def _hook_path(option: str, path: str | Path | None) -> str | None:
     if not p.is_file():
         raise InputError(f"--{option}: playbook {path} not found")
     return str(p)
-
-
-def _name_some(names: Sequence[str]) -> str:
-    shown = ", ".join(names[:_MAX_NAMED])
-    return shown + (f" (and {len(names) - _MAX_NAMED} more)" if len(names) > _MAX_NAMED else "")
 
 
 class Fleet:
@@ -212,25 +180,11 @@ class Fleet:
         """Registered pools and their standing disruption budgets."""
         return self.store.list_pools()
 
-    @staticmethod
-    def _patterns(patterns: Iterable[str], hosts_file: str | Path | None) -> list[str]:
-        pats = list(patterns)
-        if hosts_file is not None:
-            pats += read_hosts_file(hosts_file)
-        if not pats:
-            raise InputError("no hosts given (name hosts, globs or --hosts-file)")
-        return pats
+    _patterns = staticmethod(host_patterns)
 
     def _resolve(self, patterns: list[str]) -> tuple[list[str], dict[str, HostStatus]]:
         """Host names for patterns, in pattern order, or NotFound naming what matched nothing."""
-        names, globs = split_patterns(patterns)
-        match = self.store.match_hosts(names, globs)
-        hosts, unknown, empty = match.ordered([p.strip() for p in patterns])
-        if unknown:
-            raise NotFound(f"unknown host {_name_some(unknown)}")
-        if empty:
-            raise NotFound(f"pattern {empty[0]!r} matches no registered host")
-        return hosts, match.status
+        return resolve_patterns(patterns, self.store.match_hosts)
 
     def resolve_hosts(
         self, patterns: Iterable[str] = (), *, hosts_file: str | Path | None = None

@@ -7,14 +7,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from enum import StrEnum
-from typing import TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from maas_lib.bmc.base import BmcTarget, BootDevice, PowerAction, PowerState
-from maas_lib.bmc.control import BmcController, BmcResult, BmcSettings
+from maas_lib.bmc.control import BmcController, BmcResult
 from maas_lib.bmc.sessions import close_all_sessions
 from maas_lib.credentials import Credential, resolve_credential
 from maas_lib.errors import InputError
-from maas_lib.models import HostRecord, HostSpec
+
+if TYPE_CHECKING:
+    from maas_lib.bmc.limits import BmcValues
+    from maas_lib.bmc.settings import BmcSettings
+    from maas_lib.models import HostRecord, HostSpec
 
 __all__ = [
     "BmcController",
@@ -29,6 +33,15 @@ __all__ = [
 ]
 
 E = TypeVar("E", bound=StrEnum)
+
+
+def __getattr__(name: str) -> Any:
+    """`BmcSettings` on first use (pydantic: `maasctl bmc status` does without it)."""
+    if name == "BmcSettings":
+        from maas_lib.bmc.settings import BmcSettings  # pydantic: only when asked for
+
+        return BmcSettings
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def parse_choice(kind: type[E], value: str | E, what: str) -> E:
@@ -47,7 +60,7 @@ def run_bmc(
     device: BootDevice | None = None,
     persistent: bool = False,
     wait: bool = True,
-    settings: BmcSettings | None = None,
+    settings: BmcSettings | BmcValues | None = None,
     credential: Credential | None = None,
 ) -> list[BmcResult]:
     """Run one BMC verb (`status`, `power`, `boot`) on every host, bounded concurrency.

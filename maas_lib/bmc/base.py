@@ -9,12 +9,14 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from maas_lib.enums import BootDevice, PowerAction
+from maas_lib.enums import BmcProtocol, BootDevice, PowerAction
 from maas_lib.errors import BmcError, BmcUnreachable
-from maas_lib.models import BmcProtocol, HostRecord, HostSpec
+
+if TYPE_CHECKING:
+    from maas_lib.models import HostRecord, HostSpec
 
 IPMI_DEFAULT_PORT = 623
 #: The inventory var pinning a host's RMCP+ cipher suite (IPMI 2.0 table 22-20).

@@ -13,9 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
-from typing import Any, TypeVar
-
-from pydantic import BaseModel, Field
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from maas_lib.bmc.base import (
     BmcDriver,
@@ -29,16 +27,30 @@ from maas_lib.bmc.base import (
 from maas_lib.bmc.deadline import run_with_deadline
 from maas_lib.bmc.fallback import FallbackDriver
 from maas_lib.credentials import Credential, resolve_credential
+from maas_lib.enums import BmcProtocol
 from maas_lib.errors import (
     BmcError,
     BmcPowerUnknown,
     BmcTimeout,
     CredentialError,
 )
-from maas_lib.models import BmcProtocol
+
+if TYPE_CHECKING:
+    from maas_lib.bmc.limits import BmcValues
+    from maas_lib.bmc.settings import BmcSettings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+
+def __getattr__(name: str) -> Any:
+    """`BmcSettings`, imported on first use: it needs pydantic, which `maasctl bmc status`
+    does without (it passes `BmcValues`)."""
+    if name == "BmcSettings":
+        from maas_lib.bmc.settings import BmcSettings  # pydantic: only when asked for
+
+        return BmcSettings
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _said(reading: PowerReading) -> str:
@@ -54,61 +66,6 @@ MAX_WORKERS = 1024
 #: pause between looks grows (up to `BmcSettings.poll_interval`).
 FIRST_POLL_S = 0.1
 POLL_BACKOFF = 1.5
-
-
-class BmcSettings(BaseModel, defer_build=True):
-    """Timeouts and limits for BMC work."""
-
-    timeout: float = Field(
-        default=10.0,
-        gt=0,
-        le=3600,
-        description="seconds a BMC may take to answer one request (an HTTP read, an IPMI "
-        "exchange); a BMC that answers slower is `timeout`",
-    )
-    connect_timeout: float = Field(
-        default=5.0,
-        gt=0,
-        le=3600,
-        description="seconds to open a connection to a Redfish BMC; a BMC that refuses or "
-        "is not there is `unreachable` within it",
-    )
-    deadline: float | None = Field(
-        default=None,
-        gt=0,
-        le=86400,
-        description="seconds for one BMC operation, all its requests together (login, "
-        "service root, the system, a task monitor, Retry-After waits); default "
-        "connect_timeout + 4 x timeout",
-    )
-    power_timeout: float = Field(
-        default=300.0,
-        gt=0,
-        le=3600,
-        description="seconds (up to 3600) for a BMC to reach a requested power state",
-    )
-    poll_interval: float = Field(
-        default=1.0, gt=0, le=60, description="longest pause (up to 60 s) between power-state polls"
-    )
-    retries: int = Field(
-        default=2, ge=0, le=10, description="extra attempts (0-10) for transient errors"
-    )
-    concurrency: int = Field(
-        default=64, ge=1, le=4096, description="BMC calls in flight at once, fleet-wide"
-    )
-    endpoint_concurrency: int = Field(
-        default=4,
-        ge=1,
-        le=1024,
-        description="BMC calls in flight at once to one endpoint (address and port)",
-    )
-
-    @property
-    def operation_deadline(self) -> float:
-        """Seconds one BMC operation may take in all (`deadline`, or its default)."""
-        if self.deadline is not None:
-            return self.deadline
-        return self.connect_timeout + 4 * self.timeout
 
 
 @dataclass
@@ -181,11 +138,15 @@ class BmcController:
 
     def __init__(
         self,
-        settings: BmcSettings | None = None,
+        settings: BmcSettings | BmcValues | None = None,
         resolve: Callable[[str], Credential] = resolve_credential,
         driver_factory: Callable[[BmcEndpoint, Credential, BmcSettings], BmcDriver] | None = None,
     ):
-        self.settings = settings or BmcSettings()
+        if settings is None:
+            from maas_lib.bmc.settings import BmcSettings  # pydantic: see __getattr__
+
+            settings = BmcSettings()
+        self.settings = settings
         self._resolve = resolve
         # Tests and benchmarks may plug in another transport (e.g. an in-process machine).
         self._make_driver = driver_factory or make_driver

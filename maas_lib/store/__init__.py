@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from maas_lib.errors import InputError, StoreError
-from maas_lib.store.base import (
-    CatalogStore,
-    Event,
-    LeaseStore,
-    NewRequest,
-    PatternMatch,
-    QueueStore,
-    StatsStore,
-    StepStore,
-    Store,
-)
+from maas_lib.errors import StoreError
+from maas_lib.store.urls import default_db_url, is_postgres_url, sqlite_path
+
+if TYPE_CHECKING:
+    from maas_lib.store.base import (
+        CatalogStore,
+        Event,
+        LeaseStore,
+        NewRequest,
+        PatternMatch,
+        QueueStore,
+        StatsStore,
+        StepStore,
+        Store,
+    )
 
 __all__ = [
     "CatalogStore",
@@ -31,15 +34,17 @@ __all__ = [
     "default_db_url",
     "open_store",
 ]
+#: The interfaces (`maas_lib.store.base`, with the models) load on first use (PEP 562): a
+#: reader that needs none of them (`host_reader`) does not pay for pydantic.
+_BASE_NAMES = frozenset(__all__) - {"default_db_url", "open_store"}
 
 
-def default_db_url() -> str:
-    """`MAAS_DB` if set, else a per-user data file (XDG data dir)."""
-    env = os.environ.get("MAAS_DB")
-    if env:
-        return env
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return str(Path(base) / "maas-lib" / "maas.db")
+def __getattr__(name: str) -> Any:
+    if name not in _BASE_NAMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from maas_lib.store import base  # the models: on first use, see _BASE_NAMES
+
+    return getattr(base, name)
 
 
 def open_store(url: str | os.PathLike[str] | None = None, *, create: bool = True) -> Store:
@@ -57,7 +62,7 @@ def open_store(url: str | os.PathLike[str] | None = None, *, create: bool = True
     or in an error message.
     """
     target = str(url) if url is not None else default_db_url()
-    if target.startswith(("postgresql://", "postgres://")):
+    if is_postgres_url(target):
         try:
             from maas_lib.store.postgres import PostgresStore  # psycopg: PostgreSQL only
         except ImportError as exc:
@@ -65,13 +70,7 @@ def open_store(url: str | os.PathLike[str] | None = None, *, create: bool = True
                 f"PostgreSQL stores need psycopg 3 (pip install 'psycopg[binary]'): {exc}"
             ) from None
         return PostgresStore(target, create=create)
-    if target.startswith("sqlite:///"):
-        # SQLAlchemy's convention: sqlite:///relative.db, sqlite:////absolute.db
-        target = target[len("sqlite:///") :]
-    elif "://" in target:
-        raise InputError(
-            f"unsupported database URL {target!r} (use a path, sqlite:///path or postgresql://…)"
-        )
+    path = sqlite_path(target)
     from maas_lib.store.sqlite import SqliteStore  # a backend loads when it is opened
 
-    return SqliteStore(target, create=create)
+    return SqliteStore(path, create=create)

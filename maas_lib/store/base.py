@@ -33,6 +33,7 @@ from maas_lib.models import (
     RequestStatus,
     RequestSummary,
 )
+from maas_lib.patterns import PatternMatch
 from maas_lib.telemetry.models import OutcomePoint, Stats, StepHistogram, WorkerInfo
 
 
@@ -58,31 +59,6 @@ class IdempotencyKey:
     principal: str
     key: str
     body_hash: str
-
-
-@dataclass(frozen=True)
-class PatternMatch:
-    """What host patterns resolved to: each host's standing, and what each glob matched."""
-
-    status: dict[str, HostStatus]
-    glob_hits: dict[str, list[str]] = field(default_factory=dict)
-
-    def ordered(self, patterns: Sequence[str]) -> tuple[list[str], list[str], list[str]]:
-        """(hosts in pattern order without repeats, unknown names, globs matching nothing)."""
-        hosts: dict[str, None] = {}
-        unknown: list[str] = []
-        empty: list[str] = []
-        for p in patterns:
-            if p in self.glob_hits:
-                hits = self.glob_hits[p]
-                if not hits:
-                    empty.append(p)
-                hosts.update(dict.fromkeys(hits))
-            elif p in self.status:
-                hosts[p] = None
-            else:
-                unknown.append(p)
-        return list(hosts), unknown, empty
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,8 @@ from typing import Any
 from maas_lib.access.models import PoolGrant
 from maas_lib.errors import NotFound
 from maas_lib.models import HostRecord, HostSpec, HostStatus, InstallReport, PoolSpec
-from maas_lib.patterns import glob_matches, literal_prefix
-from maas_lib.store.base import PatternMatch
+from maas_lib.patterns import PatternMatch
+from maas_lib.store import host_reader
 from maas_lib.store.sql_base import SqlBase
 from maas_lib.timeutil import utc_now
 
@@ -29,11 +29,6 @@ _UPSERT_POOL_SQL = (
     "ON CONFLICT (name) DO UPDATE SET max_unavailable = excluded.max_unavailable, "
     "updated = excluded.updated"
 )
-
-
-def _prefix_upper_bound(prefix: str) -> str:
-    # Every string that starts with `prefix` sorts below prefix + U+10FFFF.
-    return prefix + "\U0010ffff"
 
 
 class SqlCatalog(SqlBase):
@@ -98,13 +93,7 @@ class SqlCatalog(SqlBase):
         return HostRecord.model_validate(rows[0])
 
     def get_hosts(self, names: Sequence[str]) -> list[HostRecord]:
-        rows = {
-            r["name"]: r
-            for r in self._rows(
-                f"SELECT * FROM hosts WHERE {self._in('name')}", (self._list(names),)
-            )
-        }
-        return [HostRecord.model_validate(rows[n]) for n in names if n in rows]
+        return [HostRecord.model_validate(r) for r in host_reader.host_rows(self, names)]
 
     def set_host_status(
         self, name: str, status: HostStatus, reason: str | None, *, actor: str
@@ -145,26 +134,7 @@ class SqlCatalog(SqlBase):
         ]
 
     def match_hosts(self, names: Sequence[str], globs: Sequence[str]) -> PatternMatch:
-        status: dict[str, HostStatus] = {}
-        if names:
-            for name, st in self._exec(
-                f"SELECT name, status FROM hosts WHERE {self._in('name')}", (self._list(names),)
-            ):
-                status[name] = HostStatus(st)
-        hits: dict[str, list[str]] = {}
-        for pattern in globs:
-            prefix = literal_prefix(pattern)
-            if prefix:
-                rows = self._exec(
-                    "SELECT name, status FROM hosts WHERE name >= ? AND name < ? ORDER BY name",
-                    (prefix, _prefix_upper_bound(prefix)),
-                ).fetchall()
-            else:
-                rows = self._exec("SELECT name, status FROM hosts ORDER BY name").fetchall()
-            candidates = dict(rows)
-            hits[pattern] = glob_matches(pattern, candidates)
-            status.update((n, HostStatus(candidates[n])) for n in hits[pattern])
-        return PatternMatch(status=status, glob_hits=hits)
+        return host_reader.match_hosts(self, names, globs)
 
     # -- install-completion path ----------------------------------------------------------
 

@@ -10,7 +10,6 @@ The schema's DDL comes from `schema`, the description PostgreSQL's is generated 
 
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -22,7 +21,8 @@ from maas_lib.errors import StoreError, StoreUnavailable, StoreUnusable
 from maas_lib.store import schema
 from maas_lib.store.faults import sqlite_transient
 from maas_lib.store.sql import SqlStore
-from maas_lib.store.sql_base import Cursor, Params
+from maas_lib.store.sql_base import Params
+from maas_lib.store.sqlite_hooks import SqliteHooks
 
 #: How long a writer waits for another process's write lock before giving up.
 BUSY_TIMEOUT_S = 30.0
@@ -31,7 +31,7 @@ BUSY_TIMEOUT_S = 30.0
 _UNUSABLE_CODES = frozenset({11, 26})  # SQLITE_CORRUPT, SQLITE_NOTADB
 
 
-class SqliteStore(SqlStore):
+class SqliteStore(SqliteHooks, SqlStore):
     ROW_ORDER = "rowid"
     DIALECT = "sqlite"
 
@@ -113,24 +113,10 @@ class SqliteStore(SqlStore):
             self._rollback()  # e.g. a COMMIT that found the disk full
             raise StoreUnavailable(f"database {self.path}: {exc}") from None
 
-    def _exec(self, sql: str, params: Params = ()) -> Cursor:
-        return self.conn.execute(sql, params)
-
     def _many(self, sql: str, rows: Sequence[Params]) -> None:
         self.conn.executemany(sql, rows)
 
-    def _rows(self, sql: str, params: Params = ()) -> list[dict[str, Any]]:
-        cur = self.conn.execute(sql, params)
-        names = [d[0] for d in cur.description or ()]
-        return [dict(zip(names, row, strict=True)) for row in cur]
-
-    # -- list parameters: one JSON array, read back with json_each ------------------------
-
-    def _list(self, values: Sequence[Any]) -> str:
-        return json.dumps(list(values))
-
-    def _in(self, column: str, param: str = "?") -> str:
-        return f"{column} IN (SELECT value FROM json_each({param}))"
+    # -- list parameters: `_list` and `_in` are SqliteHooks'; _each reads them too --------
 
     def _each(self, param: str, alias: str) -> str:
         return f"json_each({param}) {alias}"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 
@@ -36,18 +37,22 @@ HEAVY = (
 )
 
 
-def _loaded_after(code: str, env: dict[str, str] | None = None) -> set[str]:
-    """Top modules and maas_lib submodules a fresh interpreter holds after `code`."""
-    probe = f"import sys, json\n{code}\nprint(json.dumps(sorted(sys.modules)))\n"
+def _probe(code: str, env: dict[str, str] | None = None) -> Any:
+    """What `code`, run by a fresh interpreter, prints as JSON on its last line."""
     proc = subprocess.run(
-        [sys.executable, "-c", probe],
+        [sys.executable, "-c", code],
         capture_output=True,
         text=True,
         timeout=patience(120),
         check=True,
         env=env,
     )
-    return set(json.loads(proc.stdout.splitlines()[-1]))
+    return json.loads(proc.stdout.splitlines()[-1])
+
+
+def _loaded_after(code: str, env: dict[str, str] | None = None) -> set[str]:
+    """Top modules and maas_lib submodules a fresh interpreter holds after `code`."""
+    return set(_probe(f"import sys, json\n{code}\nprint(json.dumps(sorted(sys.modules)))\n", env))
 
 
 def _heavy(loaded: set[str], heavy: tuple[str, ...] = HEAVY) -> list[str]:
@@ -140,3 +145,83 @@ def test_maasctl_submit_loads_the_queue_only(tmp_path):
     with maas_lib.open_fleet(db) as fleet:
         assert [r.host_count for r in fleet.requests()] == [1]  # the probe submitted
     assert _heavy(loaded, SUBMIT_UNUSED) == []
+
+
+#: What `maasctl bmc status` of IPMI hosts in a SQLite store does not use: its start-up
+#: was most of its run (issue 12: at most 1.5x FreeIPMI's `ipmipower --stat`), so no
+#: models (pydantic), no store interfaces or backends, nothing of the fleet, scheduler,
+#: telemetry, planner, access control or service, and no other protocol or rendering.
+BMC_STATUS_UNUSED = (
+    "pydantic",
+    "pydantic_core",
+    "maas_lib.models",
+    "maas_lib.fleet",
+    "maas_lib.store.base",
+    "maas_lib.store.sqlite",
+    "maas_lib.store.sql",
+    "maas_lib.store.postgres",
+    "maas_lib.scheduler",
+    "maas_lib.telemetry",
+    "maas_lib.planner",
+    "maas_lib.access",
+    "maas_lib.service",
+    "maas_lib.inventory",
+    "maas_lib.bmc.settings",
+    "maas_lib.bmc.redfish",
+    "sushy",
+    "requests",
+    "tenacity",
+    "rich",
+    "yaml",
+    "ansible",
+    "psycopg",
+    "httpx",
+)
+
+
+def test_maasctl_bmc_status_of_ipmi_hosts_loads_no_models_store_or_scheduler(tmp_path):
+    import os
+    import socket
+
+    import maas_lib
+    from maas_lib.models import HostSpec, PoolSpec
+
+    # A BMC address where nothing answers (a UDP port just closed): the status runs to
+    # its end, `unreachable` after --timeout, through the whole lean path.
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    db = tmp_path / "q.db"
+    with maas_lib.open_fleet(db) as fleet:
+        fleet.import_parsed(
+            [
+                HostSpec(name=f"n{i}", pool="p", bmc_address="127.0.0.1", bmc_port=port)
+                for i in (1, 2)
+            ],
+            [PoolSpec(name="p")],
+        )
+    env = {
+        **os.environ,
+        "MAAS_DB": str(db),
+        "MAAS_CRED_DEFAULT_USERNAME": "admin",
+        "MAAS_CRED_DEFAULT_PASSWORD": "not-a-real-secret",
+    }
+    probe = (
+        "import contextlib, io, runpy, sys, json\n"
+        "sys.argv = ['maasctl', 'bmc', 'status', 'n*', '--json', '--timeout', '0.05']\n"
+        "out = io.StringIO()\n"
+        "with contextlib.redirect_stdout(out):\n"
+        "    try:\n"
+        "        runpy.run_module('maas_lib', run_name='__main__')\n"
+        "    except SystemExit as exc:\n"
+        "        code = exc.code\n"
+        "print(json.dumps([code, json.loads(out.getvalue()), sorted(sys.modules)]))\n"
+    )
+    code, rows, loaded = _probe(probe, env)
+    # The command ran to its end, as always: a row per host, exit 1 (the BMCs failed).
+    assert code == 1
+    assert [(r["host"], r["error_class"]) for r in rows] == [
+        ("n1", "unreachable"),
+        ("n2", "unreachable"),
+    ]
+    assert _heavy(set(loaded), BMC_STATUS_UNUSED) == []
