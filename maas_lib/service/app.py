@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Annotated, Any
 
 import anyio
-from fastapi import Depends, FastAPI, Header, Query, Request, Response, Security
+from fastapi import Depends, FastAPI, Header, Path, Query, Request, Response, Security
 from fastapi.security import HTTPBearer
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from starlette.concurrency import run_in_threadpool
@@ -29,12 +29,17 @@ from maas_lib.serialize import to_jsonable
 from maas_lib.service import errors, web
 from maas_lib.service.bodies import SubmitBody
 from maas_lib.service.errors import ApiError, ErrorBody, log, one_line, retry_after
+from maas_lib.service.inputs import CleanText, StrictJsonRoute
 from maas_lib.service.limits import BodyLimit, RateLimiter
 from maas_lib.service.pool import FleetPool
 from maas_lib.service.settings import ServiceSettings
 from maas_lib.telemetry.models import Stats, WorkerInfo
 
 PREFIX = "/api/v1"
+#: The largest id or count a path or query takes (the stores' 64-bit integers).
+MAX_ID = 2**63 - 1
+#: A request id in a path: out of range is a 422, never the store's overflow.
+RequestId = Annotated[int, Path(ge=1, le=MAX_ID, description="a request's id")]
 
 #: Every error status an endpoint may answer, with the one error shape (OpenAPI).
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -117,11 +122,16 @@ def create_app(settings: ServiceSettings, *, stopping: threading.Event | None = 
         docs_url="/docs",
         redoc_url=None,
         responses=_ERRORS,
+        # A path with a trailing slash is a 404, not a redirect to a URL built from the
+        # client's Host header.
+        redirect_slashes=False,
     )
+    app.router.route_class = StrictJsonRoute  # every route after this reads bodies strictly
     app.state.api = api
     app.state.pool = api.pool
     errors.install(app)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(CleanText)
     web.mount(app)  # the page at /
 
     Caller = Annotated[Principal, Depends(api.principal)]
@@ -131,7 +141,7 @@ def create_app(settings: ServiceSettings, *, stopping: threading.Event | None = 
 
     Guarded = Annotated[GuardedFleet, Depends(guarded)]
 
-    def first_read(request_id: int, principal: Caller) -> dict[str, Any]:
+    def first_read(request_id: RequestId, principal: Caller) -> dict[str, Any]:
         # A dependency, so an unknown or forbidden request is a 404/403 before the
         # stream (and its 200) starts.
         return _read(api, principal, request_id)
@@ -180,20 +190,20 @@ def create_app(settings: ServiceSettings, *, stopping: threading.Event | None = 
     def list_requests(
         fleet: Guarded,
         state: Annotated[list[str] | None, Query()] = None,
-        limit: Annotated[int | None, Query(ge=1)] = None,
+        limit: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
     ) -> Any:
         """Requests, newest first; `state` may repeat."""
         return to_jsonable(fleet.requests(state or None, limit))
 
     @app.get(f"{PREFIX}/requests/{{request_id}}", tags=["requests"])
     def request_info(
-        request_id: int, fleet: Guarded, steps: bool = False, host: str | None = None
+        request_id: RequestId, fleet: Guarded, steps: bool = False, host: str | None = None
     ) -> Any:
         """One request: its hosts and states, its summary; `steps` (or `host`) adds steps."""
         return fleet.request_info(request_id, steps=steps, host=host)
 
     @app.post(f"{PREFIX}/requests/{{request_id}}/cancel", tags=["requests"])
-    def cancel(request_id: int, fleet: Guarded) -> Any:
+    def cancel(request_id: RequestId, fleet: Guarded) -> Any:
         """Cancel a request: at once if not started; if running, no new host starts."""
         state = fleet.cancel(request_id)
         return {"id": request_id, "state": to_jsonable(state), "cancel_requested": True}
@@ -204,7 +214,9 @@ def create_app(settings: ServiceSettings, *, stopping: threading.Event | None = 
         tags=["requests"],
     )
     async def progress(
-        request_id: int, request: Request, first: FirstRead
+        request_id: int,
+        request: Request,
+        first: FirstRead,  # checked by first_read
     ) -> AsyncIterator[ServerSentEvent]:
         """Server-sent events: `progress` (the request's document, as GET
         /requests/{id} answers it) whenever it changes, then `end` once the request has

@@ -4,7 +4,27 @@ messages."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+import re
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+#: A host name or glob as the API takes it: printable ASCII without spaces, at most as
+#: long as a DNS name (registered host names are ASCII; anything else matches nothing
+#: but could still mislead whoever reads the pattern in the audit log).
+_PATTERN_RE = re.compile(r"[!-~]{1,253}")
+
+
+def _pattern(value: str) -> str:
+    if not _PATTERN_RE.fullmatch(value):
+        raise ValueError(
+            "a host name or glob: 1 to 253 printable ASCII characters, no spaces "
+            f"(got {len(value)} characters)"
+        )
+    return value
+
+
+Pattern = Annotated[str, AfterValidator(_pattern)]
 
 
 class SubmitBody(BaseModel):
@@ -17,7 +37,7 @@ class SubmitBody(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)  # JSON types as sent: no "3" for 3
 
     action: str = Field(description="power-on, power-off, power-cycle, reboot, reimage, ...")
-    patterns: list[str] = Field(description="host names or shell-style globs")
+    patterns: list[Pattern] = Field(description="host names or shell-style globs")
     image: str | None = Field(default=None, description="image to install (reimage, wipe)")
     batch_size: str | int | None = Field(default=None, description="N or N%")
     max_failures: str | int | None = Field(default=None, description="N or N%")

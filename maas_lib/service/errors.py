@@ -75,13 +75,29 @@ def redact(text: str) -> str:
     return _SECRET_RE.sub("<redacted>", text)
 
 
+#: Characters that must not reach a log line, an error detail or a terminal as they are:
+#: C0/C1 controls and DEL (a newline forges a log line, ESC drives a terminal), line and
+#: paragraph separators, bidirectional embeddings/overrides/isolates, lone surrogates.
+UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+
+
+def _escaped(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def escape_unsafe(text: str) -> str:
+    """`text` with each `UNSAFE` character written as its escape (a newline as `\\x0a`)."""
+    return UNSAFE.sub(_escaped, text)
+
+
 class Redacting(logging.Filter):
     """Redacts credentials from a log record's message (uvicorn's access log shows each
     path with its query string)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        cleaned = redact(message)
+        cleaned = escape_unsafe(redact(message))  # one line, whatever a caller sent
         if cleaned != message:
             record.msg, record.args = cleaned, None
         if record.exc_info and not record.exc_text:  # the traceback's messages too
@@ -90,7 +106,7 @@ class Redacting(logging.Filter):
 
 
 def one_line(text: str) -> str:
-    line = redact(" ".join(str(text).split()))
+    line = escape_unsafe(redact(" ".join(str(text).split())))
     return line if len(line) <= MAX_DETAIL else line[: MAX_DETAIL - 3] + "..."
 
 
@@ -126,6 +142,9 @@ def _validation_detail(exc: RequestValidationError) -> str:
     found = exc.errors()
     parts = []
     for err in found[:_MAX_SHOWN]:
+        if err.get("type") == "json_invalid":  # maas_lib.service.inputs names the problem
+            parts.append(f"body: {err.get('ctx', {}).get('error', 'not JSON')}")
+            continue
         where = ".".join(str(p) for p in err.get("loc", ()))
         msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
         parts.append(f"{where}: {msg}" if where else msg)

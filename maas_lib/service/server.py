@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import ipaddress
+import json
 import logging
 import signal
 import socket
@@ -22,6 +23,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+import h11
 import uvicorn
 from pydantic import BaseModel, ConfigDict
 from uvicorn.protocols.http.h11_impl import H11Protocol
@@ -35,6 +37,17 @@ log = logging.getLogger("maas_lib.service")
 GRACE_S = 30.0
 #: Seconds an idle keep-alive connection stays open.
 KEEP_ALIVE_S = 5
+#: TLS 1.2's cipher suites: forward-secret key exchange with an AEAD cipher only (no CBC,
+#: no static RSA, no SHA-1); TLS 1.3's own suites are all of that kind.
+TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:DHE+CHACHA20:!aNULL:!eNULL"
+#: What a request h11 cannot parse is answered, in the API's one error shape.
+_BAD_HTTP = json.dumps(
+    {
+        "error": "bad_request",
+        "detail": "invalid HTTP request (a malformed request line or header, or headers "
+        "larger than 16 KiB)",
+    }
+).encode()
 #: Seconds a closing TLS connection waits for the client's close_notify (asyncio's
 #: default, 30 s, would let a client that never answers hold a graceful shutdown).
 TLS_CLOSE_S = 2.0
@@ -102,6 +115,8 @@ def tls_context(listen: Listen) -> ssl.SSLContext:
     assert listen.tls_cert is not None
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.set_ciphers(TLS12_CIPHERS)
+    ctx.options |= ssl.OP_NO_RENEGOTIATION | ssl.OP_NO_COMPRESSION
     try:
         ctx.load_cert_chain(listen.tls_cert, listen.tls_key)
     except (OSError, ssl.SSLError) as exc:
@@ -135,6 +150,21 @@ class _Protocol(H11Protocol):
         cert = ssl_object.getpeercert() if ssl_object is not None else None
         if cert:
             self.app = _WithClientCert(self.app, _subject(cert))
+
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn answers a request h11 refuses in text/plain; this, in the one shape."""
+        response = h11.Response(
+            status_code=400,
+            headers=[
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(_BAD_HTTP)).encode()),
+                (b"connection", b"close"),
+            ],
+            reason=b"Bad Request",
+        )
+        for event in (response, h11.Data(data=_BAD_HTTP), h11.EndOfMessage()):
+            self.transport.write(self.conn.send(event) or b"")
+        self.transport.close()
 
     def shutdown(self) -> None:
         idle = self.cycle is None or self.cycle.response_complete

@@ -4,6 +4,8 @@ stores (SQLite, PostgreSQL) and a real uvicorn over TLS on loopback."""
 
 from __future__ import annotations
 
+import socket
+import ssl
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +17,7 @@ from maas_lib.access.models import Role
 from maas_lib.access.principal import Principal
 from maas_lib.errors import AccessDenied
 from tests.apiserver import SeededFleet, Service, running_service
+from tests.conftest import patience
 
 #: web01 moved from pool web into pool db (an admin's `maasctl hosts import`).
 MOVED = """
@@ -84,3 +87,117 @@ def test_a_host_moved_to_another_pool_after_the_check_is_refused(
             "submit",
             ["db"],
         )
+
+
+# -- hostile input --------------------------------------------------------------------------
+
+OK_BODY = '{"action": "reboot", "patterns": ["web01"]%s}'
+#: (raw body, what the 422's detail names). Python's own parser takes the first five.
+HOSTILE_BODIES = [
+    (OK_BODY % ', "pause": NaN', "NaN is not a JSON number"),
+    (OK_BODY % ', "pause": -Infinity', "-Infinity is not a JSON number"),
+    (OK_BODY % ', "pause": 1e400', "number 1e400 is out of range"),
+    (OK_BODY % (', "canary": ' + "9" * 5000), "more than 20 digits"),
+    ('{"action": "reboot", "action": "wipe", "patterns": ["web01"]}', "'action' appears twice"),
+    ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+    (b'{"action": "reboot", "patterns": ["web\xff01"]}', "not UTF-8 (byte 0xff"),
+    ('{"action": "reboot", "patterns": ["web01\\u0000"]}', "U+0000"),
+    ('{"action": "reboot", "patterns": ["web0*\\u0000"]}', "U+0000"),
+    ('{"action": "reboot", "patterns": ["\\ud800"]}', "U+D800"),
+    ('{"action": "reboot", "patterns": ["web01\\u202e"]}', "U+202E"),
+    ('{"action": "reboot", "patterns": ["web01\\u001b[2J"]}', "U+001B"),
+    ('{"action": "reboot", "patterns": ["\\uff57eb01"]}', "printable ASCII"),  # fullwidth w
+    ('{"action": "reboot", "patterns": ["' + "w" * 300 + '"]}', "printable ASCII"),
+    ("{not json", "not JSON: Expecting property name"),
+]
+
+
+def test_hostile_bodies_are_refused_naming_the_problem(setup: SeededFleet, service: Service):
+    """Every body Python's json would take but should not (NaN, Infinity, duplicate
+    keys), or that broke the server (a NUL on PostgreSQL, a lone surrogate: 500s), or that
+    was refused without saying why ("There was an error parsing the body"): a 422 naming
+    the problem, nothing written."""
+    ops = service.client(setup.tokens["ops"])
+    for body, named in HOSTILE_BODIES:
+        for path in ("/api/v1/requests", "/api/v1/plan"):
+            response = ops.post(path, content=body, headers={"Content-Type": "application/json"})
+            assert named in _error(response, 422, "invalid"), (body[:60], response.text)
+    with setup.fleet() as fleet:
+        assert fleet.requests() == []
+
+
+def test_ids_and_limits_out_of_range_are_invalid_not_internal(setup: SeededFleet, service: Service):
+    """A request id or limit past the store's 64-bit integers was a 500 (OverflowError on
+    SQLite, NumericValueOutOfRange on PostgreSQL)."""
+    ops = service.client(setup.tokens["ops"])
+    huge = 2**70
+    for response in (
+        ops.get(f"/api/v1/requests/{huge}"),
+        ops.get(f"/api/v1/requests/{2**63}/progress"),
+        ops.post(f"/api/v1/requests/{huge}/cancel"),
+        ops.get("/api/v1/requests", params={"limit": 10**20}),
+        ops.get("/api/v1/requests/0"),
+    ):
+        assert "request_id" in _error(response, 422, "invalid") or "limit" in response.text
+    assert ops.get(f"/api/v1/requests/{2**63 - 1}").status_code == 404
+
+
+def test_control_characters_in_paths_and_queries_are_refused(setup: SeededFleet, service: Service):
+    """A NUL in a query parameter was a 500 on PostgreSQL; an ESC in a path went back in the
+    404's detail; a newline reached the server's log as a line of its own."""
+    viewer = service.client(setup.tokens["viewer"])
+    admin = service.client(setup.tokens["admin"])
+    for response, named in (
+        (viewer.get("/api/v1/hosts", params={"pool": "web\x00"}), "query parameter pool"),
+        (viewer.get("/api/v1/stats", params={"pool": "a\x00"}), "query parameter pool"),
+        (admin.get("/api/v1/audit", params={"principal": "a\x00"}), "query parameter principal"),
+        (viewer.get("/api/v1/requests", params={"state": "a\x1b[2J"}), "query parameter state"),
+        (viewer.get("/api/v1/requests/1%0Amaasctl: INFO: forged"), "the path"),
+        (viewer.get("/api/v1/nothing%1b[2J"), "the path"),
+    ):
+        assert named in _error(response, 400, "bad_request")
+
+
+def test_a_trailing_slash_is_not_redirected_to_the_clients_host(
+    setup: SeededFleet, service: Service
+):
+    """Starlette redirected /api/v1/requests/ to a URL built from the Host header (307 to
+    https://evil.example/...): an open redirect any link could use."""
+    viewer = service.client(setup.tokens["viewer"])
+    response = viewer.get("/api/v1/requests/", headers={"Host": "evil.example"})
+    _error(response, 404, "not_found")
+    assert "location" not in response.headers
+
+
+def test_a_request_h11_refuses_is_answered_in_the_one_shape(setup: SeededFleet, service: Service):
+    """Headers past h11's 16 KiB were answered text/plain "Invalid HTTP request received."."""
+    viewer = service.client(setup.tokens["viewer"])
+    response = viewer.get("/api/v1/whoami", headers={"X-Big": "a" * 100_000})
+    assert "invalid HTTP request" in _error(response, 400, "bad_request")
+
+
+# -- transport ------------------------------------------------------------------------------
+
+
+def _handshake(service: Service, *, ciphers: str | None = None, tls: str = "TLSv1_2") -> str:
+    """The cipher a TLS handshake with the server agreed on, offering only `ciphers`."""
+    ctx = service.context()
+    ctx.maximum_version = ssl.TLSVersion[tls]
+    if ciphers:
+        ctx.set_ciphers(ciphers)
+    host, port = service.url.removeprefix("https://").rsplit(":", 1)
+    with (
+        socket.create_connection((host, int(port)), timeout=patience(10)) as raw,
+        ctx.wrap_socket(raw, server_hostname=host) as conn,
+    ):
+        return str(conn.cipher()[0])
+
+
+def test_tls12_takes_only_forward_secret_aead_ciphers(setup: SeededFleet, service: Service):
+    """TLS 1.2 also agreed to CBC suites (ECDHE-ECDSA-AES128-SHA256, ...-AES256-SHA384)."""
+    assert _handshake(service, ciphers="ECDHE-ECDSA-AES128-GCM-SHA256").endswith("GCM-SHA256")
+    assert "CHACHA20" in _handshake(service, ciphers="ECDHE-ECDSA-CHACHA20-POLY1305")
+    assert _handshake(service, tls="TLSv1_3").startswith("TLS_")
+    for cbc in ("ECDHE-ECDSA-AES128-SHA256", "ECDHE-ECDSA-AES256-SHA384", "ECDHE-ECDSA-AES128-SHA"):
+        with pytest.raises(ssl.SSLError):
+            _handshake(service, ciphers=cbc)

@@ -1,0 +1,44 @@
+"""What the API lets through as text: error details and log lines are one printable line
+whatever a caller (or a stored row) holds; JSON bodies are parsed strictly."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+
+from maas_lib.service.errors import Redacting, one_line
+from maas_lib.service.inputs import strict_json
+
+
+def test_a_detail_escapes_terminal_and_bidi_controls():
+    # Found in review: ESC, NUL and U+202E went back to clients (and their terminals) as they were.
+    detail = one_line("unknown host web01\x1b[2J\x00\u202emoc.live \ud800")
+    assert detail == "unknown host web01\\x1b[2J\\x00\\u202emoc.live \\ud800"
+    assert detail.isprintable()
+    json.dumps(detail).encode("utf-8")  # a lone surrogate could not be encoded
+
+
+def test_a_log_line_cannot_forge_another():
+    record = logging.LogRecord(
+        "maas_lib.service", logging.DEBUG, __file__, 1, "%s %s by %s", None, None
+    )
+    record.args = ("GET", "/api/v1/requests/1\nmaasctl: INFO: forged", "token:ops")
+    assert Redacting().filter(record)
+    assert record.getMessage() == "GET /api/v1/requests/1\\x0amaasctl: INFO: forged by token:ops"
+
+
+def test_a_plain_body_parses_as_json_does():
+    body = b'{"action": "reboot", "patterns": ["web0[1-3]"], "pause": -0.5, "canary": 2}'
+    assert strict_json(body) == json.loads(body)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b'{"a": NaN}', b'{"a": 1, "a": 2}', b'{"a": 1e999}', b'"\\u0085"', b'"\xfe"'],
+)
+def test_strict_json_refuses_what_python_takes(body):
+    json.loads(body.decode("latin-1"))  # Python's parser takes each of these
+    with pytest.raises(json.JSONDecodeError):
+        strict_json(body)
