@@ -11,7 +11,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -386,5 +385,7 @@ class BmcController:
         if not targets:
             return []
         workers = min(len(targets), max(MAX_WORKERS, self.settings.concurrency))
+        from concurrent.futures import ThreadPoolExecutor  # a status of IPMI hosts needs none
+
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="bmc") as pool:
             return list(pool.map(op, targets))

@@ -17,7 +17,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Hashable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -122,6 +121,8 @@ class SessionPool:
             close(taken[0])
         elif taken:
             workers = min(CLOSE_CONCURRENCY, len(taken))
+            from concurrent.futures import ThreadPoolExecutor  # most calls close one or none
+
             with ThreadPoolExecutor(workers, thread_name_prefix="bmc-logout") as pool:
                 list(pool.map(close, taken))
         return len(taken)
