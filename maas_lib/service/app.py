@@ -75,7 +75,11 @@ class Api:
     ) -> Principal:
         """The caller, from its bearer credential (401 if none is valid), within its rate
         (429). Failed attempts spend their client address's budget: once it is spent, the
-        address is answered 429 before any credential is checked (or a refusal audited)."""
+        address is answered 429 before any credential is checked (or a refusal audited).
+        Once per call: a call with a body was authenticated before its body was read."""
+        known = getattr(request.state, "principal", None)
+        if known is not None:
+            return known  # type: ignore[no-any-return]
         address = f"address:{_client(request)}"
         self._refuse_if_waiting(self.limiter.waiting(address))
         with self.pool.fleet() as fleet:
@@ -85,6 +89,7 @@ class Api:
                 self.limiter.take(address)
                 raise
         self._refuse_if_waiting(self.limiter.take(f"principal:{principal.name}"))
+        request.state.principal = principal
         log.debug("%s %s by %s", request.method, request.url.path, principal.name)
         return principal
 
@@ -126,7 +131,15 @@ def create_app(settings: ServiceSettings, *, stopping: threading.Event | None = 
         # client's Host header.
         redirect_slashes=False,
     )
-    app.router.route_class = StrictJsonRoute  # every route after this reads bodies strictly
+
+    class Route(StrictJsonRoute):
+        async def before_body(self, request: Request) -> None:
+            # Who calls, before a body is read or checked: an anonymous or bad credential
+            # is a 401 (audited, its address's budget spent), never a 422 about its body.
+            if self.body_field is not None:
+                await run_in_threadpool(api.principal, request)
+
+    app.router.route_class = Route  # every route after this reads bodies strictly
     app.state.api = api
     app.state.pool = api.pool
     errors.install(app)

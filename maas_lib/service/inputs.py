@@ -118,13 +118,19 @@ class _StrictRequest(Request):
 
 class StrictJsonRoute(APIRoute):
     """A route whose JSON body is read with `strict_json` (FastAPI turns its
-    `JSONDecodeError` into a 422)."""
+    `JSONDecodeError` into a 422), after `before_body` (FastAPI reads a body before it
+    resolves any dependency, authentication included)."""
+
+    async def before_body(self, request: Request) -> None:
+        """What must pass before the body is read (raise to refuse the call)."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
 
         async def strict(request: Request) -> Response:
-            return await handler(_StrictRequest(request.scope, request.receive))
+            strict_request = _StrictRequest(request.scope, request.receive)
+            await self.before_body(strict_request)
+            return await handler(strict_request)
 
         return strict
 

@@ -201,3 +201,20 @@ def test_tls12_takes_only_forward_secret_aead_ciphers(setup: SeededFleet, servic
     for cbc in ("ECDHE-ECDSA-AES128-SHA256", "ECDHE-ECDSA-AES256-SHA384", "ECDHE-ECDSA-AES128-SHA"):
         with pytest.raises(ssl.SSLError):
             _handshake(service, ciphers=cbc)
+
+
+def test_a_body_is_read_only_after_its_caller_is_known(setup: SeededFleet, service: Service):
+    """FastAPI reads and checks a body before any dependency: an anonymous caller got 422s
+    about its bodies (never a 401, never audited, never slowed down by the failed sign-in
+    budget)."""
+    bad = b"{not json"
+    json_type = {"Content-Type": "application/json"}
+    for client in (service.client(), service.client("maas_" + "x" * 43)):
+        for path in ("/api/v1/requests", "/api/v1/plan"):
+            _error(client.post(path, content=bad, headers=json_type), 401, "unauthenticated")
+    with setup.fleet() as fleet:
+        assert [r.reason for r in fleet.audit(decision="refused")][:1] == ["unknown token"]
+    ops = service.client(setup.tokens["ops"])  # a known caller still hears about its body
+    assert "not JSON" in _error(
+        ops.post("/api/v1/plan", content=bad, headers=json_type), 422, "invalid"
+    )
