@@ -109,6 +109,21 @@ def _show(result: Any, as_json: bool, for_people: Callable[[Any], None]) -> None
     metavar="PEM",
     help="CAs that verify the service's certificate [$MAAS_API_CA; default: the system's].",
 )
+@click.option(
+    "--client-cert",
+    type=click.Path(dir_okay=False),
+    envvar="MAAS_API_CLIENT_CERT",
+    metavar="PEM",
+    help="Client certificate for a service that requires one; its key too unless "
+    "--client-key [$MAAS_API_CLIENT_CERT].",
+)
+@click.option(
+    "--client-key",
+    type=click.Path(dir_okay=False),
+    envvar="MAAS_API_CLIENT_KEY",
+    metavar="PEM",
+    help="The client certificate's key [$MAAS_API_CLIENT_KEY].",
+)
 @click.option("-v", "--verbose", count=True, help="Log more (-v info, -vv debug).")
 @click.version_option(package_name="maas-lib", prog_name="maasctl")
 @click.pass_context
@@ -118,6 +133,8 @@ def cli(
     api: str | None,
     api_token_file: str | None,
     ca_bundle: str | None,
+    client_cert: str | None,
+    client_key: str | None,
     verbose: int,
 ) -> None:
     """Metal as a Service: batch lifecycle actions across a bare-metal fleet."""
@@ -132,7 +149,8 @@ def cli(
         if ctx.get_parameter_source("api") is click.core.ParameterSource.COMMANDLINE:
             raise click.UsageError("--db and --api: name one")
         api = None
-    remote = {"url": api, "token_file": api_token_file, "ca": ca_bundle} if api else None
+    tls = {"ca": ca_bundle, "cert": client_cert, "key": client_key}
+    remote = {"url": api, "token_file": api_token_file, **tls} if api else None
     ctx.obj = _Ctx(db, remote)
     ctx.call_on_close(ctx.obj.close)
 

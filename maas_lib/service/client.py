@@ -55,6 +55,10 @@ log = logging.getLogger(__name__)
 API = "/api/v1"
 #: Environment variables the clients read (the AWX credential type injects these).
 ENV_URL, ENV_TOKEN, ENV_CA = "MAAS_API_URL", "MAAS_API_TOKEN", "MAAS_API_CA"
+#: A client certificate and its key, for a service that requires one (`serve --client-ca`).
+ENV_CERT, ENV_KEY = "MAAS_API_CLIENT_CERT", "MAAS_API_CLIENT_KEY"
+#: Seconds a call may take with its retries (default `DEFAULT_DEADLINE`).
+ENV_DEADLINE = "MAAS_API_DEADLINE"
 #: Seconds a call (with its retries and failovers) may take before giving up.
 DEFAULT_DEADLINE = 30.0
 #: Seconds for one connection attempt / one response.
@@ -137,6 +141,8 @@ class ApiSettings:
     token: str | None = field(default=None, repr=False)
     ca: str | None = None
     deadline: float = DEFAULT_DEADLINE
+    cert: str | None = None  # client certificate (chain), PEM; its key too unless `key`
+    key: str | None = None
 
     @classmethod
     def from_options(
@@ -146,11 +152,14 @@ class ApiSettings:
         token: str | None = None,
         token_file: str | Path | None = None,
         ca: str | None = None,
+        cert: str | None = None,
+        key: str | None = None,
         deadline: float | None = None,
         env: dict[str, str] | None = None,
     ) -> ApiSettings:
         """Settings from options, each falling back to its environment variable
-        (``MAAS_API_URL``, ``MAAS_API_TOKEN``, ``MAAS_API_CA``)."""
+        (``MAAS_API_URL``, ``MAAS_API_TOKEN``, ``MAAS_API_CA``, ``MAAS_API_CLIENT_CERT``,
+        ``MAAS_API_CLIENT_KEY``); an empty variable is unset."""
         env = dict(os.environ) if env is None else env
         url = url or env.get(ENV_URL)
         if not url:
@@ -166,8 +175,18 @@ class ApiSettings:
         else:
             secret = None
         ca = ca or env.get(ENV_CA) or None
-        if ca is not None and not Path(ca).is_file():
-            raise InputError(f"--ca-bundle {ca}: no such file")
+        cert = cert or env.get(ENV_CERT) or None
+        key = key or env.get(ENV_KEY) or None
+        for option, path in (("--ca-bundle", ca), ("--client-cert", cert), ("--client-key", key)):
+            if path is not None and not Path(path).is_file():
+                raise InputError(f"{option} {path}: no such file")
+        if key is not None and cert is None:
+            raise InputError("--client-key needs --client-cert")
+        if deadline is None and env.get(ENV_DEADLINE):
+            try:
+                deadline = float(env[ENV_DEADLINE])
+            except ValueError:
+                raise InputError(f"{ENV_DEADLINE}: not a number of seconds") from None
         if deadline is not None and not 0 < deadline <= 86400:
             raise InputError(f"API deadline must be in (0, 86400] seconds (got {deadline:g})")
         return cls(
@@ -175,15 +194,27 @@ class ApiSettings:
             token=secret,
             ca=ca,
             deadline=DEFAULT_DEADLINE if deadline is None else deadline,
+            cert=cert,
+            key=key,
         )
 
 
-def _ssl_context(ca: str | None) -> ssl.SSLContext:
-    """Verification always on: the system's CAs (not a bundled copy), or `ca`'s."""
+def _ssl_context(settings: ApiSettings) -> ssl.SSLContext:
+    """Verification always on: the system's CAs (not a bundled copy), or the bundle's;
+    and the client certificate, if any."""
     try:
-        return ssl.create_default_context(cafile=ca)
+        context = ssl.create_default_context(cafile=settings.ca)
     except (OSError, ssl.SSLError) as exc:
-        raise InputError(f"--ca-bundle {ca}: not a usable CA bundle ({exc})") from None
+        raise InputError(f"--ca-bundle {settings.ca}: not a usable CA bundle ({exc})") from None
+    if settings.cert is not None:
+        try:
+            context.load_cert_chain(settings.cert, settings.key)
+        except (OSError, ssl.SSLError) as exc:
+            reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or exc
+            raise InputError(
+                f"--client-cert {settings.cert}: not a usable certificate and key ({reason})"
+            ) from None
+    return context
 
 
 def _detail(response: httpx.Response) -> str:
@@ -208,6 +239,17 @@ def _retry_after(response: httpx.Response) -> float:
         return 1.0
 
 
+def _tls_reason(exc: ssl.SSLError) -> str:
+    """Why a TLS handshake failed, with what to do about it."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        why = exc.verify_message or exc.reason
+        return f"{why} (trust its CA with --ca-bundle or {ENV_CA})"
+    why = str(exc.reason or exc)
+    if "CERTIFICATE_REQUIRED" in why.upper() or "CERTIFICATE_UNKNOWN" in why.upper():
+        return f"{why} (the service wants a client certificate: --client-cert or {ENV_CERT})"
+    return why
+
+
 def _tls_failure(exc: BaseException) -> ssl.SSLError | None:
     seen: BaseException | None = exc
     while seen is not None:
@@ -226,7 +268,7 @@ class ApiFleet:
         if settings.token:
             headers["Authorization"] = f"Bearer {settings.token}"
         self._client = httpx.Client(
-            verify=_ssl_context(settings.ca),
+            verify=_ssl_context(settings),
             headers=headers,
             timeout=httpx.Timeout(READ_TIMEOUT, connect=CONNECT_TIMEOUT),
             follow_redirects=False,
@@ -280,10 +322,7 @@ class ApiFleet:
             except _NOT_SENT + _MAYBE_SENT as exc:
                 tls = _tls_failure(exc)
                 if tls is not None:
-                    why = getattr(tls, "verify_message", None) or tls.reason
-                    raise MaasError(
-                        f"TLS with {base} failed: {why} (trust its CA with --ca-bundle or {ENV_CA})"
-                    ) from None
+                    raise MaasError(f"TLS with {base} failed: {_tls_reason(tls)}") from None
                 if isinstance(exc, _MAYBE_SENT) and not resend:
                     raise MaasError(
                         f"{method} {path}: the connection to {base} broke before an answer; "
@@ -310,12 +349,20 @@ class ApiFleet:
             if wait is None:
                 wait = min(2.0, 0.1 * 2 ** (attempt // len(urls))) * (0.5 + random.random() / 2)
             if time.monotonic() + wait > deadline:
-                raise MaasError(
-                    f"the maas-lib API did not answer within {self.settings.deadline:g}s "
-                    f"({attempt} attempts; last: {last})"
-                )
+                raise self._gave_up(attempt, last)
             log.info("%s %s: retrying in %.1fs (%s)", method, path, wait, last)
             time.sleep(wait)
+
+    def _gave_up(self, attempts: int, last: str) -> MaasError:
+        hint = ""
+        if self.settings.cert is None and "without sending a response" in last:
+            # What a service requiring client certificates does to a TLS 1.3 client
+            # without one: it closes the connection, with no alert to say why.
+            hint = f"; if the service requires a client certificate: --client-cert or {ENV_CERT}"
+        return MaasError(
+            f"the maas-lib API did not answer within {self.settings.deadline:g}s "
+            f"({attempts} attempts; last: {last}{hint})"
+        )
 
     @staticmethod
     def _error(response: httpx.Response) -> MaasError:
@@ -573,11 +620,15 @@ def open_api(
     token: str | None = None,
     token_file: str | Path | None = None,
     ca: str | None = None,
+    cert: str | None = None,
+    key: str | None = None,
     deadline: float | None = None,
 ) -> ApiFleet:
     """An `ApiFleet` from options with the environment's fallbacks (see `ApiSettings`)."""
     return ApiFleet(
-        ApiSettings.from_options(url, token=token, token_file=token_file, ca=ca, deadline=deadline)
+        ApiSettings.from_options(
+            url, token=token, token_file=token_file, ca=ca, cert=cert, key=key, deadline=deadline
+        )
     )
 
 

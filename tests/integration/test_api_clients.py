@@ -200,6 +200,32 @@ def test_a_watch_whose_token_is_revoked_meanwhile_ends_with_exit_3(via_api, setu
     assert setup.tokens["viewer"] not in watched.err
 
 
+def test_a_service_that_requires_client_certificates(setup, tmp_path):
+    with running_service(setup.db, tmp_path / "mtls", client_ca=True) as svc:
+        env = cli_environment(setup.home, None)
+        env |= {"MAAS_API_CA": str(svc.certs["ca"]), "MAAS_API_TOKEN": setup.tokens["admin"]}
+        cert = ["--client-cert", str(svc.certs["client-alice"])]
+        key = ["--client-key", str(svc.certs["client-alice-key"])]
+        listed = maasctl_in_process(
+            ["--api", svc.url, *cert, *key, "list", "--json"], env, tmp_path
+        )
+        assert listed.code == 0 and listed.json() == [], listed
+        # From the environment, as the collection and AWX give them.
+        both = {"MAAS_API_CLIENT_CERT": cert[1], "MAAS_API_CLIENT_KEY": key[1]}
+        listed = maasctl_in_process(["--api", svc.url, "list"], env | both, tmp_path)
+        assert listed.code == 0, listed
+        # Without one, TLS 1.3 leaves the server no way to say why: it closes the
+        # connection; past the deadline, one line says what may be missing.
+        env["MAAS_API_DEADLINE"] = str(patience(2))
+        refused = maasctl_in_process(["--api", svc.url, "list"], env, tmp_path)
+        assert refused.code == 1 and refused.err.count("\n") == 1, refused
+        assert "requires a client certificate: --client-cert" in refused.err
+        # A key that is not the certificate's: bad input, before any connection.
+        wrong = ["--client-key", str(svc.certs["key"])]
+        mismatched = maasctl_in_process(["--api", svc.url, *cert, *wrong, "list"], env, tmp_path)
+        assert mismatched.code == 2 and "--client-cert" in mismatched.err, mismatched
+
+
 # -- access errors ------------------------------------------------------------------------
 
 

@@ -13,7 +13,15 @@ import pytest
 import yaml
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from maas_lib.service.client import ENV_CA, ENV_TOKEN, ENV_URL, ApiSettings
+from maas_lib.service.client import (
+    ENV_CA,
+    ENV_CERT,
+    ENV_KEY,
+    ENV_TOKEN,
+    ENV_URL,
+    ApiFleet,
+    ApiSettings,
+)
 from tests.conftest import REPO
 from tests.unit.test_collection_lists import PLUGINS, documentation
 
@@ -42,11 +50,13 @@ def inject(inputs: dict[str, str], tmp_path: Path) -> dict[str, str]:
 
 
 def test_the_injectors_name_exactly_the_variables_the_clients_read():
+    from ansible_collections.maas_lib.fleet.plugins.module_utils.maas import API_ARGS
+
     env = definition()["injectors"]["env"]
-    assert set(env) == {ENV_URL, ENV_TOKEN, ENV_CA}
+    assert set(env) == {ENV_URL, ENV_TOKEN, ENV_CA, ENV_CERT, ENV_KEY}
     # The inventory plugin documents the same variables for the same options.
     options = documentation(PLUGINS / "inventory/hosts.py")["options"]
-    documented = {options[o]["env"][0]["name"] for o in ("api_url", "api_token", "api_ca")}
+    documented = {options[o]["env"][0]["name"] for o in API_ARGS}
     assert documented == set(env)
 
 
@@ -56,7 +66,7 @@ def test_the_inputs_are_the_modules_options_and_the_token_is_secret_everywhere()
     fields = {f["id"]: f for f in definition()["inputs"]["fields"]}
     assert set(fields) == set(API_ARGS)
     assert fields["api_token"].get("secret") is True
-    assert [k for k, f in fields.items() if f.get("secret")] == ["api_token"]
+    assert [k for k, f in fields.items() if f.get("secret")] == ["api_token", "api_client_key"]
     assert [k for k, spec in API_ARGS.items() if spec.get("no_log")] == ["api_token"]
     fragment = documentation(PLUGINS / "doc_fragments/common.py", "API")["options"]
     assert set(fragment) == set(API_ARGS)
@@ -66,16 +76,19 @@ def test_an_injected_environment_is_what_the_modules_use(tmp_path, monkeypatch):
     from ansible_collections.maas_lib.fleet.plugins.module_utils.maas import api_url
     from maas_lib.sim.pki import make_pki  # a real CA's PEM
 
-    pem = make_pki(tmp_path / "pki")["ca"].read_text()
+    pki = make_pki(tmp_path / "pki", clients=("awx",))
+    pem = pki["ca"].read_text()
     env = inject(
         {
             "api_url": "https://a.example:8443,https://b.example:8443",
             "api_token": "maas_x" * 5,
             "api_ca": pem,
+            "api_client_cert": pki["client-awx"].read_text(),
+            "api_client_key": pki["client-awx-key"].read_text(),
         },
         tmp_path,
     )
-    for key in (ENV_URL, ENV_TOKEN, ENV_CA):
+    for key in (ENV_URL, ENV_TOKEN, ENV_CA, ENV_CERT, ENV_KEY):
         monkeypatch.delenv(key, raising=False)
     for key, value in env.items():
         monkeypatch.setenv(key, value)
@@ -86,15 +99,19 @@ def test_an_injected_environment_is_what_the_modules_use(tmp_path, monkeypatch):
     assert settings.urls == ("https://a.example:8443", "https://b.example:8443")
     assert settings.token == "maas_x" * 5
     assert settings.ca is not None and Path(settings.ca).read_text() == pem
+    assert Path(settings.cert or "").read_text() == pki["client-awx"].read_text()
+    assert Path(settings.key or "").read_text() == pki["client-awx-key"].read_text()
+    # The same files make a TLS context: a client certificate and its key that match.
+    ApiFleet(settings).close()
     # A task naming a database keeps to it, credential or not.
     assert api_url({**task, "db": "/var/lib/maas.db"}) is None
 
 
 def test_a_credential_without_a_ca_means_the_systems_cas(tmp_path):
     env = inject({"api_url": "https://maas.example", "api_token": "maas_abc"}, tmp_path)
-    assert env[ENV_CA] == ""
+    assert env[ENV_CA] == env[ENV_CERT] == env[ENV_KEY] == ""
     settings = ApiSettings.from_options(None, env=env)
-    assert settings.ca is None and settings.token == "maas_abc"
+    assert settings.ca is None and settings.cert is None and settings.token == "maas_abc"
 
 
 @pytest.mark.parametrize("bad", ["maas_a b", "maas_\x00", "ma\nas"])

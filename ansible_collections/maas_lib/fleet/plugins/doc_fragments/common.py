@@ -49,6 +49,17 @@ options:
       - CA bundle that verifies the service's certificate; verification is always on.
       - Defaults to the E(MAAS_API_CA) environment variable, then the system's CAs.
     type: path
+  api_client_cert:
+    description:
+      - A client certificate (PEM) for a service that requires one (mutual TLS); its key
+        too unless O(api_client_key).
+      - Defaults to the E(MAAS_API_CLIENT_CERT) environment variable.
+    type: path
+  api_client_key:
+    description:
+      - The client certificate's key (PEM).
+      - Defaults to the E(MAAS_API_CLIENT_KEY) environment variable.
+    type: path
 notes:
   - Through the service, the token's principal is recorded as the submitter or
     canceller, and only what its role and its teams' pools allow is done (else the task

@@ -60,6 +60,18 @@ options:
     type: path
     env:
       - name: MAAS_API_CA
+  api_client_cert:
+    description:
+      - A client certificate (PEM) for a service that requires one; its key too unless
+        O(api_client_key).
+    type: path
+    env:
+      - name: MAAS_API_CLIENT_CERT
+  api_client_key:
+    description: The client certificate's key (PEM).
+    type: path
+    env:
+      - name: MAAS_API_CLIENT_KEY
   pools:
     description: Only hosts in these pools (default all).
     type: list
@@ -194,7 +206,11 @@ class InventoryModule(BaseInventoryPlugin, Constructable):
         url = self.get_option("api_url")
         try:
             with open_api(
-                url, token=self.get_option("api_token"), ca=self.get_option("api_ca")
+                url,
+                token=self.get_option("api_token"),
+                ca=self.get_option("api_ca"),
+                cert=self.get_option("api_client_cert"),
+                key=self.get_option("api_client_key"),
             ) as fleet:
                 return fleet.hosts(), {}  # the API serves no pool budgets
         except maas_error as exc:

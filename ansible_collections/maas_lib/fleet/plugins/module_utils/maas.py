@@ -67,11 +67,14 @@ if MAAS_LIB_IMPORT_ERROR is None:
 DB_ARGS: dict[str, Any] = {"db": {"type": "str"}}
 
 #: The maas-lib service instead of a database (`submit`, `request_info`, `cancel`); unset
-#: ones fall back to MAAS_API_URL, MAAS_API_TOKEN and MAAS_API_CA (see `service_or_db`).
+#: ones fall back to MAAS_API_URL (see `service_or_db`), MAAS_API_TOKEN, MAAS_API_CA,
+#: MAAS_API_CLIENT_CERT and MAAS_API_CLIENT_KEY.
 API_ARGS: dict[str, Any] = {
     "api_url": {"type": "str"},
     "api_token": {"type": "str", "no_log": True},
     "api_ca": {"type": "path"},
+    "api_client_cert": {"type": "path"},
+    "api_client_key": {"type": "path"},
 }
 
 #: One host's BMC: a registered host (`name`) or inline parameters (`bmc_address`, ...);
@@ -273,7 +276,13 @@ def service_or_db(params: dict[str, Any]) -> Iterator[Any]:
         return
     from maas_lib.service.client import open_api
 
-    with open_api(url, token=params.get("api_token"), ca=params.get("api_ca")) as f:
+    with open_api(
+        url,
+        token=params.get("api_token"),
+        ca=params.get("api_ca"),
+        cert=params.get("api_client_cert"),
+        key=params.get("api_client_key"),
+    ) as f:
         yield f
 
 
