@@ -47,7 +47,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     for status, kind in errors.KINDS.items()
     if status in (400, 401, 403, 404, 409, 413, 422, 429, 500, 503)
 }
-#: Declares the bearer scheme in the OpenAPI document (and /docs' Authorize button); the
+#: Declares the bearer scheme in the OpenAPI document (a Swagger UI's Authorize button); the
 #: header itself is read and checked by `maas_lib.access.authn.authenticate`.
 _BEARER = HTTPBearer(
     auto_error=False, description="An API token (maas_...) or a JWT from the configured issuer"
@@ -124,7 +124,9 @@ def create_app(settings: ServiceSettings, *, stopping: threading.Event | None = 
         summary="Batch lifecycle actions across a bare-metal fleet (docs/service.md).",
         version="1",
         openapi_url="/openapi.json",
-        docs_url="/docs",
+        # No /docs: FastAPI's Swagger UI page loads its script from a CDN (no integrity
+        # hash), which would run on this origin, where the web page keeps its token.
+        docs_url=None,
         redoc_url=None,
         responses=_ERRORS,
         # A path with a trailing slash is a 404, not a redirect to a URL built from the

@@ -234,3 +234,19 @@ def test_a_body_is_read_only_after_its_caller_is_known(setup: SeededFleet, servi
     assert "not JSON" in _error(
         ops.post("/api/v1/plan", content=bad, headers=json_type), 422, "invalid"
     )
+
+
+# -- information and third parties ---------------------------------------------------------
+
+
+def test_no_page_of_the_service_loads_a_script_from_another_origin(
+    setup: SeededFleet, service: Service
+):
+    """/docs was FastAPI's Swagger UI: a script from cdn.jsdelivr.net (no integrity hash)
+    running on the origin where the web page keeps its token in sessionStorage."""
+    anon = service.client()
+    _error(anon.get("/docs"), 404, "not_found")
+    for path in ("/", "/openapi.json"):
+        page = anon.get(path)
+        assert page.status_code == 200
+        assert "cdn." not in page.text and '<script src="http' not in page.text
