@@ -75,6 +75,12 @@ def check_idempotency_key(key: str) -> str:
     return key
 
 
+def stored_key(key: str) -> str:
+    """What the store keeps of an `Idempotency-Key`: its SHA-256, so that a client that
+    sends a secret as its key (its own token, say) leaves no secret in the database."""
+    return "sha256:" + hashlib.sha256(check_idempotency_key(key).encode()).hexdigest()
+
+
 class GuardedFleet:
     """`Fleet`'s API calls for `principal`, each authorized and audited."""
 
@@ -208,9 +214,7 @@ class GuardedFleet:
         key = None
         if idempotency_key is not None:
             digest = body_hash(action, pats, image, policy, policy_fields)
-            key = IdempotencyKey(
-                self.principal.name, check_idempotency_key(idempotency_key), digest
-            )
+            key = IdempotencyKey(self.principal.name, stored_key(idempotency_key), digest)
             replay = self._replay(key)
             if replay is not None:
                 return replay

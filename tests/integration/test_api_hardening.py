@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import socket
+import sqlite3
 import ssl
 from collections.abc import Iterator
 from pathlib import Path
@@ -250,3 +251,27 @@ def test_no_page_of_the_service_loads_a_script_from_another_origin(
         page = anon.get(path)
         assert page.status_code == 200
         assert "cdn." not in page.text and '<script src="http' not in page.text
+
+
+def test_a_secret_sent_as_an_idempotency_key_is_not_stored(tmp_path: Path, inventory: Path):
+    """The store kept an `Idempotency-Key` as sent: a client using its token as its key
+    (or any secret) left that secret in the database in plain text."""
+    setup = SeededFleet(str(tmp_path / "keys.db"), inventory)
+    secret = setup.tokens["ops"]
+    with running_service(setup.url, tmp_path) as svc:
+        ops = svc.client(secret)
+        body = {"action": "reboot", "patterns": ["web01"]}
+        first = ops.post("/api/v1/requests", json=body, headers={"Idempotency-Key": secret})
+        again = ops.post("/api/v1/requests", json=body, headers={"Idempotency-Key": secret})
+        assert first.status_code == again.status_code == 202
+        assert first.json()["id"] == again.json()["id"]
+        other = {**body, "patterns": ["web02"]}
+        _error(
+            ops.post("/api/v1/requests", json=other, headers={"Idempotency-Key": secret}),
+            409,
+            "conflict",
+        )
+    with sqlite3.connect(setup.url) as db:
+        dump = "\n".join(db.iterdump())
+    assert "idempotency_keys" in dump and secret not in dump
+    assert secret[len("maas_") :][:16] not in dump
