@@ -22,6 +22,7 @@ import pytest
 import maas_lib
 from tests.apiserver import SeededFleet, Service, free_port, running_service, service_process
 from tests.conftest import CliResult, cli_environment, maasctl_in_process, patience
+from tests.integration import test_service
 
 
 class Setup(SeededFleet):
@@ -179,6 +180,37 @@ def test_watch_follows_the_progress_stream_until_the_request_ends(via_api, setup
     assert "request 1: reboot cancelled" in watched.out
     # The live view (on stderr) followed the request into the state it ended in.
     assert "reboot cancelled" in watched.err and "2/2 done" in watched.err, watched
+
+
+#: The server tests' fixture: a real scheduler worker over in-process simulated BMCs.
+scheduler = test_service.scheduler
+
+
+def test_submit_wait_follows_a_run_to_its_end_and_the_results_read_the_same(
+    via_api, via_db, scheduler
+):
+    scheduler()  # on the service's database
+    # maasctl runs in this process, with exactly its environment: the worker's credential.
+    lab = {k: v for k, v in os.environ.items() if k.startswith("MAAS_CRED_LAB_")}
+    sent = via_api("submit", "power-cycle", "web0[1-4]", "--batch-size", "2", "--wait", **lab)
+    assert sent.code == 0, sent  # every host succeeded
+    assert sent.out.startswith("request 1 accepted: power-cycle of 4 hosts\n"), sent
+    assert "succeeded" in sent.err and "4/4 done" in sent.err  # the live view
+    assert via_api("status", "1", "--watch", **lab).code == 0
+    for args in (
+        ("status", "1", "--steps", "--json"),
+        ("status", "1", "--steps"),
+        ("list", "--state", "succeeded", "--json"),
+    ):
+        same(via_api(*args), via_db(*args))
+
+    def aged(stats: dict) -> dict:  # a worker's heartbeat age is as of each call
+        for worker in stats["fleet"]["workers"]:
+            worker.pop("heartbeat_age_s")
+        return stats
+
+    stats = ("stats", "--action", "power-cycle", "--json")
+    assert aged(via_api(*stats).json()) == aged(via_db(*stats).json())
 
 
 def test_a_watch_whose_token_is_revoked_meanwhile_ends_with_exit_3(via_api, setup):
