@@ -405,6 +405,23 @@ def test_a_cancel_whose_answer_was_lost_is_not_sent_again(via_api, proxy):
     assert via_api("cancel", "1", url=proxy.url).code == 0
 
 
+def test_rate_limited_calls_wait_for_retry_after_within_the_deadline(setup, tmp_path):
+    with running_service(setup.db, tmp_path / "slow", rate_limit=1) as svc:  # burst 2
+        env = cli_environment(setup.home, None)
+        env |= {"MAAS_API_CA": str(svc.certs["ca"]), "MAAS_API_TOKEN": setup.tokens["admin"]}
+        # A submission, then a status that reads three times at once: past the burst.
+        api = ["--api", svc.url]
+        assert maasctl_in_process([*api, "submit", "reboot", "web01"], env, tmp_path).code == 0
+        status = maasctl_in_process([*api, "status", "1", "--steps"], env, tmp_path)
+        assert status.code == 0 and status.err == "", status  # the 429 waited out, not shown
+        assert status.out.startswith("request 1: reboot accepted"), status
+        env["MAAS_API_DEADLINE"] = "0.5"  # shorter than the Retry-After (1 s)
+        results = [maasctl_in_process(["--api", svc.url, "list"], env, tmp_path) for _ in range(3)]
+        limited = results[-1]
+        assert limited.code == 1 and limited.err.count("\n") == 1, results
+        assert "rate limited" in limited.err, limited
+
+
 def test_a_down_server_is_failed_over_to_the_next(via_api, service):
     down = f"https://127.0.0.1:{free_port()}"
     sent = via_api("submit", "reboot", "web01", "--json", url=f"{down},{service.url}")
