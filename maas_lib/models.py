@@ -38,7 +38,7 @@ from maas_lib.enums import (  # noqa: F401
     RequestState,
 )
 
-_AMOUNT_RE = re.compile(r"^\s*(\d+)\s*(%?)\s*$")
+_AMOUNT_RE = re.compile(r"^\s*([0-9]+)\s*(%?)\s*$", re.ASCII)  # no other script's digits
 
 
 class Amount(BaseModel, defer_build=True):

@@ -275,3 +275,14 @@ def test_a_secret_sent_as_an_idempotency_key_is_not_stored(tmp_path: Path, inven
         dump = "\n".join(db.iterdump())
     assert "idempotency_keys" in dump and secret not in dump
     assert secret[len("maas_") :][:16] not in dump
+
+
+@pytest.mark.parametrize("amount", ["\u0663", "\u0661\u0660%", "\uff15", "5\u00a0%"])
+def test_batch_amounts_are_ascii_digits(setup: SeededFleet, service: Service, amount: str):
+    """Python's int() and \\d take any script's digits: "٣" (Arabic-Indic three) was a
+    batch size of 3, fullwidth "10%" ten percent."""
+    ops = service.client(setup.tokens["ops"])
+    for field in ("batch_size", "max_failures", "max_unavailable"):
+        body = {"action": "reboot", "patterns": ["web01", "web02"], field: amount}
+        detail = _error(ops.post("/api/v1/plan", json=body), 400, "bad_request")
+        assert field.replace("_", "-") in detail
