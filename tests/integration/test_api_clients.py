@@ -213,6 +213,34 @@ def test_submit_wait_follows_a_run_to_its_end_and_the_results_read_the_same(
     assert aged(via_api(*stats).json()) == aged(via_db(*stats).json())
 
 
+def test_watch_reads_the_stream_instead_of_polling(setup, tmp_path):
+    """The server's access log (`maasctl -v serve`) of a watch that lasts a few seconds:
+    one stream, and no read of the request but the one before it and the one after."""
+    with service_process(setup.db, tmp_path / "logged") as svc:
+        env = cli_environment(setup.home, None)
+        env |= {"MAAS_API_CA": str(svc.certs["ca"]), "MAAS_API_TOKEN": setup.tokens["admin"]}
+        api = ["--api", svc.url]
+        assert maasctl_in_process([*api, "submit", "reboot", "web01"], env, tmp_path).code == 0
+
+        def cancel_later() -> None:
+            threading.Event().wait(patience(3))
+            with maas_lib.open_fleet(setup.db, create=False) as fleet:
+                fleet.cancel(1, actor="someone-else")
+
+        canceller = threading.Thread(target=cancel_later)
+        canceller.start()
+        watched = maasctl_in_process([*api, "status", "1", "--watch"], env, tmp_path)
+        canceller.join()
+        assert watched.code == 1 and "reboot cancelled" in watched.out, watched
+        calls = [line.split('"')[1] for line in svc.logged().splitlines() if '"' in line]
+    assert calls == [
+        "POST /api/v1/requests HTTP/1.1",
+        "GET /api/v1/requests/1 HTTP/1.1",
+        "GET /api/v1/requests/1/progress HTTP/1.1",
+        "GET /api/v1/requests/1 HTTP/1.1",
+    ], calls
+
+
 def test_a_watch_whose_token_is_revoked_meanwhile_ends_with_exit_3(via_api, setup):
     from maas_lib.access.tokens import revoke_token
 
