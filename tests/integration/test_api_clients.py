@@ -27,16 +27,20 @@ from tests.integration import test_service
 
 class Setup(SeededFleet):
     """The server tests' seeded fleet (tokens `admin`, `ops` of team web-team owning pool
-    web, `viewer`) in a SQLite file, and a home directory for maasctl."""
+    web, `viewer`) in a SQLite file (or a PostgreSQL schema's URL), and a home directory
+    for maasctl."""
 
-    def __init__(self, db: Path, inventory: Path, home: Path):
+    def __init__(self, db: Path | str, inventory: Path, home: Path):
         super().__init__(str(db), inventory)
         self.db, self.home = db, home
 
 
 @pytest.fixture
-def setup(db_path: Path, inventory: Path, tmp_path: Path) -> Setup:
-    return Setup(db_path, inventory, tmp_path / "home")
+def setup(request: pytest.FixtureRequest, db_path: Path, inventory: Path, tmp_path: Path) -> Setup:
+    """SQLite, unless a test asks for `postgresql` (parametrized indirectly)."""
+    backend = getattr(request, "param", "sqlite")
+    db = db_path if backend == "sqlite" else request.getfixturevalue("pg_url")
+    return Setup(db, inventory, tmp_path / "home")
 
 
 @pytest.fixture
@@ -82,6 +86,7 @@ def same(a: CliResult, b: CliResult) -> CliResult:
 # -- the same output and exit codes as against the database ---------------------------------
 
 
+@pytest.mark.parametrize("setup", ["sqlite", "postgresql"], indirect=True)
 def test_api_commands_print_what_the_database_commands_print(via_api, via_db, setup):
     # The dry run of one submission, both ways, before and after a request holds hosts.
     plan = ("submit", "power-cycle", "web*", "db01", "--batch-size", "3", "--canary", "1")
