@@ -2,17 +2,23 @@
 same simulated fleet (the test rollout: 7 IPMI hosts from the built-in simulator, batches
 of 3, so 3 batches) in one run of this script. Prints one JSON line.
 
-Each run submits `reimage` of every host (--max-failures 100%) and runs an in-process
-scheduler worker until idle with the given executor (the integration tests' settings:
-no retries, 4 s BMC timeout, 0.1 s polls); the two executors take turns, --runs times
-each (native first). Every host must end `succeeded` with its six steps recorded once
-each (set-install-target, power-off, boot-image, power-on, wait-install, verify-image),
-else the JSON line is still printed and the bench exits 1.
+Each run submits `reimage` of every host (--max-failures 100%) to an in-process
+scheduler worker with the given executor (the integration tests' settings: no retries,
+4 s BMC timeout, 0.1 s polls), started after the submit (cold) or before it (warm); the
+executors take turns, --runs times each (native first). Every host must end
+`succeeded` with its six steps recorded once each (set-install-target, power-off,
+boot-image, power-on, wait-install, verify-image), else the JSON line is still printed
+and the bench exits 1.
 
 Figures:
-- native_s, ansible_s: medians of the wall times of `Fleet.run` (claim to last host
-  ended), every run in native_runs / ansible_runs;
-- ratio: ansible_s / native_s (issue 15's goal: at most 1.5);
+- native_s, ansible_s: medians of the wall times of `Fleet.run` (the worker's whole run:
+  start, claim, every batch, the worker's shutdown), every run in native_runs /
+  ansible_runs; ratio: ansible_s / native_s (issue 15's goal: at most 1.5);
+- native_request_s, ansible_request_s, request_ratio: the same from the run's start to
+  the request's recorded end (`finished`), without the worker's shutdown;
+- warm_native_s, warm_ansible_s, warm_ratio: medians, from the submit to the request's
+  recorded end, with the worker already running for WARM_S (`maasctl run` kept running,
+  as a scheduler is: the Ansible executor then has a spare ansible process started);
 - native_cpu_s, ansible_cpu_s: medians of the CPU time (user + system) of the run, this
   process and every process it waited for (the ansible process and its task workers);
 - load: the 1-minute load average before each run (the machine is shared: a busy one
@@ -30,7 +36,9 @@ import resource
 import statistics
 import sys
 import tempfile
+import threading
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +46,9 @@ import maas_lib
 from maas_lib import sim
 
 HOSTS = 7
+#: Seconds a warm worker runs before the request is submitted (the Ansible executor's
+#: spare ansible process is ready well within it).
+WARM_S = 4.0
 BATCH = "3"
 STEPS = [
     "set-install-target",
@@ -65,25 +76,70 @@ def _cpu() -> float:
     return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
-def rollout(fleet: maas_lib.Fleet, hosts: list[str], executor: str) -> dict[str, Any]:
-    """One reimage of `hosts` with `executor`: wall and CPU time, and what went wrong."""
-    problems = [f"{r.name}: power on: {r.error}" for r in fleet.bmc_power("on", hosts) if not r.ok]
-    rid = fleet.submit("reimage", hosts, batch_size=BATCH, image="bench", max_failures="100%").id
-    load = os.getloadavg()[0]
-    cpu0 = _cpu()
-    t0 = time.perf_counter()
-    report = fleet.run(executor=executor, **RUN)
-    wall = time.perf_counter() - t0
-    cpu = _cpu() - cpu0
-    problems += report.errors
+def check(fleet: maas_lib.Fleet, rid: int, hosts: list[str]) -> list[str]:
+    """What went wrong: a host that did not succeed, or whose steps are not STEPS once each."""
     status = fleet.status(rid)
-    problems += [f"{h.host}: {h.state} {h.reason}" for h in status.hosts if h.state != "succeeded"]
+    problems = [f"{h.host}: {h.state} {h.reason}" for h in status.hosts if h.state != "succeeded"]
     steps: dict[str, list[str]] = {}
     for s in fleet.steps(rid):
         if s["outcome"] == "succeeded":
             steps.setdefault(s["host"], []).append(s["step"])
-    problems += [f"{h}: steps {steps.get(h)}" for h in hosts if steps.get(h) != STEPS]
-    return {"wall_s": round(wall, 3), "cpu_s": round(cpu, 3), "load": load, "problems": problems}
+    return problems + [f"{h}: steps {steps.get(h)}" for h in hosts if steps.get(h) != STEPS]
+
+
+def finished_at(fleet: maas_lib.Fleet, rid: int) -> float:
+    finished = fleet.status(rid).finished
+    return datetime.fromisoformat(finished).timestamp() if finished else float("nan")
+
+
+def submit(fleet: maas_lib.Fleet, hosts: list[str]) -> tuple[int, list[str]]:
+    problems = [f"{r.name}: power on: {r.error}" for r in fleet.bmc_power("on", hosts) if not r.ok]
+    rid = fleet.submit("reimage", hosts, batch_size=BATCH, image="bench", max_failures="100%").id
+    return rid, problems
+
+
+def cold(fleet: maas_lib.Fleet, hosts: list[str], executor: str) -> dict[str, Any]:
+    """The request queued first, then a worker started to run it (`maasctl run
+    --until-idle`): wall time of the worker's run, and to the request's recorded end."""
+    rid, problems = submit(fleet, hosts)
+    load = os.getloadavg()[0]
+    cpu0 = _cpu()
+    started = time.time()
+    t0 = time.perf_counter()
+    report = fleet.run(executor=executor, **RUN)
+    wall = time.perf_counter() - t0
+    cpu = _cpu() - cpu0
+    return {
+        "wall_s": round(wall, 3),
+        "request_s": round(finished_at(fleet, rid) - started, 3),
+        "cpu_s": round(cpu, 3),
+        "load": load,
+        "problems": problems + report.errors + check(fleet, rid, hosts),
+    }
+
+
+def warm(fleet: maas_lib.Fleet, hosts: list[str], executor: str) -> dict[str, Any]:
+    """A worker already running (`maasctl run` as a service, started WARM_S before) when
+    the request is submitted: from the submit to the request's recorded end."""
+    worker = fleet.worker(executor=executor, **RUN)
+    thread = threading.Thread(target=worker.run, name="bench-worker")
+    thread.start()
+    try:
+        time.sleep(WARM_S)
+        load = os.getloadavg()[0]
+        started = time.time()
+        rid, problems = submit(fleet, hosts)
+        while fleet.status(rid).state not in ("succeeded", "failed", "partial", "cancelled"):
+            time.sleep(0.05)
+        request_s = finished_at(fleet, rid) - started
+    finally:
+        worker.stop()
+        thread.join()
+    return {
+        "request_s": round(request_s, 3),
+        "load": load,
+        "problems": problems + check(fleet, rid, hosts),
+    }
 
 
 def main() -> int:
@@ -94,6 +150,7 @@ def main() -> int:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     runs: dict[str, list[dict[str, Any]]] = {"native": [], "ansible": []}
+    warm_runs: dict[str, list[dict[str, Any]]] = {"native": [], "ansible": []}
     with tempfile.TemporaryDirectory(prefix="maas-bench-exec-") as tmp:
         directory = Path(tmp)
         db = directory / "fleet.db"
@@ -116,10 +173,13 @@ def main() -> int:
                 hosts = sorted(h.name for h in fleet.hosts())
                 for _ in range(args.runs):
                     for executor in ("native", "ansible"):
-                        runs[executor].append(rollout(fleet, hosts, executor))
+                        runs[executor].append(cold(fleet, hosts, executor))
+                    for executor in ("native", "ansible"):
+                        warm_runs[executor].append(warm(fleet, hosts, executor))
         finally:
             sim.stop(directory / "sim")
     medians = {k: statistics.median(r["wall_s"] for r in v) for k, v in runs.items()}
+    request = {k: statistics.median(r["request_s"] for r in v) for k, v in runs.items()}
     out = {
         "hosts": HOSTS,
         "batch_size": int(BATCH),
@@ -128,11 +188,21 @@ def main() -> int:
         "ansible_s": medians["ansible"],
         "ratio": round(medians["ansible"] / medians["native"], 2),
         "goal_ratio": 1.5,
+        "native_request_s": request["native"],
+        "ansible_request_s": request["ansible"],
+        "request_ratio": round(request["ansible"] / request["native"], 2),
         **{f"{k}_cpu_s": statistics.median(r["cpu_s"] for r in v) for k, v in runs.items()},
         **{f"{k}_runs": [r["wall_s"] for r in v] for k, v in runs.items()},
+        **{
+            f"warm_{k}_s": statistics.median(r["request_s"] for r in v)
+            for k, v in warm_runs.items()
+        },
+        **{f"warm_{k}_runs": [r["request_s"] for r in v] for k, v in warm_runs.items()},
         "load": {k: [round(r["load"], 2) for r in v] for k, v in runs.items()},
+        "warm_load": {k: [round(r["load"], 2) for r in v] for k, v in warm_runs.items()},
     }
-    problems = [p for v in runs.values() for r in v for p in r["problems"]]
+    out["warm_ratio"] = round(out["warm_ansible_s"] / out["warm_native_s"], 2)
+    problems = [p for v in (*runs.values(), *warm_runs.values()) for r in v for p in r["problems"]]
     if problems:
         out["problems"] = problems[:20]
     print(json.dumps(out))

@@ -12,7 +12,10 @@ Each run writes its events, as JSON lines in ansible-runner's shape (``event``,
 ``duration``...), to the file descriptor given as its one argument, then
 ``{"done": N, "rc": RC}``. Results are censored as ansible-core censors them for every
 callback (``no_log``). Ansible's own output goes to stdout, which the executor points at
-a file. The process ends when stdin closes (its worker is gone or done with it).
+a file. The process ends when stdin closes (its worker is done with it), or at once,
+task workers included, when the worker that started it is gone (killed): the steps in
+flight are then `running` in the store, interrupted and retried when the request is
+resumed, as after any crash.
 
 Only the executor starts this (`maas_lib.scheduler.ansible_session`); it never runs in
 the worker's own process, whose threads and BMC sessions ansible's forks must not copy.
@@ -23,6 +26,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -34,15 +38,22 @@ from ansible.errors import AnsibleError
 from ansible.executor.playbook_executor import PlaybookExecutor
 from ansible.inventory.manager import InventoryManager
 from ansible.parsing.dataloader import DataLoader
-from ansible.parsing.vault import VaultSecretsContext
 from ansible.plugins.callback import CallbackBase
-from ansible.plugins.loader import init_plugin_loader
+from ansible.plugins.loader import action_loader, init_plugin_loader
 from ansible.utils.collection_loader._collection_finder import _get_collection_playbook_path
 from ansible.utils.context_objects import CLIArgs
 from ansible.utils.display import Display
 from ansible.vars.manager import VariableManager
 
 Emit = Callable[[dict[str, Any]], None]
+
+#: How often (s) the process checks that the worker that started it still runs.
+_PARENT_CHECK_S = 0.5
+
+#: The action plugin of the collection's step task (see `Runner.__init__`).
+STEP_ACTION = "maas_lib.fleet.step"
+
+display = Display()
 
 
 def _jsonable(value: Any) -> Any:
@@ -130,26 +141,37 @@ class Runner:
         self.emit = emit
         context._init_global_context = _set_cli_args
         init_plugin_loader([])  # as CLI.run does, once
-        self._vault_ready = False
+        self._loader: DataLoader | None = None
+        # The step plugin imports maas-lib and starts the step service when its class
+        # loads: now, before the first run is asked for, not during it.
+        try:
+            action_loader.get(STEP_ACTION, class_only=True)
+        except Exception:  # without the collection, a run says what is missing
+            display.vvv("maas-lib: could not preload " + STEP_ACTION)
 
     def _prereqs(self, cli: PlaybookCLI) -> tuple[Any, Any, Any]:
         """Loader, inventory and variable manager for one run, as `CLI._play_prereqs`
-        makes them; the vault secrets it sets up are the process's (set once)."""
-        if not self._vault_ready:
-            self._vault_ready = True
-            return cli._play_prereqs()
+        makes them, but the loader (its vault secrets, and the files it has parsed: the
+        playbook, the collection's metadata) is the first run's: each run's inventory
+        and extravars are files of their own."""
+        if self._loader is None:
+            self._loader, inventory, variable_manager = cli._play_prereqs()
+            return self._loader, inventory, variable_manager
         options = context.CLIARGS
-        loader = DataLoader()
-        loader.set_vault_secrets(VaultSecretsContext.current().secrets)
         inventory = InventoryManager(
-            loader=loader, sources=options["inventory"], cache=not options.get("flush_cache")
+            loader=self._loader,
+            sources=options["inventory"],
+            cache=not options.get("flush_cache"),
         )
         variable_manager = VariableManager(
-            loader=loader, inventory=inventory, version_info=cli.version_info(gitinfo=False)
+            loader=self._loader, inventory=inventory, version_info=cli.version_info(gitinfo=False)
         )
-        return loader, inventory, variable_manager
+        return self._loader, inventory, variable_manager
 
     def run(self, command: dict[str, Any]) -> int:
+        # The broker's address for this request's runs: the step service and the task
+        # workers forked from here read it from the environment.
+        os.environ.update(command.get("env") or {})
         playbook = str(command["playbook"])
         args = ["ansible-playbook", "-i", str(command["inventory"]), "-l", str(command["limit"])]
         args += ["-f", str(int(command["forks"])), "-e", "@" + str(command["extravars"])]
@@ -171,18 +193,40 @@ class Runner:
         tqm = executor._tqm
         tqm.load_callbacks()  # the configured ones (stdout first), then ours
         tqm._callback_plugins.append(Events(self.emit))
-        rc = executor.run()
+        try:
+            rc = executor.run()
+        finally:
+            # The run's own files are parsed once: no need to keep them.
+            cache = getattr(self._loader, "_FILE_CACHE", {})
+            for key in (command["inventory"], command["extravars"]):
+                cache.pop(os.path.abspath(str(key)), None)
         return rc if isinstance(rc, int) else 0
+
+
+def _exit_with(parent: int) -> None:
+    """End this process at once (its task workers too) if `parent`, the worker that
+    started it, is gone (killed): its runs' events have no reader, and another worker
+    will resume the request. Nothing is closed on the way out (no BMC logout, no
+    database close, which could checkpoint a database others still read)."""
+    while True:
+        time.sleep(_PARENT_CHECK_S)
+        if os.getppid() != parent:
+            # Only now: it imports ansible-runner (the kill of the task workers' groups).
+            from maas_lib.scheduler.playbook import _kill_worker_groups
+
+            _kill_worker_groups(os.getpid())
+            os._exit(1)
 
 
 def main(argv: list[str]) -> int:
     out = os.fdopen(int(argv[1]), "w", encoding="utf-8", buffering=1)
+    watch = threading.Thread(target=_exit_with, args=(os.getppid(),), daemon=True)
+    watch.start()
 
     def emit(message: dict[str, Any]) -> None:
         message.setdefault("pid", os.getpid())
         out.write(json.dumps(_jsonable(message)) + "\n")
 
-    display = Display()
     runner = Runner(emit)
     for line in sys.stdin:
         if not line.strip():

@@ -169,42 +169,75 @@ class AnsibleExecutor:
         #: Request id -> its sessions not running a batch now (a request whose hosts
         #: were blocked may run a second part of a batch while the first still runs).
         self._idle: dict[int, list[AnsibleSession]] = {}
+        self._closing: list[threading.Thread] = []
+        self._spare: AnsibleSession | None = None
+        self._closed = False
+        self._start_spare()
 
     def submit(self, batch: Batch) -> list[Future[list[TaskOutcome]]]:
         return [self.env.pool.submit(self._run, batch)]
 
     def end_request(self, request_id: int) -> None:
-        """The request run is over: its ansible processes end."""
+        """The request run is over: its ansible processes end (in the background: the
+        request's thread is not held while they log out of their BMC sessions)."""
         with self._lock:
             sessions = self._idle.pop(request_id, [])
-        for session in sessions:
-            session.close()
+        closing = [c for s in sessions if (c := s.close(wait=False)) is not None]
+        with self._lock:
+            self._closing = [c for c in self._closing if c.is_alive()] + closing
+        self._start_spare()
 
     def close(self) -> None:
         """The worker stops: every request's ansible processes end."""
         with self._lock:
+            self._closed = True
             sessions = [s for idle in self._idle.values() for s in idle]
+            spare, self._spare = self._spare, None
             self._idle.clear()
+            closing, self._closing = self._closing, []
+        if spare is not None:
+            spare.discard()
         for session in sessions:
             session.close()
+        for thread in closing:
+            thread.join()
 
-    def _acquire(self, batch: Batch) -> AnsibleSession:
-        with self._lock:
-            idle = self._idle.get(batch.request_id)
-            if idle:
-                return idle.pop()
+    def _new_session(self, label: str) -> AnsibleSession:
         path = collections_path()
         # The tasks ask the worker for the store's URL: it may hold a password. The steps
         # run in the process's step service (the collection's plugin_utils/step_service).
         env = {"MAAS_DB": "", "MAAS_STEP_SERVICE": "1"}
         if path:
             env["ANSIBLE_COLLECTIONS_PATH"] = path
-        return AnsibleSession(
-            label=f"request-{batch.request_id}",
-            envvars=env,
-            credentials={r.bmc_credential for r in batch.records.values()},
-            database_url=self.env.store.child_url(),
+        return AnsibleSession(label=label, envvars=env)
+
+    def _start_spare(self) -> None:
+        """An ansible process started ahead of the next request, so that request does not
+        wait for ansible's start-up (~1 s): one per worker, taken by the next request
+        that needs one, replaced once that request ends."""
+        with self._lock:
+            if self._spare is not None or self._closed:
+                return
+            try:
+                spare = self._new_session("spare")
+                spare.start()
+            except Exception:  # e.g. no temporary directory: the next request starts one
+                log.exception("could not start a spare ansible process")
+                return
+            self._spare = spare
+
+    def _acquire(self, batch: Batch) -> AnsibleSession:
+        with self._lock:
+            idle = self._idle.get(batch.request_id)
+            if idle:
+                return idle.pop()
+            session, self._spare = self._spare, None
+        if session is None:
+            session = self._new_session(f"request-{batch.request_id}")
+        session.grant(
+            {r.bmc_credential for r in batch.records.values()}, self.env.store.child_url()
         )
+        return session
 
     def _release(self, batch: Batch, session: AnsibleSession) -> None:
         with self._lock:
@@ -269,6 +302,13 @@ class AnsibleBatch:
             else:
                 hv["maas_install_mark"] = mark
             inventory_hosts[name] = hv
+        self.session.start()
+        log.info(
+            "request %s: %d hosts in ansible process %s",
+            batch.request_id,
+            len(wave),
+            self.session.pid,
+        )
         return self.session.run(
             playbook,
             {"all": {"hosts": inventory_hosts}},

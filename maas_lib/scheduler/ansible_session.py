@@ -26,6 +26,7 @@ import selectors
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Collection, Mapping
 from contextlib import ExitStack, suppress
@@ -57,29 +58,19 @@ _EXIT_WAIT_S = 5.0
 
 
 class AnsibleSession:
-    """A private directory, a credential broker and (started at the first run) one
-    ansible process, for playbook runs made one after another. Not for two threads at
-    once; `close` ends it all."""
+    """A private directory, one ansible process (started by `start` ahead of time, or
+    by the first run) and, once `grant` is called, a credential broker, for playbook runs
+    made one after another. Not for two threads at once; `close` ends it all."""
 
-    def __init__(
-        self,
-        *,
-        label: str,
-        envvars: Mapping[str, str] | None = None,
-        credentials: Collection[str] = (),
-        database_url: str | None = None,
-    ):
+    def __init__(self, *, label: str, envvars: Mapping[str, str] | None = None):
         self.label = label
         self._stack = ExitStack()
         self.dir: Path = self._stack.enter_context(_private_dir(label, None))
         local_tmp = self.dir / "tmp"
         local_tmp.mkdir(mode=0o700)
-        env = {**os.environ, **_child_env(local_tmp), **(envvars or {})}
-        if credentials or database_url:
-            broker = CredentialBroker(credentials, self.dir, database_url=database_url)
-            self._stack.callback(broker.close)
-            env[CREDENTIALS_SOCKET_ENV] = broker.address
-        self._env = env
+        self._env = {**os.environ, **_child_env(local_tmp), **(envvars or {})}
+        #: What each run's process environment gains (the broker's address).
+        self._run_env: dict[str, str] = {}
         self._output = self.dir / "output"
         self._proc: subprocess.Popen[bytes] | None = None
         self._events: int | None = None  # the read end of the event pipe
@@ -90,6 +81,28 @@ class AnsibleSession:
         self.starts = 0
 
     # -- the process ------------------------------------------------------------------------
+
+    @property
+    def pid(self) -> int | None:
+        """The ansible process's id, while it runs."""
+        return self._proc.pid if self._alive() and self._proc is not None else None
+
+    def start(self) -> None:
+        """Start the ansible process now (it imports ansible-core and the collection's
+        plugins while nothing waits for it), if it is not running."""
+        if not self._alive():
+            self._reap()
+            self._start()
+
+    def grant(self, credentials: Collection[str], database_url: str | None) -> None:
+        """From now on the runs' tasks may ask for these credentials and the store's URL
+        (a `CredentialBroker` in the session's directory; its address is all the
+        process's environment gets, at each run)."""
+        if CREDENTIALS_SOCKET_ENV in self._run_env or not (credentials or database_url):
+            return
+        broker = CredentialBroker(credentials, self.dir, database_url=database_url)
+        self._stack.callback(broker.close)
+        self._run_env[CREDENTIALS_SOCKET_ENV] = broker.address
 
     def _start(self) -> None:
         read, write = os.pipe()
@@ -145,8 +158,28 @@ class AnsibleSession:
         self._proc = None
         self._events = None
 
-    def close(self) -> None:
-        """End the process (it exits once its stdin closes) and remove the directory."""
+    def discard(self) -> None:
+        """Kill the process and remove the directory: for a session that has run
+        nothing (a spare), which need not finish starting first."""
+        self._kill()
+        self._stack.close()
+
+    def close(self, *, wait: bool = True) -> threading.Thread | None:
+        """End the process (it exits once its stdin closes: logging out of its BMC
+        sessions, ~0.3 s) and remove the directory. With `wait` false the process is
+        told at once and the rest happens in a thread, returned for joining."""
+        if wait:
+            self._finish()
+            return None
+        proc = self._proc
+        if proc is not None and proc.stdin is not None:
+            with suppress(OSError):
+                proc.stdin.close()
+        closing = threading.Thread(target=self._finish, name=f"{self.label}-close", daemon=True)
+        closing.start()
+        return closing
+
+    def _finish(self) -> None:
         self._reap()
         self._stack.close()
 
@@ -174,9 +207,7 @@ class AnsibleSession:
         inv = _plain(inventory, "inventory")
         extra = _plain(extravars or {}, "extravars")
         start = time.monotonic()
-        if not self._alive():
-            self._reap()
-            self._start()
+        self.start()
         assert self._proc is not None and self._proc.stdin is not None
         self._runs += 1
         n = self._runs
@@ -191,6 +222,7 @@ class AnsibleSession:
             "limit": limit,
             "forks": forks or 5,
             "skip_tags": sorted(skip_tags),
+            "env": self._run_env,
         }
         events: list[dict[str, Any]] = []
         status: str | None = None

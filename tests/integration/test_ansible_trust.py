@@ -224,6 +224,10 @@ def test_a_killed_ansible_worker_leaves_no_password_on_disk_and_is_cleaned_up(
             timeout=patience(180),
         )
         assert resumed.returncode == 0, resumed.stderr
+    # Read through a new connection: `_hits` opened and closed the database's files in
+    # this process, which drops this process's SQLite (POSIX) locks, so a connection
+    # opened before it may go on reading a write-ahead log another process has reset.
+    with maas_lib.open_fleet(url) as fleet:
         assert fleet.status(rid).state == "succeeded"
     assert [p for p in stale if p.exists()] == []
     assert _hits(secrets, [temp, db.parent, cwd]) == []

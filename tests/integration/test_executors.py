@@ -263,14 +263,14 @@ def test_one_ansible_process_runs_every_batch_of_a_request_each_step_recorded_on
     assert len(hosts) == 3 and all(r.ok for r in fleet.bmc_power("on", hosts))
     since = time.time()
     rid = fleet.submit("power-cycle", hosts, batch_size="1").id
-    with caplog.at_level(logging.INFO, logger="maas_lib.scheduler.ansible_session"):
+    with caplog.at_level(logging.INFO, logger="maas_lib.scheduler.ansible_executor"):
         report = fleet.run(executor="ansible", **RUN)
     assert report.errors == []
     st = fleet.status(rid)
     assert st.state == "succeeded"
     assert sorted(h.batch for h in st.hosts) == [0, 1, 2]
-    started = [r.getMessage() for r in caplog.records if "ansible process" in r.getMessage()]
-    assert len(started) == 1, started
+    runs = [m for r in caplog.records if "in ansible process" in (m := r.getMessage())]
+    assert len(runs) == 3 and len({m.rsplit(" ", 1)[1] for m in runs}) == 1, runs
     steps = [(s["host"], s["step"], s["outcome"]) for s in fleet.steps(rid)]
     assert sorted(steps) == sorted(
         (h, step, "succeeded") for h in hosts for step in ("power-off", "power-on")
