@@ -13,6 +13,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from maas_lib.access.guard import stored_key
 from maas_lib.access.tokens import create_token
 from maas_lib.errors import MaasError
 from maas_lib.service.client import ApiFleet, ApiSettings
@@ -125,7 +126,7 @@ def test_a_server_killed_mid_stream_loses_and_doubles_nothing(
         found: dict[str, int | None] = {}
         for c in clients:
             for key, _ in c.sent:
-                row = fleet.idempotent_request(f"token:{c.name}", key)
+                row = fleet.idempotent_request(f"token:{c.name}", stored_key(key))
                 found[key] = None if row is None else row[0]
     acked = {key: rid for c in clients for key, rid in c.sent if rid is not None}
     # Every acknowledged submission is the request it was acknowledged as, once.
