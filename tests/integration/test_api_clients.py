@@ -555,6 +555,14 @@ def test_a_playbook_submits_and_reads_through_the_service(setup, service, tmp_pa
       maas_lib.fleet.submit: {action: reboot, hosts: [db01]}
       register: refused
       ignore_errors: true
+    - name: A submitter of the task's choosing
+      maas_lib.fleet.submit: {action: reboot, hosts: [web05], submitted_by: someone}
+      register: named
+      ignore_errors: true
+    - name: A canceller of the task's choosing
+      maas_lib.fleet.cancel: {id: "{{ sent.id }}", cancelled_by: someone}
+      register: named_cancel
+      ignore_errors: true
     - ansible.builtin.assert:
         that:
           - plan.plan.batches | length == 2
@@ -564,6 +572,8 @@ def test_a_playbook_submits_and_reads_through_the_service(setup, service, tmp_pa
           - listed.requests | map(attribute='id') | list == [1]
           - cancelled.changed and cancelled.state == 'cancelled'
           - refused.failed and 'db' in refused.msg
+          - named.failed and named.msg.startswith('submitted_by is not available with api_url')
+          - named_cancel.msg.startswith('cancelled_by is not available with api_url')
 """
     )
     proc = subprocess.run(

@@ -22,7 +22,9 @@ options:
     type: int
     required: true
   cancelled_by:
-    description: Who cancels, recorded with the request (default the OS user).
+    description:
+      - Who cancels, recorded with the request (default the OS user).
+      - Not with O(api_url) - the service records the token's principal.
     type: str
 attributes:
   check_mode:
@@ -71,6 +73,7 @@ from ansible_collections.maas_lib.fleet.plugins.module_utils.maas import (
     DB_ARGS,
     ENDED_STATES,
     InputError,
+    api_url,
     new_module,
     run,
     service_or_db,
@@ -90,6 +93,11 @@ def main() -> None:
     p = module.params
 
     def cancel() -> dict:
+        if p["cancelled_by"] is not None and api_url(p):
+            raise InputError(
+                "cancelled_by is not available with api_url "
+                "(the service records the token's principal)"
+            )
         with service_or_db(p) as f:
             before = f.status(p["id"])
             if before.state in ENDED_STATES or before.cancel_requested:

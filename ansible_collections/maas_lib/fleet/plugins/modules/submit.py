@@ -60,13 +60,19 @@ options:
     type: str
     choices: [drop, wait]
   submitted_by:
-    description: Who submits, recorded with the request (default the OS user).
+    description:
+      - Who submits, recorded with the request (default the OS user).
+      - Not with O(api_url) - the service records the token's principal.
     type: str
   pre_hook:
-    description: A playbook run for each host before its action (path on the controller).
+    description:
+      - A playbook run for each host before its action (path on the controller).
+      - Not with O(api_url) - the service runs no playbook a caller names.
     type: path
   post_hook:
-    description: A playbook run for each host after its action (path on the controller).
+    description:
+      - A playbook run for each host after its action (path on the controller).
+      - Not with O(api_url).
     type: path
   wait:
     description:
