@@ -488,6 +488,39 @@ def test_two_server_processes_on_one_database_fail_over_mid_way(setup, tmp_path)
         assert setup.tokens["admin"] not in a.logged() + b.logged()
 
 
+def test_a_watch_goes_on_through_the_other_server_when_its_own_is_killed(setup, tmp_path):
+    with (
+        service_process(setup.db, tmp_path / "a") as a,
+        service_process(setup.db, tmp_path / "b") as b,
+    ):
+        bundle = tmp_path / "both.pem"
+        bundle.write_text(a.certs["ca"].read_text() + b.certs["ca"].read_text())
+        env = cli_environment(setup.home, None)
+        env |= {
+            "MAAS_API_TOKEN": setup.tokens["admin"],
+            "MAAS_API_URL": f"{a.url},{b.url}",
+            "MAAS_API_CA": str(bundle),
+        }
+        assert maasctl_in_process(["submit", "reboot", "web01"], env, tmp_path).code == 0
+
+        def kill_then_cancel() -> None:
+            assert a.proc is not None
+            while "/progress" not in a.logged():  # the watch's stream is open on a
+                threading.Event().wait(0.05)
+            a.proc.kill()  # no goodbye: the stream breaks
+            a.proc.wait(patience(10))
+            threading.Event().wait(patience(1))
+            with maas_lib.open_fleet(setup.db, create=False) as fleet:
+                fleet.cancel(1, actor="someone-else")
+
+        killer = threading.Thread(target=kill_then_cancel)
+        killer.start()
+        watched = maasctl_in_process(["status", "1", "--watch", "--json"], env, tmp_path)
+        killer.join()
+        assert watched.code == 1 and watched.json()["state"] == "cancelled", watched
+        assert "/progress" in b.logged()  # reopened on the other server
+
+
 # -- the collection through the service -----------------------------------------------------
 
 
