@@ -66,7 +66,7 @@ class StepService:
 
         while True:
             try:
-                conn, _ = self._sock.accept()
+                conn = self._sock.accept()[0]
             except TimeoutError:
                 with suppress(Exception):  # logging out is best effort
                     close_idle_sessions(_SESSION_IDLE_S)
@@ -142,7 +142,7 @@ class SharedFleets:
 
         with self._lock:
             fleets, self._fleets = self._fleets, {}
-        for context, _ in fleets.values():
+        for context, _fleet in fleets.values():
             with suppress(Exception):
                 context.__exit__(None, None, None)
         with suppress(Exception):
