@@ -31,7 +31,12 @@ bmc_ipmi_cipher_suite: 3), in the same run as maasctl against the same BMCs:
   (--concurrency 64); cycle_ratio = ours / ipmipower (goal <= 1.0);
 - ipmipower_status_s: `ipmipower --stat`; ours_ipmisim_status_s: `maasctl bmc status`;
   each the median of --status-runs (5) runs, the two tools interleaved (all runs are in
-  the JSON line too); status_ratio = ours / ipmipower (goal <= 1.5).
+  the JSON line too); status_ratio = ours / ipmipower (goal <= 1.5);
+  ours_ipmisim_status_installed_s and status_ratio_installed: the same command as
+  installed, maas-lib's bytecode compiled once (pip compiles it at install time) instead
+  of by every run, which is what a run here does when the environment forbids writing
+  bytecode (python_dont_write_bytecode: PYTHONDONTWRITEBYTECODE, as this sandbox sets);
+  status_load_average: the 1-minute load before and after these runs.
 Every host's success is checked for both tools: one "ok"/"on" line per host from
 ipmipower, an ok row per host from maasctl, and each BMC's own counters (one more power-off
 and power-on per host per cycle). ipmipower needs `workaround-flags opensesspriv` for
@@ -274,6 +279,15 @@ def run_sim(tmp: Path, env: dict[str, str], name: str, *args: str) -> dict:
 COLUMNS = ("ipmi", "peer", "collection", "fleet", "floor", "redfish", "ipmipower")
 
 
+def compiled_env(env: dict[str, str], cache: Path) -> dict[str, str]:
+    """`env` in which maasctl runs as installed, its modules' bytecode compiled once (pip
+    compiles maas-lib at install time), here into `cache`: not into the source tree, whose
+    bytecode other processes would then read."""
+    installed = env | {"PYTHONPYCACHEPREFIX": str(cache)}
+    installed.pop("PYTHONDONTWRITEBYTECODE", None)
+    return installed
+
+
 def ipmipower(conf: Path, hosts: str, fanout: int, *args: str) -> tuple[float, list[str], int]:
     """Run ipmipower on every host; wall time, each host's result line, exit code."""
     started = time.perf_counter()
@@ -383,16 +397,26 @@ def ipmipower_column(tmp: Path, args: argparse.Namespace, result: dict, failures
         failures += counter_failures("maasctl cycle", after, bmc_counters(sims))
 
         # A status takes well under a second: one run is at the mercy of whatever else the
-        # machine does in that second. Interleaved runs, medians compared.
-        ipmipower_stats, our_stats = [], []
+        # machine does in that second. Interleaved runs, medians compared. maasctl runs in
+        # this environment and also as installed, its bytecode compiled once (pip compiles
+        # it at install time): where Python may not write bytecode (PYTHONDONTWRITEBYTECODE,
+        # as some CI and sandbox environments set), every run otherwise compiles maas-lib.
+        installed = compiled_env(env, tmp / "pycache")
+        maasctl(installed, "bmc", "status", "ipmisim-*", *conc)  # compiles what it imports
+        ipmipower_stats, our_stats, installed_stats = [], [], []
+        load_before = os.getloadavg()[0]
         for _ in range(args.status_runs):
             stat_s, results, rc = ipmipower(conf, hosts, fanout, "--stat")
             failures += tool_failures("ipmipower --stat", results, "on", n, rc)
             ours_stat, rows = maasctl(env, "bmc", "status", "ipmisim-*", *conc)
             failures += row_failures("maasctl status", rows, "on", n)
+            installed_stat, rows = maasctl(installed, "bmc", "status", "ipmisim-*", *conc)
+            failures += row_failures("maasctl status (installed)", rows, "on", n)
             ipmipower_stats.append(round(stat_s, 3))
             our_stats.append(round(ours_stat, 3))
+            installed_stats.append(round(installed_stat, 3))
         stat_s, ours_stat = statistics.median(ipmipower_stats), statistics.median(our_stats)
+        installed_stat = statistics.median(installed_stats)
 
         cycle_s = off_s + on_s
         result |= {
@@ -409,6 +433,12 @@ def ipmipower_column(tmp: Path, args: argparse.Namespace, result: dict, failures
             "ours_ipmisim_status_runs_s": our_stats,
             "status_ratio": round(ours_stat / stat_s, 2),
             "status_ratio_goal": 1.5,
+            "python_dont_write_bytecode": bool(env.get("PYTHONDONTWRITEBYTECODE")),
+            "ours_ipmisim_status_installed_s": round(installed_stat, 2),
+            "ours_ipmisim_status_installed_runs_s": installed_stats,
+            "status_ratio_installed": round(installed_stat / stat_s, 2),
+            # The 1-minute load average before and after the status runs (2 cores here).
+            "status_load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         }
 
 
