@@ -310,3 +310,27 @@ def test_a_cancel_between_batches_stops_the_next_batch(sim, fleet):
     for h in hosts:
         offs = [p for t, p in machines[h]["power_history"] if t >= since and p == "off"]
         assert len(offs) == (1 if h in first else 0), h
+
+
+def test_hooks_run_as_steps_under_the_ansible_executor(sim, fleet, tmp_path):
+    """Hooks asked for are not left out of the run (the hook tasks are skipped by tag only
+    when no host needs them), and run from the step service like any step."""
+    hook = tmp_path / "hook.yml"
+    hook.write_text(
+        "- hosts: all\n  gather_facts: false\n  connection: local\n  tasks:\n"
+        "    - name: note the host\n      ansible.builtin.debug:\n"
+        '        msg: "{{ maas_hook }} for {{ inventory_hostname }}"\n'
+    )
+    hosts = sorted(sim.hosts())[:2]
+    assert all(r.ok for r in fleet.bmc_power("on", hosts))
+    rid = fleet.submit(
+        "power-cycle", hosts, batch_size="1", pre_hook=str(hook), post_hook=str(hook)
+    ).id
+    report = fleet.run(executor="ansible", **RUN)
+    assert report.errors == []
+    assert fleet.status(rid).state == "succeeded"
+    steps: dict[str, list[tuple[str, str]]] = {}
+    for s in fleet.steps(rid):
+        steps.setdefault(s["host"], []).append((s["step"], s["outcome"]))
+    order = ["pre-hook", "power-off", "power-on", "post-hook"]
+    assert steps == {h: [(step, "succeeded") for step in order] for h in hosts}
