@@ -27,6 +27,7 @@ import logging
 import os
 import random
 import ssl
+import sys
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
@@ -34,8 +35,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
-
-import httpx
 
 from maas_lib.errors import AccessDenied, AuthenticationError, InputError, MaasError, NotFound
 from maas_lib.models import (
@@ -49,6 +48,24 @@ from maas_lib.models import (
 )
 from maas_lib.telemetry.models import Stats, WorkerInfo
 from maas_lib.telemetry.progress import RequestView
+
+
+def _httpx_without_trio() -> Any:
+    """httpx, imported without trio: httpcore imports trio (~0.2 s) when it is installed,
+    for async calls under trio, which this synchronous client never makes."""
+    blocked = "trio" not in sys.modules
+    if blocked:
+        sys.modules["trio"] = None  # type: ignore[assignment] - ImportError for httpcore
+    try:
+        import httpx as module  # the one import of httpx in this file
+
+        return module
+    finally:
+        if blocked:
+            del sys.modules["trio"]  # anything else may import trio as usual
+
+
+httpx = _httpx_without_trio()
 
 log = logging.getLogger(__name__)
 
@@ -397,9 +414,6 @@ class ApiFleet:
         policy_fields: dict[str, Any],
     ) -> dict[str, Any]:
         """A submission as the API's body; what only a database user may do is refused."""
-        # The hosts file is read here: the server never reads client paths.
-        from maas_lib.fleet import read_hosts_file  # the library's reader: submit only
-
         for option in ("pre_hook", "post_hook"):
             if policy_fields.pop(option, None) is not None:
                 raise InputError(
@@ -410,7 +424,11 @@ class ApiFleet:
             raise InputError(
                 "--as is not available with --api (the service records who the token is)"
             )
-        pats = list(patterns) + (read_hosts_file(hosts_file) if hosts_file is not None else [])
+        pats = list(patterns)
+        if hosts_file is not None:  # read here: the server never reads a client's paths
+            from maas_lib.fleet import read_hosts_file  # the library's reader (and its store)
+
+            pats += read_hosts_file(hosts_file)
         if isinstance(policy, BatchPolicy):
             policy = policy.model_dump(mode="json")
         fields = {k: v for k, v in {**(policy or {}), **policy_fields}.items() if v is not None}
