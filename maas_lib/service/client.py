@@ -349,7 +349,7 @@ class ApiFleet:
                 wait = 0.0 if len(urls) > 1 and attempt % len(urls) != len(urls) - 1 else None
                 self._current += 1
             else:
-                if response.status_code < 400:
+                if response.status_code < 300:
                     return response
                 if stream:
                     response.read()
@@ -384,6 +384,10 @@ class ApiFleet:
     @staticmethod
     def _error(response: httpx.Response) -> MaasError:
         detail, code = _detail(response), response.status_code
+        if code < 400:  # redirects are not followed: the token goes to the URL named only
+            return MaasError(
+                f"{response.url.host} answered HTTP {code} (a redirect): name the API's own URL"
+            )
         if code == 404:
             return NotFound(detail)
         if code in _INPUT_STATUSES:

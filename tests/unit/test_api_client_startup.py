@@ -1,6 +1,8 @@
-"""What `maasctl --api` and the collection's modules load to reach the service: the
-client imports httpx without trio (httpcore would import it, ~0.2 s, for async calls
-under trio that this synchronous client never makes), and trio stays importable."""
+"""The client of the service without a server: what it loads (`maasctl --api` and the
+collection's modules pay for it on every run: httpx without trio, which httpcore would
+import, ~0.2 s, for async calls under trio that this synchronous client never makes),
+and what it makes of a redirect (a fault of a proxy in front: the service never
+redirects)."""
 
 from __future__ import annotations
 
@@ -27,3 +29,25 @@ def test_the_client_loads_without_trio_which_stays_importable():
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["False", "trio"]
+
+
+def test_a_redirect_is_not_followed_nor_shown_as_success():
+    """A proxy or load balancer in front of the service that redirects (the service
+    itself never does): the token goes to the URLs named only, so the redirect is an
+    error naming the status, not a second request elsewhere."""
+    import httpx
+
+    from maas_lib.errors import MaasError
+    from maas_lib.service.client import ApiFleet, ApiSettings
+
+    seen: list[str] = []
+
+    def redirecting(request: httpx.Request) -> httpx.Response:
+        seen.append(str(request.url))
+        return httpx.Response(307, headers={"Location": "https://elsewhere.example/steal"})
+
+    settings = ApiSettings.from_options("https://maas.example", env={"MAAS_API_TOKEN": "maas_t"})
+    fleet = ApiFleet(settings, transport=httpx.MockTransport(redirecting))
+    with fleet, pytest.raises(MaasError, match=r"HTTP 307 \(a redirect\)"):
+        fleet.requests()
+    assert seen == ["https://maas.example/api/v1/requests"]
