@@ -623,6 +623,52 @@ def test_a_playbook_submits_and_reads_through_the_service(setup, service, tmp_pa
         assert [(r.id, r.submitted_by) for r in fleet.requests()] == [(1, "token:ops")]
 
 
+def test_a_playbook_waits_for_its_request_through_the_service(setup, service, scheduler, tmp_path):
+    """The AWX way: the credential's variables only (no api_* in the play, no database),
+    and submit's wait follows the request, run by a real worker, to its results."""
+    pytest.importorskip("ansible")
+    from tests.integration.test_collection import BIN, tail
+
+    scheduler()
+    token = setup.tokens["ops"]
+    env = ansible_env(
+        tmp_path,
+        MAAS_API_URL=service.url,
+        MAAS_API_TOKEN=token,
+        MAAS_API_CA=str(service.certs["ca"]),
+    )
+    (tmp_path / "play.yml").write_text(
+        """
+- hosts: localhost
+  connection: local
+  gather_facts: false
+  tasks:
+    - name: Power-cycle two web hosts and wait
+      maas_lib.fleet.submit:
+        action: power-cycle
+        hosts: [web07, web08]
+        wait: true
+        wait_timeout: 120
+      register: done
+    - ansible.builtin.assert:
+        that:
+          - done.state == 'succeeded'
+          - done.results | map(attribute='state') | list == ['succeeded', 'succeeded']
+          - done.request.batches | length >= 1
+"""
+    )
+    proc = subprocess.run(
+        [BIN / "ansible-playbook", "-i", "localhost,", "play.yml", "-vvv"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=patience(300),
+    )
+    assert proc.returncode == 0, tail(proc)
+    assert token not in proc.stdout + proc.stderr
+
+
 def test_the_inventory_plugin_reads_the_hosts_through_the_service(setup, service, tmp_path):
     pytest.importorskip("ansible")
     from tests.integration.test_collection import BIN, tail, unsafe
