@@ -15,8 +15,8 @@ validation, so a front end prints the same whether it holds the database or a to
   ``Idempotency-Key`` kept across its retries, so an acknowledged submission exists once.
 - HTTP errors become the library's errors, with the server's one-line ``detail``:
   400/404/409/413/422 an `InputError` (exit 2), 401 `AuthenticationError` and 403
-  `AccessDenied` (exit 3), others a
-  `MaasError` (exit 1). Never a traceback or a page of HTML.
+  `AccessDenied` (exit 3), others a `MaasError` (exit 1). Never a traceback or a page
+  of HTML. Redirects are not followed (the token goes to the named URLs only).
 """
 
 from __future__ import annotations
@@ -104,10 +104,10 @@ def _parse_urls(value: str) -> list[str]:
             parts.port  # noqa: B018 - a bad port raises here
         except ValueError as exc:
             raise InputError(f"--api: not a valid URL ({exc})") from None
+        if parts.username is not None or parts.password is not None:  # before quoting it
+            raise InputError("--api: a URL may not carry a user or password (use MAAS_API_TOKEN)")
         if parts.scheme not in ("https", "http") or not host:
             raise InputError(f"--api: {raw!r} is not an https:// URL")
-        if parts.username is not None or parts.password is not None:
-            raise InputError("--api: a URL may not carry a user or password (use MAAS_API_TOKEN)")
         if parts.query or parts.fragment:
             raise InputError(f"--api: {raw!r} has a query or fragment")
         if parts.scheme == "http" and not _loopback(host):

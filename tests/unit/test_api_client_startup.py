@@ -51,3 +51,33 @@ def test_a_redirect_is_not_followed_nor_shown_as_success():
     with fleet, pytest.raises(MaasError, match=r"HTTP 307 \(a redirect\)"):
         fleet.requests()
     assert seen == ["https://maas.example/api/v1/requests"]
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("ftp://user:s3cret@maas.example", "may not carry a user or password"),
+        ("https://user:s3cret@maas.example", "may not carry a user or password"),
+        ("http://maas.example:8443", "plain http:// only to a loopback address"),
+        ("maas.example:8443", "is not an https:// URL"),
+        ("https://maas.example:port", "not a valid URL"),
+        ("https://maas.example/?token=x", "has a query or fragment"),
+        (" , ", "no URL given"),
+    ],
+)
+def test_a_bad_service_url_is_one_line_of_bad_input_without_its_secret(url, says):
+    from maas_lib.errors import InputError
+    from maas_lib.service.client import ApiSettings
+
+    with pytest.raises(InputError, match=says) as err:
+        ApiSettings.from_options(url, env={})
+    assert "s3cret" not in str(err.value) and "\n" not in str(err.value)
+
+
+def test_loopback_may_be_plain_http_and_several_urls_are_kept_in_order():
+    from maas_lib.service.client import ApiSettings
+
+    settings = ApiSettings.from_options("http://127.0.0.1:8080/, https://b.example:8443", env={})
+    assert settings.urls == ("http://127.0.0.1:8080", "https://b.example:8443")
+    secret = ApiSettings.from_options("https://a", env={"MAAS_API_TOKEN": "maas_s3cret"})
+    assert secret.token == "maas_s3cret" and "s3cret" not in repr(secret)
