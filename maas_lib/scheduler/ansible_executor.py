@@ -53,6 +53,9 @@ log = logging.getLogger(__name__)
 #: Tasks that are not steps: they emit no host result of their own worth recording.
 _NOT_STEPS = {"meta", "include_tasks", "include_role", "import_tasks", "import_role"}
 
+#: Seconds after a request ends before the next spare ansible process starts.
+_SPARE_DELAY_S = 2.0
+
 #: Per task, on top of the step's own timeout: ansible's fork, module transfer, import.
 _TASK_OVERHEAD_S = 30.0
 
@@ -171,6 +174,7 @@ class AnsibleExecutor:
         self._idle: dict[int, list[AnsibleSession]] = {}
         self._closing: list[threading.Thread] = []
         self._spare: AnsibleSession | None = None
+        self._spare_timer: threading.Timer | None = None
         self._closed = False
         self._start_spare()
 
@@ -185,12 +189,19 @@ class AnsibleExecutor:
         closing = [c for s in sessions if (c := s.close(wait=False)) is not None]
         with self._lock:
             self._closing = [c for c in self._closing if c.is_alive()] + closing
-        self._start_spare()
+            # A moment later: a worker that stops once its requests are done (`maasctl
+            # run --until-idle`) starts no process only to kill it.
+            if self._spare is None and self._spare_timer is None and not self._closed:
+                self._spare_timer = threading.Timer(_SPARE_DELAY_S, self._start_spare)
+                self._spare_timer.daemon = True
+                self._spare_timer.start()
 
     def close(self) -> None:
         """The worker stops: every request's ansible processes end."""
         with self._lock:
             self._closed = True
+            if self._spare_timer is not None:
+                self._spare_timer.cancel()
             sessions = [s for idle in self._idle.values() for s in idle]
             spare, self._spare = self._spare, None
             self._idle.clear()
@@ -216,6 +227,7 @@ class AnsibleExecutor:
         wait for ansible's start-up (~1 s): one per worker, taken by the next request
         that needs one, replaced once that request ends."""
         with self._lock:
+            self._spare_timer = None
             if self._spare is not None or self._closed:
                 return
             try:
@@ -297,11 +309,17 @@ class AnsibleBatch:
             h = self.hosts[name]
             hv = host_vars(batch.records[name], settings.allow_ansible_vars)
             hv["maas_task_id"] = h.task_id
+            step_args: dict[str, Any] = {"name": name, "done": h.resume.done}
             if h.resume.done:
                 hv["maas_done_steps"] = h.resume.done
             else:
-                hv["maas_install_mark"] = mark
+                hv["maas_install_mark"] = step_args["install_mark"] = mark
+            # The step task's host arguments as one value (the request's are in
+            # maas_step_args): one template a task, not one an argument (each is
+            # compiled anew in every task worker).
+            hv["maas_host_step_args"] = step_args
             inventory_hosts[name] = hv
+        dumped = settings.model_dump(mode="json", exclude={"action_playbooks"})
         self.session.start()
         log.info(
             "request %s: %d hosts in ansible process %s",
@@ -318,7 +336,12 @@ class AnsibleBatch:
                 "maas_request_id": batch.request_id,
                 "maas_worker": self.env.worker,
                 "maas_action": str(batch.action),
-                "maas_settings": settings.model_dump(mode="json", exclude={"action_playbooks"}),
+                "maas_settings": dumped,
+                "maas_step_args": {
+                    "request_id": batch.request_id,
+                    "settings": dumped,
+                    "worker": self.env.worker,
+                },
             },
             cancel=batch.stopping,
             on_event=self._on_event,
