@@ -1,7 +1,8 @@
 """`maasctl bmc status` of registered hosts on a lean start: hosts looked up without the
 store's models (`store.host_reader`), settings without pydantic (`limits.BmcValues`), then
-the one status path (`run_bmc`). A status of 200 BMCs takes about as long as loading
-pydantic, the models and the store's interfaces would: this is that time saved.
+the one status path (`run_bmc`). Loading pydantic, the models, the store's interfaces and
+the fleet took ~0.2 s of a ~0.7 s status of 200 IPMI BMCs (issue 12: at most 1.5x FreeIPMI's
+`ipmipower --stat`): this is that time saved.
 
 It takes only the case it can finish exactly as `Fleet.bmc_status` would: a SQLite store
 ready to read, patterns that resolve, plain IPMI hosts. Anything else — bad input
@@ -45,4 +46,5 @@ def status_of_registered(
         reader.close()
     if hosts is None:
         return None
+    # The hosts are HostRecord's attributes without the model (HostReader.ipmi_hosts).
     return run_bmc(hosts, "status", settings=settings)  # type: ignore[arg-type]
