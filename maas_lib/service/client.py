@@ -356,6 +356,12 @@ class ApiFleet:
                 response.close()
                 if response.status_code not in _RETRY_STATUSES:
                     raise self._error(response)
+                if response.status_code in (502, 504) and not resend:
+                    # A proxy's answer: the service may have done it, or not.
+                    raise MaasError(
+                        f"{method} {path}: {_detail(response)}; it may or may not have been "
+                        "done (check with status)"
+                    )
                 last = f"{base}: {_detail(response)}"
                 wait = _retry_after(response) if response.status_code == 429 else None
                 if response.status_code != 429:

@@ -81,3 +81,32 @@ def test_loopback_may_be_plain_http_and_several_urls_are_kept_in_order():
     assert settings.urls == ("http://127.0.0.1:8080", "https://b.example:8443")
     secret = ApiSettings.from_options("https://a", env={"MAAS_API_TOKEN": "maas_s3cret"})
     assert secret.token == "maas_s3cret" and "s3cret" not in repr(secret)
+
+
+def test_a_proxys_502_is_retried_for_a_read_but_not_for_a_cancel():
+    """A gateway error (a fault of a proxy in front, which the service cannot produce)
+    may come after the service acted: a read is sent again, a cancel is not."""
+    import httpx
+
+    from maas_lib.errors import MaasError
+    from maas_lib.service.client import ApiFleet, ApiSettings
+
+    seen: list[str] = []
+
+    def gateway(request: httpx.Request) -> httpx.Response:
+        seen.append(f"{request.method} {request.url.path}")
+        if len(seen) == 1 or request.method == "POST":
+            return httpx.Response(502, text="<html>Bad Gateway</html>")
+        return httpx.Response(200, json=[])
+
+    settings = ApiSettings.from_options("https://maas.example", env={}, deadline=5)
+    with ApiFleet(settings, transport=httpx.MockTransport(gateway)) as fleet:
+        assert fleet.requests() == []
+        with pytest.raises(MaasError, match="may or may not have been done") as err:
+            fleet.cancel(3)
+    assert seen == [
+        "GET /api/v1/requests",
+        "GET /api/v1/requests",
+        "POST /api/v1/requests/3/cancel",
+    ]
+    assert "<html>" not in str(err.value) and "HTTP 502 (text/plain)" in str(err.value)
