@@ -542,9 +542,23 @@ def ansible_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     }
 
 
+def ansible(tmp_path: Path, env: dict[str, str], command: str, *args: str):
+    """An Ansible command of this environment's, at -vvv (where a token would show)."""
+    from tests.integration.test_collection import BIN
+
+    return subprocess.run(
+        [BIN / command, *args, "-vvv"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=patience(300),
+    )
+
+
 def test_a_playbook_submits_and_reads_through_the_service(setup, service, tmp_path):
     pytest.importorskip("ansible")
-    from tests.integration.test_collection import BIN, tail
+    from tests.integration.test_collection import tail
 
     token = setup.tokens["ops"]
     env = ansible_env(
@@ -609,13 +623,8 @@ def test_a_playbook_submits_and_reads_through_the_service(setup, service, tmp_pa
           - named_cancel.msg.startswith('cancelled_by is not available with api_url')
 """
     )
-    proc = subprocess.run(
-        [str(BIN / "ansible-playbook"), "-i", "hosts.ini", "play.yml", "-e", "@vars.json", "-vvv"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=patience(300),
+    proc = ansible(
+        tmp_path, env, "ansible-playbook", "-i", "hosts.ini", "play.yml", "-e", "@vars.json"
     )
     assert proc.returncode == 0, tail(proc)
     assert token not in proc.stdout + proc.stderr
@@ -627,7 +636,7 @@ def test_a_playbook_waits_for_its_request_through_the_service(setup, service, sc
     """The AWX way: the credential's variables only (no api_* in the play, no database),
     and submit's wait follows the request, run by a real worker, to its results."""
     pytest.importorskip("ansible")
-    from tests.integration.test_collection import BIN, tail
+    from tests.integration.test_collection import tail
 
     scheduler()
     token = setup.tokens["ops"]
@@ -657,21 +666,14 @@ def test_a_playbook_waits_for_its_request_through_the_service(setup, service, sc
           - done.request.batches | length >= 1
 """
     )
-    proc = subprocess.run(
-        [BIN / "ansible-playbook", "-i", "localhost,", "play.yml", "-vvv"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=patience(300),
-    )
+    proc = ansible(tmp_path, env, "ansible-playbook", "-i", "localhost,", "play.yml")
     assert proc.returncode == 0, tail(proc)
     assert token not in proc.stdout + proc.stderr
 
 
 def test_the_inventory_plugin_reads_the_hosts_through_the_service(setup, service, tmp_path):
     pytest.importorskip("ansible")
-    from tests.integration.test_collection import BIN, tail, unsafe
+    from tests.integration.test_collection import tail, unsafe
 
     token = setup.tokens["viewer"]
     env = ansible_env(
@@ -681,13 +683,8 @@ def test_the_inventory_plugin_reads_the_hosts_through_the_service(setup, service
         MAAS_API_CA=str(service.certs["ca"]),
     )
     (tmp_path / "fleet.maas.yml").write_text("plugin: maas_lib.fleet.hosts\npools: [web, db]\n")
-    proc = subprocess.run(
-        [BIN / "ansible-inventory", "-i", "fleet.maas.yml", "--list", "--output=out.json", "-vvv"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=patience(120),
+    proc = ansible(
+        tmp_path, env, "ansible-inventory", "-i", "fleet.maas.yml", "--list", "--output=out.json"
     )
     assert proc.returncode == 0, tail(proc)
     listed = json.loads((tmp_path / "out.json").read_text())
@@ -696,13 +693,7 @@ def test_the_inventory_plugin_reads_the_hosts_through_the_service(setup, service
     assert unsafe(listed["_meta"]["hostvars"]["db01"]["bmc_address"]) == "10.20.2.1"
     assert token not in proc.stdout + proc.stderr
     # A bad token: a one-line parser error naming the service, never the token.
-    proc = subprocess.run(
-        [str(BIN / "ansible-inventory"), "-i", "fleet.maas.yml", "--list"],
-        cwd=tmp_path,
-        env=env | {"MAAS_API_TOKEN": token[:-1] + "Z", "ANSIBLE_INVENTORY_UNPARSED_FAILED": "1"},
-        capture_output=True,
-        text=True,
-        timeout=patience(120),
-    )
+    bad = {"MAAS_API_TOKEN": token[:-1] + "Z", "ANSIBLE_INVENTORY_UNPARSED_FAILED": "1"}
+    proc = ansible(tmp_path, env | bad, "ansible-inventory", "-i", "fleet.maas.yml", "--list")
     assert proc.returncode != 0 and "maas-lib service" in proc.stderr, tail(proc)
     assert token[:-1] not in proc.stdout + proc.stderr
