@@ -577,7 +577,7 @@ class ApiFleet:
                     if event == "error":
                         raise _stream_error(data)
                     if event == "progress":
-                        view = RequestView.model_validate(json.loads(data)["summary"])
+                        view = _view_of(data)
                         yield view
                         if view.ended:
                             ended = True
@@ -606,6 +606,14 @@ class ApiFleet:
             time.sleep(interval)
             view = self.summary(request_id)
         return view
+
+
+def _view_of(data: str) -> RequestView:
+    """The request's view in a `progress` event (the request_info document)."""
+    try:
+        return RequestView.model_validate(json.loads(data)["summary"])
+    except (ValueError, KeyError, TypeError):  # a pydantic ValidationError is a ValueError
+        raise MaasError("the progress stream sent a garbled event") from None
 
 
 def _stream_error(data: str) -> MaasError:

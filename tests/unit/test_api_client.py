@@ -110,3 +110,37 @@ def test_a_proxys_502_is_retried_for_a_read_but_not_for_a_cancel():
         "POST /api/v1/requests/3/cancel",
     ]
     assert "<html>" not in str(err.value) and "HTTP 502 (text/plain)" in str(err.value)
+
+
+def _event(kind: str, state: str | None = None) -> bytes:
+    import json
+
+    view = {"id": 1, "action": "reboot", "state": state, "host_count": 1, "counts": {}}
+    data = json.dumps({"id": 1, "summary": view} if state else {"id": 1})
+    return f": keep-alive\nevent: {kind}\ndata: {data}\n\n".encode()
+
+
+def test_follow_reopens_a_stream_that_ended_early_and_refuses_a_garbled_event():
+    """The progress stream as a proxy may cut it (the service ends one early only when
+    stopping): the second stream takes over; a garbled event is one error line."""
+    import httpx
+
+    from maas_lib.errors import MaasError
+    from maas_lib.service.client import ApiFleet, ApiSettings
+
+    streams = [
+        _event("progress", "accepted"),  # then cut, without `end`
+        _event("progress", "running") + _event("progress", "cancelled") + _event("end"),
+        b"event: progress\ndata: {not json\n\n",
+    ]
+
+    def stream(request: httpx.Request) -> httpx.Response:
+        body = streams.pop(0)
+        return httpx.Response(200, headers={"content-type": "text/event-stream"}, content=body)
+
+    settings = ApiSettings.from_options("https://maas.example", env={}, deadline=5)
+    with ApiFleet(settings, transport=httpx.MockTransport(stream)) as fleet:
+        assert [v.state for v in fleet.follow(1)] == ["accepted", "running", "cancelled"]
+        with pytest.raises(MaasError, match="garbled event"):
+            list(fleet.follow(1))
+    assert streams == []
