@@ -30,7 +30,7 @@ from maas_lib.service import errors, web
 from maas_lib.service.bodies import SubmitBody
 from maas_lib.service.errors import ApiError, ErrorBody, log, one_line, retry_after
 from maas_lib.service.inputs import CleanText, StrictJsonRoute
-from maas_lib.service.limits import BodyLimit, RateLimiter
+from maas_lib.service.limits import BodyLimit, RateLimiter, StreamSlots
 from maas_lib.service.pool import FleetPool
 from maas_lib.service.settings import ServiceSettings
 from maas_lib.telemetry.models import Stats, WorkerInfo
@@ -69,6 +69,7 @@ class Api:
         self.pool = FleetPool(settings.db, settings.pool_size)
         self.jwt = JwtVerifier(JwtSettings(**settings.jwt)) if settings.jwt else None
         self.limiter = RateLimiter(settings.rate_limit)
+        self.streams = StreamSlots(settings.max_streams)
 
     def principal(
         self, request: Request, _scheme: Annotated[Any, Security(_BEARER)] = None
@@ -163,6 +164,19 @@ def create_app(settings: ServiceSettings, *, stopping: threading.Event | None = 
 
     FirstRead = Annotated[dict[str, Any], Depends(first_read)]
 
+    def stream_slot(principal: Caller) -> Iterator[None]:
+        # Held until the stream's response has ended (a dependency's exit runs after it).
+        if not api.streams.take(principal.name):
+            raise ApiError(
+                429,
+                f"{principal.name} has {settings.max_streams} progress streams open already",
+                retry_after(settings.keepalive_s),
+            )
+        try:
+            yield
+        finally:
+            api.streams.give(principal.name)
+
     @app.get(f"{PREFIX}/health", tags=["service"])
     def health() -> dict[str, str]:
         """Liveness: the process answers (no credential needed)."""
@@ -232,6 +246,7 @@ def create_app(settings: ServiceSettings, *, stopping: threading.Event | None = 
         request_id: int,
         request: Request,
         first: FirstRead,  # checked by first_read
+        _slot: Annotated[None, Depends(stream_slot)],
     ) -> AsyncIterator[ServerSentEvent]:
         """Server-sent events: `progress` (the request's document, as GET
         /requests/{id} answers it) whenever it changes, then `end` once the request has

@@ -95,3 +95,31 @@ class RateLimiter:
         full = [k for k, (t, at) in self._buckets.items() if t + (now - at) * rate >= burst]
         for key in full:
             del self._buckets[key]
+
+
+class StreamSlots:
+    """At most `limit` progress streams open at once per key (a principal): each holds a
+    connection and reads the store every poll, so without a bound one caller could hold
+    the store pool with thousands of them. Per process, like `RateLimiter`."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self._open: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def take(self, key: str) -> bool:
+        """A slot for `key`, if it has fewer than `limit` open (then `give` it back)."""
+        with self._lock:
+            n = self._open.get(key, 0)
+            if n >= self.limit:
+                return False
+            self._open[key] = n + 1
+            return True
+
+    def give(self, key: str) -> None:
+        with self._lock:
+            n = self._open.get(key, 0) - 1
+            if n > 0:
+                self._open[key] = n
+            else:
+                self._open.pop(key, None)

@@ -41,6 +41,13 @@ class ServiceSettings(BaseModel, defer_build=True):
         allow_inf_nan=False,
         description="a progress stream's keep-alive comment after this long without an event",
     )
+    max_streams: int = Field(
+        default=16,
+        ge=1,
+        le=10_000,
+        description="progress streams one principal may hold open at once (per process); "
+        "one more is answered 429",
+    )
     jwt: dict[str, str] | None = Field(
         default=None,
         description="JWT (OIDC) verification: issuer, audience, jwks, role_claim, "

@@ -8,6 +8,7 @@ import json
 import socket
 import sqlite3
 import ssl
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -286,3 +287,33 @@ def test_batch_amounts_are_ascii_digits(setup: SeededFleet, service: Service, am
         body = {"action": "reboot", "patterns": ["web01", "web02"], field: amount}
         detail = _error(ops.post("/api/v1/plan", json=body), 400, "bad_request")
         assert field.replace("_", "-") in detail
+
+
+def test_progress_streams_per_principal_are_bounded(tmp_path: Path, inventory: Path):
+    """A viewer could open any number of progress streams, each reading the store every
+    poll: one caller could hold the store pool (and the threadpool) with them."""
+    setup = SeededFleet(str(tmp_path / "streams.db"), inventory)
+    with running_service(setup.url, tmp_path, max_streams=2, progress_poll_s=0.05) as svc:
+        rid = (
+            svc.client(setup.tokens["ops"])
+            .post("/api/v1/requests", json={"action": "reboot", "patterns": ["web01"]})
+            .json()["id"]
+        )  # no scheduler runs: its stream stays open
+        path = f"/api/v1/requests/{rid}/progress"
+        viewer, other = svc.client(setup.tokens["viewer"]), svc.client(setup.tokens["admin"])
+        with viewer.stream("GET", path) as one, viewer.stream("GET", path) as two:
+            assert one.status_code == two.status_code == 200
+            with viewer.stream("GET", path) as third:  # (uncapped, it streams on for ever)
+                assert third.status_code == 429
+                third.read()
+            assert "2 progress streams open" in _error(third, 429, "rate_limited")
+            assert int(third.headers["retry-after"]) >= 1
+            with other.stream("GET", path) as theirs:  # another principal's own slots
+                assert theirs.status_code == 200
+        deadline = time.monotonic() + patience(20)  # the server sees them gone at a poll
+        while True:
+            with viewer.stream("GET", path) as again:
+                if again.status_code == 200:
+                    break
+            assert time.monotonic() < deadline, "a closed stream kept its slot"
+            time.sleep(0.05)
