@@ -41,12 +41,12 @@ from maas_lib.errors import InputError
 from maas_lib.models import Action, HostSpec, HostTaskState
 from maas_lib.scheduler.ansible_data import host_vars
 from maas_lib.scheduler.ansible_session import AnsibleSession
-from maas_lib.scheduler.executor import Batch, ExecutorEnv, run_guarded
+from maas_lib.scheduler.executor import Batch, ExecutorEnv, host_context, run_guarded
 from maas_lib.scheduler.host import TaskOutcome, final_standing
 from maas_lib.scheduler.playbook import PlaybookRun
 from maas_lib.scheduler.resume import Resume
 from maas_lib.scheduler.settings import SchedulerSettings
-from maas_lib.scheduler.steps import HostContext, steps_for
+from maas_lib.scheduler.steps import steps_for
 
 log = logging.getLogger(__name__)
 
@@ -126,21 +126,7 @@ def skipped_steps(env: ExecutorEnv, batch: Batch, wave: list[str]) -> list[str]:
     for step in steps_for(batch.action):
         if step.when is None or not step.static:
             continue
-        contexts = [
-            HostContext(
-                host=batch.records[name],
-                request_id=batch.request_id,
-                action=batch.action,
-                image=batch.image,
-                options=batch.options,
-                controller=env.controller,  # type: ignore[arg-type]
-                settings=env.settings,
-                installs=env.installs,
-                store=env.store,
-                stopping=batch.stopping,
-            )
-            for name in wave
-        ]
+        contexts = [host_context(env, batch, name) for name in wave]
         if not any(step.when(ctx) for ctx in contexts):
             skipped.append(step.name)
     return skipped

@@ -107,6 +107,26 @@ def run_guarded(
         return [TaskOutcome(h, HostTaskState.FAILED, ErrorClass.INTERNAL, why) for h in tasks]
 
 
+def host_context(env: ExecutorEnv, batch: Batch, host: str) -> HostContext:
+    """What the steps of `host`'s task in `batch` work with."""
+    record = batch.records[host]
+    return HostContext(
+        host=record,
+        request_id=batch.request_id,
+        action=batch.action,
+        image=batch.image,
+        options=batch.options,
+        controller=env.controller,  # type: ignore[arg-type]
+        settings=env.settings,
+        installs=env.installs,
+        store=env.store,
+        stopping=batch.stopping,
+        worker=env.worker,
+        host_vars=host_vars(record, env.settings.allow_ansible_vars),
+        hook_slots=env.hook_slots,
+    )
+
+
 class NativeExecutor:
     """Each host's steps in a thread of the worker's pool, with the worker's BMC
     controller (one session per BMC, calls in flight capped per endpoint)."""
@@ -128,22 +148,7 @@ class NativeExecutor:
 
     def _host(self, batch: Batch, host: str, task_id: int) -> list[TaskOutcome]:
         env = self.env
-        record = batch.records[host]
-        ctx = HostContext(
-            host=record,
-            request_id=batch.request_id,
-            action=batch.action,
-            image=batch.image,
-            options=batch.options,
-            controller=env.controller,  # type: ignore[arg-type]
-            settings=env.settings,
-            installs=env.installs,
-            store=env.store,
-            stopping=batch.stopping,
-            worker=env.worker,
-            host_vars=host_vars(record, env.settings.allow_ansible_vars),
-            hook_slots=env.hook_slots,
-        )
+        ctx = host_context(env, batch, host)
         return run_guarded(
             env,
             batch,

@@ -18,7 +18,12 @@ def host(name, protocol="ipmi"):
 
 def skipped(action, records, *, options=None, **settings):
     env = SimpleNamespace(
-        controller=None, installs=None, store=None, settings=SchedulerSettings(**settings)
+        controller=None,
+        installs=None,
+        store=None,
+        worker="w",
+        hook_slots=None,
+        settings=SchedulerSettings(**settings),
     )
     batch = Batch(
         request_id=1,
