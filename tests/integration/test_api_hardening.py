@@ -317,3 +317,16 @@ def test_progress_streams_per_principal_are_bounded(tmp_path: Path, inventory: P
                     break
             assert time.monotonic() < deadline, "a closed stream kept its slot"
             time.sleep(0.05)
+
+
+def test_a_submission_holds_a_bounded_number_of_globs(setup: SeededFleet, service: Service):
+    """Each distinct glob is matched on its own: 8 MiB of them held a worker thread and a
+    store connection for minutes, per call. Names stay unbounded (one lookup)."""
+    ops = service.client(setup.tokens["ops"])
+    globs = ["web0*"] + [f"web0*{i}" for i in range(1, 1001)]  # 1001 distinct
+    body = {"action": "reboot", "patterns": globs}
+    assert "at most 1000 distinct globs" in _error(
+        ops.post("/api/v1/plan", json=body), 422, "invalid"
+    )
+    ok = {"action": "reboot", "patterns": globs[:1000] + ["web01"] * 5000}
+    assert ops.post("/api/v1/plan", json=ok).status_code == 404  # 'web0*1000' matches none
