@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -19,6 +20,8 @@ from tests.conftest import patience
 from tests.simfleet import FAST_RUN, run_args, running_sim
 
 pytestmark = pytest.mark.slow
+
+PLAYBOOKS = Path(__file__).resolve().parents[2] / "ansible_collections/maas_lib/fleet/playbooks"
 
 #: No retries: a dead host fails at the same step with both executors, quickly. A BMC
 #: timeout long enough that a healthy host answers even when each Ansible task's process
@@ -334,3 +337,32 @@ def test_hooks_run_as_steps_under_the_ansible_executor(sim, fleet, tmp_path):
         steps.setdefault(s["host"], []).append((s["step"], s["outcome"]))
     order = ["pre-hook", "power-off", "power-on", "post-hook"]
     assert steps == {h: [(step, "succeeded") for step in order] for h in hosts}
+
+
+def test_a_no_log_task_of_an_action_playbook_records_its_failure_but_not_its_output(
+    sim, fleet, tmp_path
+):
+    """A task of the operator's own around the steps is recorded like a step; with
+    no_log, what it returned (here a secret in its failure message) reaches neither the
+    store nor the request's status."""
+    secret = "drain-token-" + os.urandom(6).hex()
+    book = (PLAYBOOKS / "power_on.yml").read_text()
+    check = (
+        "    - name: drain check\n"
+        "      delegate_to: localhost\n"
+        "      no_log: true\n"
+        "      ansible.builtin.fail:\n"
+        f'        msg: "token {secret} refused"\n'
+    )
+    book = book.replace("  tasks:\n", "  tasks:\n" + check, 1)
+    (tmp_path / "power_on.yml").write_text(book)
+    host = sorted(sim.hosts())[0]
+    rid = fleet.submit("power-on", [host]).id
+    report = fleet.run(executor="ansible", action_playbooks=str(tmp_path), **RUN)
+    assert report.errors == []
+    st = fleet.status(rid)
+    assert (st.hosts[0].state, st.hosts[0].error_class) == ("failed", "task_failed")
+    steps = fleet.steps(rid)
+    assert [(s["step"], s["outcome"]) for s in steps] == [("drain check", "failed")]
+    text = repr(steps) + repr(st) + repr(fleet.store.events(rid))
+    assert secret not in text
