@@ -26,6 +26,9 @@ from maas_lib.service.errors import UNSAFE, error_response
 
 #: The longest integer (in digits) a body may hold: more than any id or count.
 MAX_DIGITS = 20
+#: The most header bytes a request may carry (names and values). h11 refuses more only
+#: when the headers arrive in pieces; all at once, it took 100 KiB of them.
+MAX_HEADER_BYTES = 16 * 1024
 
 
 def codepoint(ch: str) -> str:
@@ -136,7 +139,8 @@ class StrictJsonRoute(APIRoute):
 
 
 class CleanText:
-    """Refuses (400) a path or query parameter holding an `UNSAFE` character."""
+    """Refuses (400) a path or query parameter holding an `UNSAFE` character, and
+    headers past `MAX_HEADER_BYTES`."""
 
     def __init__(self, app: ASGIApp):
         self.app = app
@@ -151,6 +155,8 @@ class CleanText:
 
 
 def _unsafe_input(scope: Scope) -> str | None:
+    if sum(len(k) + len(v) for k, v in scope.get("headers", ())) > MAX_HEADER_BYTES:
+        return f"headers larger than {MAX_HEADER_BYTES // 1024} KiB"
     bad = UNSAFE.search(scope.get("path", ""))
     if bad:
         return f"the path holds the unprintable character {codepoint(bad.group())}"

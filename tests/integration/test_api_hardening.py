@@ -330,3 +330,13 @@ def test_a_submission_holds_a_bounded_number_of_globs(setup: SeededFleet, servic
     )
     ok = {"action": "reboot", "patterns": globs[:1000] + ["web01"] * 5000}
     assert ops.post("/api/v1/plan", json=ok).status_code == 404  # 'web0*1000' matches none
+
+
+def test_headers_past_16_kib_are_refused_however_they_arrive(setup: SeededFleet, service: Service):
+    """h11 refuses headers past 16 KiB only while they are incomplete: sent at once over
+    loopback, 100 KiB of them reached the app."""
+    viewer = service.client(setup.tokens["viewer"])
+    for _ in range(3):
+        response = viewer.get("/api/v1/whoami", headers={"X-Big": "a" * 100_000})
+        assert "16 KiB" in _error(response, 400, "bad_request")
+    assert viewer.get("/api/v1/whoami", headers={"X-Ok": "a" * 8_000}).status_code == 200
