@@ -693,7 +693,7 @@ def report(c: _Ctx, html_path: str, request_id: int | None, since: str | None) -
     field=("run", "executor"),
     show_default=True,
     help="native: each host's steps in-process; ansible: each batch as the action's "
-    "playbook through ansible-runner (--limit to the batch).",
+    "playbook (--limit to the batch), in one ansible process per request.",
 )
 @click.option(
     "--forks",

@@ -1,10 +1,19 @@
-"""The Ansible executor: a batch of hosts runs as one action playbook, through ansible-runner.
+"""The Ansible executor: a batch of hosts runs as one action playbook, in an ansible
+process kept for the request.
 
 `maasctl run --executor ansible` hands each batch the native executor would run host by
-host to ansible-runner instead: the action's playbook (the collection's
+host to ansible instead: the action's playbook (the collection's
 `maas_lib.fleet.<action>`, or `<action>.yml` from `--action-playbooks DIR`) with
-``--limit`` set to the batch. Every task of that playbook is one step (task name = step
-name); ansible-runner's events drive the same store writes the native executor makes:
+``--limit`` set to the batch. The request's batches run one after another in one
+long-lived ansible process (`maas_lib.scheduler.ansible_session`), so ansible's start-up
+is paid once per request, not once per batch — and not at all by a running worker's
+next request, which takes the spare process started for it. The step tasks run in that
+process's step service (the collection's plugin_utils/step_service.py: one database
+connection, BMC sessions kept); a step whose condition holds for no host of the run
+(no hooks, no virtual media) is left out with ``--skip-tags``.
+
+Every task of the playbook is one step (task name = step name); ansible's events drive
+the same store writes the native executor makes:
 
 - ``runner_on_start``: the step's start, written before the task's module runs (a crash
   leaves it `running`, so the next worker retries it, as after a native crash);
@@ -15,10 +24,10 @@ name); ansible-runner's events drive the same store writes the native executor m
 - a host's first failed task fails its task (quarantining a failed wipe), which frees
   its lease at once; hosts that end the play without a failure succeed.
 
-Everything else is the scheduler's as with the native executor: claims, batches,
-budgets, leases, cancel, resume. A worker that stops cancels the run (task workers
-killed): steps in flight become `interrupted` and their hosts are resumed later, their
-completed steps skipped.
+Everything else is the scheduler's as with the native executor: claims, batches (and
+between them cancel, pause and the failure threshold), budgets, leases, resume. A worker
+that stops kills the ansible process (task workers included): steps in flight become
+`interrupted` and their hosts are resumed later, their completed steps skipped.
 """
 
 from __future__ import annotations

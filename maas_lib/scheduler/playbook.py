@@ -20,8 +20,9 @@ socket. A temporary private_data_dir is named after its worker process
 (``maas-<pid>.<start>-...``), so the next worker removes those of a dead one
 (`remove_stale_private_dirs`).
 
-Used by the pre/post hooks (one host, `maas_lib.scheduler.hooks`) and by the Ansible
-executor (a batch of hosts, `maas_lib.scheduler.ansible_executor`).
+Used by the pre/post hooks (one host, `maas_lib.scheduler.hooks`); the Ansible executor's
+long-lived process (`maas_lib.scheduler.ansible_session`) shares its private directories,
+environment and kill of task workers.
 """
 
 from __future__ import annotations

@@ -79,7 +79,8 @@ class SchedulerSettings(BaseModel, defer_build=True):
     executor: Literal["native", "ansible"] = Field(
         default="native",
         description="how a batch's hosts are acted on: native (in-process, host by host) "
-        "or ansible (the action's playbook through ansible-runner, --limit to the batch)",
+        "or ansible (the action's playbook, --limit to the batch, in one ansible process "
+        "per request)",
     )
     forks: int = Field(
         default=50, ge=1, le=500, description="ansible forks per batch (--executor ansible)"
