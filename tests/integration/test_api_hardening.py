@@ -19,7 +19,7 @@ from maas_lib.access.guard import GuardedFleet
 from maas_lib.access.models import Role
 from maas_lib.access.principal import Principal
 from maas_lib.errors import AccessDenied
-from tests.apiserver import SeededFleet, Service, running_service
+from tests.apiserver import SeededFleet, Service, running_service, service_process
 from tests.conftest import patience
 
 #: web01 moved from pool web into pool db (an admin's `maasctl hosts import`).
@@ -340,3 +340,31 @@ def test_headers_past_16_kib_are_refused_however_they_arrive(setup: SeededFleet,
         response = viewer.get("/api/v1/whoami", headers={"X-Big": "a" * 100_000})
         assert "16 KiB" in _error(response, 400, "bad_request")
     assert viewer.get("/api/v1/whoami", headers={"X-Ok": "a" * 8_000}).status_code == 200
+
+
+def test_no_caller_can_write_a_line_of_its_own_into_the_servers_log(
+    tmp_path: Path, inventory: Path
+):
+    """`maasctl -vv serve` logged each call's decoded path: /requests/1%0Amaasctl: INFO: ...
+    wrote a line of the caller's choosing."""
+    setup = SeededFleet(str(tmp_path / "log.db"), inventory)
+    with service_process(setup.url, tmp_path, verbose="-vv") as svc:
+        viewer = svc.client(setup.tokens["viewer"])
+        forged = "maasctl: INFO: FORGED"
+        for path in (
+            f"/api/v1/requests/1%0A{forged}",
+            f"/api/v1/requests/1%0D%0A{forged}",
+            f"/api/v1/nothing%0A{forged}",
+            f"/api/v1/requests?state=x%0A{forged}",
+            f"/api/v1/requests/1%E2%80%A8{forged}",  # U+2028, a line separator
+        ):
+            assert viewer.get(path).status_code in (400, 404, 422)  # 400 since the fix
+        assert viewer.get("/api/v1/whoami").status_code == 200  # logged at -vv
+    logged = svc.logged()
+    assert "GET /api/v1/whoami" in logged
+    assert not [
+        ln
+        for ln in logged.splitlines()
+        if "FORGED" in ln and not ln.startswith("maasctl: INFO: 127.0.0.1")
+    ]
+    assert "\u2028" not in logged and "\r" not in logged
