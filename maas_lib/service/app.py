@@ -29,6 +29,7 @@ from maas_lib.serialize import to_jsonable
 from maas_lib.service import errors, web
 from maas_lib.service.bodies import SubmitBody
 from maas_lib.service.errors import ApiError, ErrorBody, log, one_line, retry_after
+from maas_lib.service.headers import ApiHeaders
 from maas_lib.service.inputs import CleanText, StrictJsonRoute
 from maas_lib.service.limits import BodyLimit, RateLimiter, StreamSlots
 from maas_lib.service.pool import FleetPool
@@ -148,6 +149,7 @@ def create_app(settings: ServiceSettings, *, stopping: threading.Event | None = 
     errors.install(app)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(CleanText)
+    app.add_middleware(ApiHeaders)  # outermost: on every answer, refusals included
     web.mount(app)  # the page at /
 
     Caller = Annotated[Principal, Depends(api.principal)]

@@ -368,3 +368,30 @@ def test_no_caller_can_write_a_line_of_its_own_into_the_servers_log(
         if "FORGED" in ln and not ln.startswith("maasctl: INFO: 127.0.0.1")
     ]
     assert "\u2028" not in logged and "\r" not in logged
+
+
+def test_every_answer_is_kept_by_no_cache_and_sniffed_by_no_browser(
+    setup: SeededFleet, service: Service
+):
+    """API answers (the fleet's data, one caller's) had no Cache-Control or nosniff."""
+    viewer = service.client(setup.tokens["viewer"])
+    rid = (
+        service.client(setup.tokens["ops"])
+        .post("/api/v1/requests", json={"action": "reboot", "patterns": ["web01"]})
+        .json()["id"]
+    )
+    with viewer.stream("GET", f"/api/v1/requests/{rid}/progress") as stream:
+        answers = [stream]
+        answers += [
+            viewer.get("/api/v1/whoami"),
+            viewer.get("/api/v1/hosts"),
+            viewer.get("/api/v1/nothing"),
+            service.client().get("/api/v1/whoami"),
+            viewer.get("/api/v1/requests/1%00"),
+            viewer.get("/openapi.json"),
+            viewer.get("/"),
+        ]
+        for answer in answers:
+            stored = "no-cache" if answer is stream else "no-store"  # SSE's own, standard
+            assert answer.headers.get("cache-control") == stored, answer.url
+            assert answer.headers.get("x-content-type-options") == "nosniff", answer.url
