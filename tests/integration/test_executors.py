@@ -1,7 +1,6 @@
 """The two executors agree: the same simulated rollout, run natively and as action
-playbooks through ansible-runner (`maasctl run --executor ansible`), gives the same
-per-host results, the same recorded steps, and the same effect on the machines as the
-simulator recorded it."""
+playbooks (`maasctl run --executor ansible`), gives the same per-host results, the same
+recorded steps, and the same effect on the machines as the simulator recorded it."""
 
 from __future__ import annotations
 
