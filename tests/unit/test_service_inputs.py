@@ -1,5 +1,6 @@
-"""What the API lets through as text: error details and log lines are one printable line
-whatever a caller (or a stored row) holds; JSON bodies are parsed strictly."""
+"""What the API lets through: error details and log lines are one printable line whatever
+a caller (or a stored row) holds; JSON bodies are parsed strictly; plain HTTP is served
+on loopback addresses only."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ import logging
 
 import pytest
 
+from maas_lib.errors import InputError
 from maas_lib.service.errors import Redacting, one_line
 from maas_lib.service.inputs import strict_json
+from maas_lib.service.server import Listen, checked
 
 
 def test_a_detail_escapes_terminal_and_bidi_controls():
@@ -42,3 +45,30 @@ def test_strict_json_refuses_what_python_takes(body):
     json.loads(body.decode("latin-1"))  # Python's parser takes each of these
     with pytest.raises(json.JSONDecodeError):
         strict_json(body)
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("127.0.0.1", True),
+        ("127.0.0.2", True),  # all of 127.0.0.0/8 is this machine's
+        ("::1", True),
+        ("localhost", True),
+        ("LOCALHOST", True),
+        ("0.0.0.0", False),  # every interface
+        ("::", False),
+        ("::ffff:127.0.0.1", False),  # v4-mapped: not taken on trust
+        ("localhost.", False),  # a DNS name, resolved by whoever answers
+        ("127.1", False),  # inet_aton shorthand: not an address ipaddress takes
+        ("2130706433", False),
+        ("ip6-localhost", False),
+        ("fe80::1%lo", False),
+    ],
+)
+def test_plain_http_is_for_loopback_addresses_only(host, loopback):
+    listen = Listen(host=host, port=8080, insecure_http=True)
+    if loopback:
+        assert checked(listen) is listen
+    else:
+        with pytest.raises(InputError, match="not a loopback address"):
+            checked(listen)
