@@ -54,6 +54,17 @@ class SeededFleet:
         return maas_lib.open_fleet(self.url, create=False)
 
 
+def error_detail(response: httpx.Response, status: int, kind: str) -> str:
+    """The detail of an answer in the API's one error shape: exactly {error, detail}, with
+    `status` and `kind`, the detail one printable line; no traceback."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/json"
+    body = response.json()
+    assert set(body) == {"error", "detail"} and body["error"] == kind, body
+    assert body["detail"].isprintable() and "Traceback" not in response.text, body
+    return str(body["detail"])
+
+
 def pki(directory: Path, clients: tuple[str, ...] = ("alice",)) -> dict[str, Path]:
     """A CA, a server certificate for 127.0.0.1/localhost, and client certificates."""
     return make_pki(directory, hosts=("localhost",), ips=("127.0.0.1", "::1"), clients=clients)

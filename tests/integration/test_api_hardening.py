@@ -12,7 +12,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from maas_lib.access.guard import GuardedFleet
@@ -20,6 +19,7 @@ from maas_lib.access.models import Role
 from maas_lib.access.principal import Principal
 from maas_lib.errors import AccessDenied
 from tests.apiserver import SeededFleet, Service, running_service, service_process
+from tests.apiserver import error_detail as _error
 from tests.conftest import patience
 
 #: web01 moved from pool web into pool db (an admin's `maasctl hosts import`).
@@ -44,16 +44,6 @@ def setup(store_url: str, inventory: Path) -> SeededFleet:
 def service(setup: SeededFleet, tmp_path: Path) -> Iterator[Service]:
     with running_service(setup.url, tmp_path, rate_limit=10_000) as svc:
         yield svc
-
-
-def _error(response: httpx.Response, status: int, kind: str) -> str:
-    """The one error shape: exactly {error, detail}, one printable line."""
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/json"
-    body = response.json()
-    assert set(body) == {"error", "detail"} and body["error"] == kind, body
-    assert body["detail"].isprintable(), body
-    return str(body["detail"])
 
 
 # -- authorization --------------------------------------------------------------------------
