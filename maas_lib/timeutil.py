@@ -18,16 +18,23 @@ def parse_since(value: str) -> str:
 
     Raises ValueError with a message fit for `--since: …`."""
     text = value.strip()
-    m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([smhdw])", text)
-    if m:
-        delta = timedelta(seconds=float(m.group(1)) * _DURATION_UNITS[m.group(2)])
-        return (datetime.now(UTC) - delta).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    expected = f"expected a duration like 30m, 24h, 7d or an ISO date/time (got {value!r})"
+    m = re.fullmatch(r"([0-9]+(?:\.[0-9]+)?)\s*([smhdw])", text, re.ASCII)
     try:
-        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise ValueError(
-            f"expected a duration like 30m, 24h, 7d or an ISO date/time (got {value!r})"
-        ) from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        if m:
+            delta = timedelta(seconds=float(m.group(1)) * _DURATION_UNITS[m.group(2)])
+            return _iso(datetime.now(UTC) - delta)
+        try:
+            when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError(expected) from None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        return _iso(when.astimezone(UTC))
+    except OverflowError:  # before year 1, or past 9999
+        raise ValueError(f"{value[:40]!r} is out of range (years 1 to 9999)") from None
+
+
+def _iso(when: datetime) -> str:
+    # The year in four digits, so that every such string sorts as its time does.
+    return f"{when.year:04d}-" + when.strftime("%m-%dT%H:%M:%S.%fZ")

@@ -385,3 +385,14 @@ def test_every_answer_is_kept_by_no_cache_and_sniffed_by_no_browser(
             stored = "no-cache" if answer is stream else "no-store"  # SSE's own, standard
             assert answer.headers.get("cache-control") == stored, answer.url
             assert answer.headers.get("x-content-type-options") == "nosniff", answer.url
+
+
+@pytest.mark.parametrize(
+    "since", ["9999999999d", "99999999999999999999w", "0001-01-01T00:00:00+01:00", "\u0663d"]
+)
+def test_a_since_out_of_range_is_bad_input(setup: SeededFleet, service: Service, since: str):
+    """`stats?since=9999999999d` was a 500 (OverflowError); "٣d" (Arabic-Indic three)
+    was three days."""
+    viewer = service.client(setup.tokens["viewer"])
+    detail = _error(viewer.get("/api/v1/stats", params={"since": since}), 400, "bad_request")
+    assert detail.startswith("--since: ")
