@@ -64,7 +64,11 @@ from maas_lib.store.copy import copy_store
 from maas_lib.timeutil import parse_since
 from maas_lib.validation import option_error, wait_seconds
 
-_IMAGE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/+-]*$")
+#: An image name: `/`-separated parts, each starting with a letter or digit (so no `.`,
+#: `..` or empty part: the name goes into `--image-url`'s path), at most 255 characters.
+_IMAGE_RE = re.compile(
+    r"^(?=.{1,255}$)[A-Za-z0-9][A-Za-z0-9._:+-]*(?:/[A-Za-z0-9][A-Za-z0-9._:+-]*)*$", re.ASCII
+)
 _ACTOR_RE = re.compile(r"^[^\s\x00-\x1f]{1,128}$")
 
 
@@ -229,7 +233,11 @@ class Fleet:
             if act not in IMAGE_ACTIONS:
                 raise InputError(f"--image does not apply to {act} (only reimage and wipe)")
             if not _IMAGE_RE.match(image):
-                raise InputError(f"--image: not a valid image name (got {image!r})")
+                raise InputError(
+                    "--image: not a valid image name (parts of letters, digits and ._:+- "
+                    "joined by '/', each starting with a letter or digit; at most 255 "
+                    f"characters; got {image[:80]!r})"
+                )
         who = submitted_by or os_user()
         if not _ACTOR_RE.match(who):
             raise InputError(f"--as: not a valid name (got {who!r})")

@@ -396,3 +396,23 @@ def test_a_since_out_of_range_is_bad_input(setup: SeededFleet, service: Service,
     viewer = service.client(setup.tokens["viewer"])
     detail = _error(viewer.get("/api/v1/stats", params={"since": since}), 400, "bad_request")
     assert detail.startswith("--since: ")
+
+
+@pytest.mark.parametrize(
+    "image",
+    ["a/../../../etc/shadow", "ubuntu/./22.04", "http://evil.example/x", "/abs", "x" * 256],
+)
+def test_an_image_name_cannot_leave_the_image_servers_path(
+    setup: SeededFleet, service: Service, image: str
+):
+    """An image name goes into `--image-url`'s path (https://images/{image}.iso): one with
+    `..` parts made the BMC boot any file of the image server; nor was it bounded."""
+    ops = service.client(setup.tokens["admin"])
+    body = {"action": "reimage", "patterns": ["web01"], "image": image}
+    assert "--image: not a valid image name" in _error(
+        ops.post("/api/v1/requests", json=body), 400, "bad_request"
+    )
+    good = {**body, "image": "ubuntu/22.04:lts+hwe"}
+    assert ops.post("/api/v1/plan", json=good).status_code == 200
+    with setup.fleet() as fleet:
+        assert fleet.requests() == []
