@@ -15,7 +15,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from maas_lib.errors import StoreError
+from maas_lib.errors import StoreError, StoreUnavailable, StoreUnusable
 from maas_lib.fleet import Fleet, open_fleet
 
 
@@ -29,9 +29,9 @@ class FleetPool:
         self._slots = threading.BoundedSemaphore(size)
 
     def check(self) -> None:
-        """Open the store once now: an unusable database is an error at start-up."""
-        with self.fleet():
-            pass
+        """Open the store once now: an unusable database is an error at start-up
+        (`StoreUnusable`, bad input)."""
+        self._put(open_fleet(self.url, create=False))
 
     @contextmanager
     def fleet(self) -> Iterator[Fleet]:
@@ -43,7 +43,12 @@ class FleetPool:
         with self._lock:
             fleet = self._idle.pop() if self._idle else None
         if fleet is None:
-            fleet = open_fleet(self.url, create=False)
+            try:
+                fleet = open_fleet(self.url, create=False)
+            except StoreUnusable as exc:
+                # Gone or broken since start-up (a file moved away): the caller's input
+                # is not at fault, and the database's path is not its business.
+                raise StoreUnavailable(str(exc)) from None
         try:
             yield fleet
         except StoreError:

@@ -416,3 +416,23 @@ def test_an_image_name_cannot_leave_the_image_servers_path(
     assert ops.post("/api/v1/plan", json=good).status_code == 200
     with setup.fleet() as fleet:
         assert fleet.requests() == []
+
+
+def test_a_database_gone_since_start_up_is_unavailable_not_bad_input(
+    tmp_path: Path, inventory: Path
+):
+    """A SQLite file moved away under the server: a call that opened a connection was
+    answered 400 bad_request "no database at /path/to/file (`maasctl db init` ...)", the
+    server's path and advice meant for its operator."""
+    setup = SeededFleet(str(tmp_path / "gone.db"), inventory)
+    moved = tmp_path / "elsewhere.db"
+    with running_service(setup.url, tmp_path) as svc:
+        viewer = svc.client(setup.tokens["viewer"])
+        Path(setup.url).rename(moved)
+        try:
+            response = viewer.get("/api/v1/hosts")
+            assert _error(response, 503, "unavailable") == "the store is unavailable; try again"
+            assert response.headers["retry-after"] == "1" and str(tmp_path) not in response.text
+        finally:
+            moved.rename(setup.url)
+        assert viewer.get("/api/v1/hosts").status_code == 200
