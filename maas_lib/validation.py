@@ -48,9 +48,7 @@ _LISTEN = re.compile(
 )
 
 
-def parse_listen(
-    value: str, option: str = "--serve", *, any_port: bool = False
-) -> tuple[str, int]:
+def parse_listen(value: str, option: str = "--serve", *, any_port: bool = False) -> tuple[str, int]:
     """``HOST:PORT``, ``[IPv6]:PORT`` or ``:PORT`` (127.0.0.1 only: binding wider takes an
     explicit address such as ``0.0.0.0:PORT`` or ``[::]:PORT``) → (host, port).
 
