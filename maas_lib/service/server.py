@@ -147,6 +147,9 @@ class _Protocol(H11Protocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         ssl_object = transport.get_extra_info("ssl_object")
+        # Asked now: a TLS transport closed twice (the client's close, then ours) has
+        # nothing left to ask at shutdown (get_extra_info raises AttributeError).
+        self._tls = ssl_object is not None
         cert = ssl_object.getpeercert() if ssl_object is not None else None
         if cert:
             self.app = _WithClientCert(self.app, _subject(cert))
@@ -169,7 +172,7 @@ class _Protocol(H11Protocol):
     def shutdown(self) -> None:
         idle = self.cycle is None or self.cycle.response_complete
         super().shutdown()
-        if idle and self.transport.get_extra_info("ssl_object") is not None:
+        if idle and self._tls:
             self.transport.abort()
 
 
