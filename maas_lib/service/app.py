@@ -3,11 +3,14 @@
 Each endpoint authenticates (one dependency, `Api.principal`), calls one `GuardedFleet`
 method and returns its result through `serialize.to_jsonable`, the same document
 `maasctl ... --json` prints. Store calls block, so endpoints are plain `def`s (FastAPI runs
-them in its threadpool), each on a store connection of its own from `FleetPool`.
+them in its threadpool), each on a store connection of its own from `FleetPool`: one
+per call, borrowed with the credential's check (`Api.open_call`) and kept to the answer,
+but for a call with a body, which gives its back before the body is read.
 """
 
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
+from contextlib import ExitStack
 from typing import Annotated, Any
 
 import anyio
@@ -22,7 +25,7 @@ from maas_lib.access.jwt_verify import JwtSettings, JwtVerifier
 from maas_lib.access.models import AuditRecord
 from maas_lib.access.principal import Principal
 from maas_lib.enums import TERMINAL_REQUEST_STATES
-from maas_lib.errors import AuthenticationError, StoreUnavailable
+from maas_lib.errors import AuthenticationError, StoreError, StoreUnavailable
 from maas_lib.fleet import Fleet
 from maas_lib.models import Lease, RequestSummary, SubmitResult
 from maas_lib.serialize import to_jsonable
@@ -72,24 +75,28 @@ class Api:
         self.limiter = RateLimiter(settings.rate_limit)
         self.streams = StreamSlots(settings.max_streams)
 
-    def principal(
-        self, request: Request, _scheme: Annotated[Any, Security(_BEARER)] = None
-    ) -> Principal:
+    def principal(self, request: Request, fleet: Fleet | None = None) -> Principal:
         """The caller, from its bearer credential (401 if none is valid), within its rate
         (429). Failed attempts spend their client address's budget: once it is spent, the
         address is answered 429 before any credential is checked (or a refusal audited).
-        Once per call: a call with a body was authenticated before its body was read."""
+        Once per call. Checked on `fleet` if given (the call's own connection), else on a
+        connection borrowed for the check alone. Blocking: run it in the threadpool."""
         known = getattr(request.state, "principal", None)
         if known is not None:
             return known  # type: ignore[no-any-return]
         address = f"address:{_client(request)}"
         self._refuse_if_waiting(self.limiter.waiting(address))
-        with self.pool.fleet() as fleet:
-            try:
-                principal = self.authenticate(fleet, request)
-            except AuthenticationError:
-                self.limiter.take(address)
-                raise
+        if fleet is None:
+            with self.pool.fleet() as borrowed:
+                return self._authenticated(borrowed, request, address)
+        return self._authenticated(fleet, request, address)
+
+    def _authenticated(self, fleet: Fleet, request: Request, address: str) -> Principal:
+        try:
+            principal = self.authenticate(fleet, request)
+        except AuthenticationError:
+            self.limiter.take(address)
+            raise
         self._refuse_if_waiting(self.limiter.take(f"principal:{principal.name}"))
         request.state.principal = principal
         log.debug("%s %s by %s", request.method, request.url.path, principal.name)
@@ -112,9 +119,37 @@ class Api:
         if wait > 0:
             raise ApiError(429, "too many calls; slow down", retry_after(wait))
 
-    def guarded(self, principal: Principal) -> Iterator[GuardedFleet]:
-        with self.pool.fleet() as fleet:
-            yield GuardedFleet(fleet, principal)
+    def open_call(self, request: Request) -> None:
+        """Borrow the call's one store connection and check its caller on it, for a call
+        without a body (blocking: one trip to the threadpool, before the endpoint's). The
+        connection stays with the call (`request.state.fleet`) until `close_call`. A
+        call with a body is checked on a connection returned before its body is read (a
+        slow sender holds none), and its endpoint borrows another."""
+        self._refuse_if_waiting(self.limiter.waiting(f"address:{_client(request)}"))
+        held = ExitStack()
+        fleet = held.enter_context(self.pool.fleet())
+        try:
+            self.principal(request, fleet)
+        except BaseException as exc:
+            held.__exit__(type(exc), exc, exc.__traceback__)
+            raise
+        request.state.fleet, request.state.held = fleet, held
+
+    async def close_call(self, request: Request, error: BaseException | None) -> None:
+        """Give the call's connection back (a connection that failed is closed, in the
+        threadpool: closing may block)."""
+        held: ExitStack | None = getattr(request.state, "held", None)
+        if held is None:
+            return
+        request.state.held = request.state.fleet = None
+        if isinstance(error, StoreError):
+            await run_in_threadpool(held.__exit__, type(error), error, error.__traceback__)
+        else:  # back to the idle list: no I/O
+            held.__exit__(None, None, None)
+
+    def guarded(self, request: Request) -> GuardedFleet:
+        """The call's connection (`open_call`) as its caller."""
+        return GuardedFleet(request.state.fleet, request.state.principal)
 
 
 def create_app(settings: ServiceSettings, *, stopping: threading.Event | None = None) -> FastAPI:
@@ -138,10 +173,20 @@ def create_app(settings: ServiceSettings, *, stopping: threading.Event | None = 
 
     class Route(StrictJsonRoute):
         async def before_body(self, request: Request) -> None:
-            # Who calls, before a body is read or checked: an anonymous or bad credential
-            # is a 401 (audited, its address's budget spent), never a 422 about its body.
+            # Who calls, before a body, path or query is read or checked: an anonymous or
+            # bad credential is a 401 (audited, its address's budget spent), never a 422.
+            needs = self.__dict__.get("needs_caller")
+            if needs is None:
+                needs = self.__dict__["needs_caller"] = _calls(self.dependant, caller)
+            if not needs:
+                return
             if self.body_field is not None:
                 await run_in_threadpool(api.principal, request)
+            else:
+                await run_in_threadpool(api.open_call, request)
+
+        async def after(self, request: Request, error: BaseException | None) -> None:
+            await api.close_call(request, error)
 
     app.router.route_class = Route  # every route after this reads bodies strictly
     app.state.api = api
@@ -152,21 +197,27 @@ def create_app(settings: ServiceSettings, *, stopping: threading.Event | None = 
     app.add_middleware(ApiHeaders)  # outermost: on every answer, refusals included
     web.mount(app)  # the page at /
 
-    Caller = Annotated[Principal, Depends(api.principal)]
+    async def caller(
+        request: Request, _scheme: Annotated[Any, Security(_BEARER)] = None
+    ) -> Principal:
+        # Checked by `Route.before_body` already (each route depending on this one).
+        return request.state.principal  # type: ignore[no-any-return]
 
-    def guarded(principal: Caller) -> Iterator[GuardedFleet]:
-        yield from api.guarded(principal)
+    Caller = Annotated[Principal, Depends(caller)]
+
+    async def guarded(request: Request, _principal: Caller) -> GuardedFleet:
+        return api.guarded(request)
 
     Guarded = Annotated[GuardedFleet, Depends(guarded)]
 
-    def first_read(request_id: RequestId, principal: Caller) -> dict[str, Any]:
+    def first_read(request_id: RequestId, fleet: Guarded) -> dict[str, Any]:
         # A dependency, so an unknown or forbidden request is a 404/403 before the
         # stream (and its 200) starts.
-        return _read(api, principal, request_id)
+        return fleet.request_info(request_id)
 
     FirstRead = Annotated[dict[str, Any], Depends(first_read)]
 
-    def stream_slot(principal: Caller) -> Iterator[None]:
+    async def stream_slot(principal: Caller) -> AsyncIterator[None]:
         # Held until the stream's response has ended (a dependency's exit runs after it).
         if not api.streams.take(principal.name):
             raise ApiError(
@@ -195,27 +246,30 @@ def create_app(settings: ServiceSettings, *, stopping: threading.Event | None = 
     def submit(
         body: SubmitBody,
         response: Response,
-        fleet: Guarded,
+        principal: Caller,
         idempotency_key: Annotated[str | None, Header()] = None,
     ) -> Any:
         """Accept a request (operator; every host in a pool the caller's team owns). A
         retry with the same `Idempotency-Key` answers the first request again."""
-        result = fleet.submit(
-            body.action,
-            body.patterns,
-            image=body.image,
-            idempotency_key=idempotency_key,
-            **body.policy_fields(),
-        )
+        with api.pool.fleet() as store:
+            result = GuardedFleet(store, principal).submit(
+                body.action,
+                body.patterns,
+                image=body.image,
+                idempotency_key=idempotency_key,
+                **body.policy_fields(),
+            )
         response.headers["Location"] = f"{PREFIX}/requests/{result.id}"
         return to_jsonable(result)
 
     @app.post(f"{PREFIX}/plan", tags=["requests"])
-    def plan(body: SubmitBody, fleet: Guarded) -> Any:
+    def plan(body: SubmitBody, principal: Caller) -> Any:
         """What a submission would do now (a dry run); writes nothing."""
-        return to_jsonable(
-            fleet.plan(body.action, body.patterns, image=body.image, **body.policy_fields())
-        )
+        with api.pool.fleet() as store:
+            planned = GuardedFleet(store, principal).plan(
+                body.action, body.patterns, image=body.image, **body.policy_fields()
+            )
+        return to_jsonable(planned)
 
     @app.get(f"{PREFIX}/requests", tags=["requests"], responses=_doc(list[RequestSummary]))
     def list_requests(
@@ -299,9 +353,9 @@ def _client(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-def _read(api: Api, principal: Principal, request_id: int) -> dict[str, Any]:
-    with api.pool.fleet() as fleet:
-        return GuardedFleet(fleet, principal).request_info(request_id)
+def _calls(dependant: Any, call: Any) -> bool:
+    """Whether `dependant` (a route's) depends on `call`, directly or not."""
+    return any(d.call is call or _calls(d, call) for d in dependant.dependencies)
 
 
 def _read_again(api: Api, request: Request, request_id: int) -> dict[str, Any]:

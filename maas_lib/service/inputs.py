@@ -127,13 +127,23 @@ class StrictJsonRoute(APIRoute):
     async def before_body(self, request: Request) -> None:
         """What must pass before the body is read (raise to refuse the call)."""
 
+    async def after(self, request: Request, error: BaseException | None) -> None:
+        """Once the handler has answered (or raised `error`), whether or not
+        `before_body` passed: give back what it took."""
+
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
 
         async def strict(request: Request) -> Response:
             strict_request = _StrictRequest(request.scope, request.receive)
-            await self.before_body(strict_request)
-            return await handler(strict_request)
+            try:
+                await self.before_body(strict_request)
+                response = await handler(strict_request)
+            except BaseException as exc:
+                await self.after(strict_request, exc)
+                raise
+            await self.after(strict_request, None)
+            return response
 
         return strict
 
