@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -30,6 +31,34 @@ BUSY_TIMEOUT_S = 30.0
 #: I/O, lock or disk-full faults.
 _UNUSABLE_CODES = frozenset({11, 26})  # SQLITE_CORRUPT, SQLITE_NOTADB
 
+#: One lock per database file for this process's writers: a writer waiting for another
+#: of its threads sleeps on it and starts the moment that one commits. SQLite's own busy
+#: handler (which still arbitrates between processes) polls with sleeps of up to 100 ms,
+#: so under 32 concurrent API submissions a writer could sleep long after the lock was
+#: free (bench/api.py). Reentrant, so a thread writing on two connections at once waits
+#: for SQLite's lock (and its timeout) as before.
+_WRITERS: dict[str, threading.RLock] = {}
+_WRITERS_LOCK = threading.Lock()
+
+
+def _writer(key: str) -> threading.RLock:
+    with _WRITERS_LOCK:
+        lock = _WRITERS.get(key)
+        if lock is None:
+            lock = _WRITERS[key] = threading.RLock()
+        return lock
+
+
+def _forget_writers() -> None:
+    # A forked child has none of its parent's threads: a lock one of them held would
+    # never be released.
+    global _WRITERS_LOCK
+    _WRITERS_LOCK = threading.Lock()
+    _WRITERS.clear()
+
+
+os.register_at_fork(after_in_child=_forget_writers)
+
 
 class SqliteStore(SqliteHooks, SqlStore):
     ROW_ORDER = "rowid"
@@ -39,6 +68,7 @@ class SqliteStore(SqliteHooks, SqlStore):
         self.path = Path(path)
         self.url = f"sqlite:///{self.path}"
         self._label = str(self.path)
+        self._writers_key = os.path.realpath(self.path)
         self._init_lock()
         if self.path.is_dir():
             raise StoreUnusable(f"cannot use database {self.path}: it is a directory")
@@ -88,14 +118,21 @@ class SqliteStore(SqliteHooks, SqlStore):
 
     @contextmanager
     def _write(self) -> Iterator[None]:
-        """One write transaction holding the database write lock from its first statement."""
-        self.conn.execute("BEGIN IMMEDIATE")
+        """One write transaction holding the database write lock from its first statement
+        (and this process's lock on the file, taken first, with the same timeout)."""
+        writer = _writer(self._writers_key)
+        if not writer.acquire(timeout=BUSY_TIMEOUT_S):
+            raise sqlite3.OperationalError("database is locked")  # as SQLite's timeout says
         try:
-            yield
-        except BaseException:
-            self._rollback()
-            raise
-        self.conn.execute("COMMIT")
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                self._rollback()
+                raise
+            self.conn.execute("COMMIT")
+        finally:
+            writer.release()
 
     def _rollback(self) -> None:
         """End a failed transaction, if it is still open (SQLite may have ended it: a full
