@@ -42,7 +42,7 @@ import random
 import re
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import psycopg
@@ -186,6 +186,17 @@ class PostgresStore(SqlStore):
         if rows:
             with self.conn.cursor() as cur:
                 cur.executemany(to_pyformat(text), rows)  # type: ignore[arg-type]
+
+    def _batched(self) -> AbstractContextManager[Any]:
+        return self.conn.pipeline()
+
+    def _insert_hosts(self, request_id: int, hosts: Sequence[str]) -> None:
+        # One statement, not one per host; `seq` is given in the list's order.
+        self._exec(
+            "INSERT INTO request_hosts (request_id, host) SELECT ?, t.host "
+            "FROM unnest(CAST(? AS text[])) WITH ORDINALITY AS t(host, n) ORDER BY t.n",
+            (request_id, list(hosts)),
+        )
 
     def _rows(self, text: str, params: Params = ()) -> list[dict[str, Any]]:
         with self.conn.cursor(row_factory=dict_row) as cur:

@@ -252,7 +252,9 @@ class SqlAccess(SqlBase):
         *,
         authorize: Callable[[], None] | None = None,
     ) -> tuple[int, bool]:
-        with self._write():
+        # Batched: the lock's holder waits on the network once per result it reads (the
+        # key, the hosts' pools, their grants, the request's id), and once to commit.
+        with self._batched(), self._write():
             # Request creation is serialized (PostgreSQL: an advisory lock; SQLite: the
             # write lock), so a key read now cannot be written by anyone else before we
             # commit: two retries of one submission never both create a request. Host
@@ -270,31 +272,36 @@ class SqlAccess(SqlBase):
                     return found[0], False
             if authorize is not None:
                 authorize()
-            request_id = self._insert_request(request)
-            if idempotency is not None:
-                self._exec(
-                    "INSERT INTO idempotency_keys (principal, key, body_hash, request_id, "
-                    "created) VALUES (?, ?, ?, ?, ?)",
-                    (
-                        idempotency.principal,
-                        idempotency.key,
-                        idempotency.body_hash,
-                        request_id,
-                        utc_now(),
-                    ),
-                )
-            self._audit(
-                AuditEntry(
-                    principal=request.submitted_by,
-                    verb="submit",
-                    target=f"request:{request_id}",
-                    decision=_ALLOWED,
-                    detail={
-                        "action": str(request.action),
-                        "hosts": len(request.hosts),
-                        "patterns": request.patterns[:20],
-                        **({"image": request.image} if request.image else {}),
-                    },
-                )
-            )
+            request_id = self._insert_and_audit(request, idempotency)
         return request_id, True
+
+    def _insert_and_audit(self, request: NewRequest, idempotency: IdempotencyKey | None) -> int:
+        """A checked request, its idempotency key and its audit record (inside the write)."""
+        request_id = self._insert_request(request)
+        if idempotency is not None:
+            self._exec(
+                "INSERT INTO idempotency_keys (principal, key, body_hash, request_id, "
+                "created) VALUES (?, ?, ?, ?, ?)",
+                (
+                    idempotency.principal,
+                    idempotency.key,
+                    idempotency.body_hash,
+                    request_id,
+                    utc_now(),
+                ),
+            )
+        self._audit(
+            AuditEntry(
+                principal=request.submitted_by,
+                verb="submit",
+                target=f"request:{request_id}",
+                decision=_ALLOWED,
+                detail={
+                    "action": str(request.action),
+                    "hosts": len(request.hosts),
+                    "patterns": request.patterns[:20],
+                    **({"image": request.image} if request.image else {}),
+                },
+            )
+        )
+        return request_id

@@ -21,7 +21,7 @@ import json
 import threading
 from abc import abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any, ClassVar, Protocol
 
 from maas_lib.errors import StoreError
@@ -129,6 +129,13 @@ class SqlBase(Store):
     ) -> AbstractContextManager[tuple[str, list[Any]]]:
         """A FROM item named `alias` with columns (host, holder) holding `pairs`; yields
         (the FROM item's SQL, its positional parameters)."""
+
+    def _batched(self) -> AbstractContextManager[Any]:
+        """Around a write: its statements sent together where the dialect can
+        (PostgreSQL's pipeline: one round trip for all those sent before a result is
+        read, BEGIN and COMMIT included), so a transaction holding a lock waits on the
+        network less."""
+        return nullcontext()
 
     # -- dialect hooks: locks (SQLite holds the whole database's write lock instead) ------
 

@@ -45,6 +45,13 @@ class SqlQueue(SqlBase):
             self._lock_intake()
             return self._insert_request(request)
 
+    def _insert_hosts(self, request_id: int, hosts: Sequence[str]) -> None:
+        """A new request's hosts, in their order (a dialect may do it in one statement)."""
+        self._many(
+            "INSERT INTO request_hosts (request_id, host) VALUES (?, ?)",
+            [(request_id, h) for h in hosts],
+        )
+
     def _insert_request(self, request: NewRequest) -> int:
         """Write a request, its hosts and its event (inside a write, after `_lock_intake`)."""
         now = utc_now()
@@ -66,10 +73,7 @@ class SqlQueue(SqlBase):
                 now,
             ),
         ).fetchall()[0]
-        self._many(
-            "INSERT INTO request_hosts (request_id, host) VALUES (?, ?)",
-            [(request_id, h) for h in request.hosts],
-        )
+        self._insert_hosts(request_id, request.hosts)
         self._event(
             "request_accepted",
             f"{request.action} of {len(request.hosts)} hosts accepted",
