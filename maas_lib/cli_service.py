@@ -53,6 +53,15 @@ import click
     help="Calls a second per principal (burst 2N), and failed sign-ins a second per client "
     "address; per process [default: 20].",
 )
+@click.option(
+    "--workers",
+    type=int,
+    default=1,
+    show_default=True,
+    metavar="N",
+    help="Server processes sharing the listening socket (1 to twice the cores); rate "
+    "limits and stream caps count per process.",
+)
 @click.pass_obj
 def serve(
     c: object,
@@ -67,6 +76,7 @@ def serve(
     jwt_role_claim: str | None,
     jwt_teams_claim: str | None,
     rate_limit: float | None,
+    workers: int,
 ) -> None:
     """Serve the HTTPS API (docs/service.md) over the database (--db / $MAAS_DB) until
     SIGTERM; calls in flight finish first. Several processes may serve one PostgreSQL."""
@@ -88,5 +98,6 @@ def serve(
             "teams_claim": jwt_teams_claim,
         },
         rate_limit=rate_limit,
+        workers=workers,
         on_ready=lambda url: click.echo(f"serving {url}/api/v1", err=True),
     )

@@ -14,6 +14,7 @@ from maas_lib.errors import InputError
 from maas_lib.service.app import create_app
 from maas_lib.service.server import Listen, checked, serve, tls_context
 from maas_lib.service.settings import ServiceSettings
+from maas_lib.service.workers import check_workers, serve_workers
 from maas_lib.validation import option_error, parse_listen
 
 
@@ -27,10 +28,14 @@ def run(
     insecure_http: bool = False,
     jwt: dict[str, Any] | None = None,
     rate_limit: float | None = None,
+    workers: int = 1,
     on_ready: Callable[[str], None] | None = None,
     stopping: threading.Event | None = None,
 ) -> None:
-    """Serve until SIGTERM/SIGINT (or `stopping` is set); `on_ready(url)` once listening."""
+    """Serve until SIGTERM/SIGINT (or `stopping` is set); `on_ready(url)` once listening.
+    With `workers` > 1, that many processes serve (`maas_lib.service.workers`); a worker
+    that failed makes it `SystemExit(1)`."""
+    check_workers(workers)
     host, port = parse_listen(listen, "--listen", any_port=True)  # 0: any free port
     if tls_key and not tls_cert:
         raise InputError("--tls-key needs --tls-cert")
@@ -60,9 +65,22 @@ def run(
     stop = stopping or threading.Event()
     app = create_app(settings, stopping=stop)
     app.state.pool.check()  # an unusable database is an error now, not on the first call
+    ready = None if on_ready is None else (lambda p: on_ready(where.url(p)))
+    if workers > 1:
+        app.state.pool.close()  # each worker opens its own, after the fork
+        code = serve_workers(
+            lambda s: create_app(settings, stopping=s),
+            where,
+            workers,
+            stopping=stop,
+            on_ready=ready,
+        )
+        if code:
+            raise SystemExit(code)
+        return
     serve(
         app,
         where,
         stopping=stop,
-        on_ready=None if on_ready is None else (lambda p: on_ready(where.url(p))),
+        on_ready=ready,
     )

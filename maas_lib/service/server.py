@@ -209,10 +209,12 @@ class _Server(uvicorn.Server):
         config: uvicorn.Config,
         stopping: threading.Event,
         on_ready: Callable[[int], None] | None,
+        signals: tuple[int, ...] = (signal.SIGTERM, signal.SIGINT),
     ):
         super().__init__(config)
         self.stopping = stopping
         self.on_ready = on_ready
+        self.signals = signals
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         self.stopping.set()
@@ -223,7 +225,7 @@ class _Server(uvicorn.Server):
         if threading.current_thread() is not threading.main_thread():
             yield
             return
-        previous = {s: signal.signal(s, self.handle_exit) for s in (signal.SIGTERM, signal.SIGINT)}
+        previous = {s: signal.signal(s, self.handle_exit) for s in self.signals}
         try:
             yield
         finally:
@@ -252,8 +254,12 @@ def serve(
     *,
     stopping: threading.Event,
     on_ready: Callable[[int], None] | None = None,
+    sockets: list[socket.socket] | None = None,
+    signals: tuple[int, ...] = (signal.SIGTERM, signal.SIGINT),
 ) -> None:
-    """Serve `app` until a stop signal (or `stopping` is set); blocks."""
+    """Serve `app` until a stop signal (or `stopping` is set); blocks. `sockets`: listen
+    on these (bound already, shared by `--workers`) instead of binding `listen`'s address;
+    `signals`: the ones that stop it."""
     listen = checked(listen)
     context = None if listen.insecure_http else tls_context(listen)
     for handler in logging.getLogger().handlers:  # every record: uvicorn's, the store's, ours
@@ -274,7 +280,7 @@ def serve(
         timeout_graceful_shutdown=int(GRACE_S),
         lifespan="off",
     )
-    server = _Server(config, stopping, on_ready)
+    server = _Server(config, stopping, on_ready, signals)
 
     def watch_stopping() -> None:
         stopping.wait()
@@ -282,6 +288,6 @@ def serve(
 
     threading.Thread(target=watch_stopping, daemon=True, name="serve-stop").start()
     try:
-        server.run()
+        server.run(sockets)
     finally:
         stopping.set()

@@ -1,0 +1,103 @@
+"""`maasctl serve --workers N` (maas_lib.service.workers): real server processes over TLS
+on loopback, sharing one listening socket, over real SQLite and PostgreSQL stores. Which
+process answered a call is read from the access log (`maasctl[PID]:` per worker); the
+workers are the server's children in /proc."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.apiserver import SeededFleet, Service, service_process
+from tests.conftest import patience
+from tests.integration.test_service import _lock, _wait_for
+
+
+@pytest.fixture
+def setup(store_url: str, inventory: Path) -> SeededFleet:
+    return SeededFleet(store_url, inventory)
+
+
+def _children(pid: int) -> set[int]:
+    text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    return {int(p) for p in text.split()}
+
+
+def _answered_by(svc: Service) -> set[int]:
+    logged = svc.logged()
+    return {
+        int(m.group(1))
+        for m in re.finditer(r"maasctl\[(\d+)\]: INFO: [\d.:]+ - \"GET /api/v1/whoami", logged)
+    }
+
+
+def test_two_workers_answer_and_sigterm_lets_calls_in_flight_finish(
+    setup: SeededFleet, tmp_path: Path
+):
+    with service_process(setup.url, tmp_path, "--workers", "2", verbose="-vv") as svc:
+        assert svc.proc is not None
+        workers = _children(svc.proc.pid)
+        assert len(workers) == 2, svc.logged()
+        # Each call on a connection of its own: the kernel hands each to a worker waiting
+        # on the socket; both take some.
+        for _ in range(200):
+            with svc.client(setup.tokens["viewer"]) as viewer:
+                assert viewer.get("/api/v1/whoami").status_code == 200
+            if _answered_by(svc) == workers:
+                break
+        assert _answered_by(svc) == workers, svc.logged()
+
+        # A submission waiting on the store when the stop comes still gets its answer.
+        ops = svc.client(setup.tokens["ops"])
+        assert ops.get("/api/v1/whoami").status_code == 200  # the token's first use is written
+        release = _lock(setup.url)
+        submit = {"action": "reboot", "patterns": ["web01"]}
+        calls = ThreadPoolExecutor(1)
+        answer = calls.submit(ops.post, "/api/v1/requests", json=submit)
+        try:
+            _wait_for(svc, "POST /api/v1/requests by token:ops")
+            svc.proc.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + patience(20)
+            while svc.logged().count("Shutting down") < 2:
+                assert time.monotonic() < deadline, svc.logged()
+                time.sleep(0.02)
+            with pytest.raises(httpx.ConnectError):  # no worker takes a new connection
+                svc.client(setup.tokens["viewer"]).get("/api/v1/whoami")
+        finally:
+            release()
+        submitted = answer.result(patience(30))
+        calls.shutdown()
+        assert submitted.status_code == 202, submitted.text
+        assert svc.proc.wait(patience(30)) == 0, svc.logged()
+        assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
+        assert "Traceback" not in svc.logged()
+    with setup.fleet() as fleet:
+        assert [r.id for r in fleet.requests()] == [submitted.json()["id"]]
+
+
+@pytest.mark.parametrize("workers", ["0", str(2 * (os.cpu_count() or 1) + 1)])
+def test_workers_out_of_range_is_bad_input(tmp_path: Path, workers: str):
+    done = subprocess.run(
+        [
+            *(sys.executable, "-m", "maas_lib", "--db", str(tmp_path / "x.db"), "serve"),
+            *("--listen", "127.0.0.1:0", "--insecure-http", "--workers", workers),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=patience(60),
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip() == (
+        f"maasctl: error: --workers {workers}: must be 1 to {2 * (os.cpu_count() or 1)} "
+        f"(twice this machine's {os.cpu_count() or 1} cores)"
+    )
+    assert not (tmp_path / "x.db").exists()
