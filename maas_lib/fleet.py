@@ -728,6 +728,10 @@ class Fleet:
         """Each registered host's pool."""
         return self.store.host_pools(hosts)
 
+    def host_pools_and_grants(self, hosts: Sequence[str]) -> tuple[dict[str, str], list[PoolGrant]]:
+        """Each registered host's pool, and those pools' grants, read together."""
+        return self.store.host_pools_and_grants(hosts)
+
     def request_pools(self, request_id: int) -> tuple[str, list[str]]:
         """(who submitted the request, the pools of its hosts)."""
         return self.store.request_pools(request_id)

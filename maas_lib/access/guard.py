@@ -170,14 +170,12 @@ class GuardedFleet:
     def _decide(self, verb: str, request: NewRequest) -> rules.Decision:
         """May the principal `verb` this checked submission, with the hosts' pools and
         the pools' grants as the store holds them now?"""
-        hosts = self.fleet.host_pools(request.hosts)
+        hosts, grants = self.fleet.host_pools_and_grants(request.hosts)
         pools = sorted(set(hosts.values()))
         if len(hosts) != len(request.hosts):  # a host gone since: it has no pool to own
             missing = sorted(set(request.hosts) - set(hosts))
             return rules.Decision(False, f"host {missing[0]} is no longer registered")
-        return rules.may_submit(
-            self.principal, request.action, pools, self.fleet.pool_owners(pools), verb=verb
-        )
+        return rules.may_submit(self.principal, request.action, pools, grants, verb=verb)
 
     @staticmethod
     def _about(request: NewRequest) -> dict[str, Any]:

@@ -389,6 +389,11 @@ class AccessStore(ABC):
         """Each registered host's pool (unknown names are left out)."""
 
     @abstractmethod
+    def host_pools_and_grants(self, hosts: Sequence[str]) -> tuple[dict[str, str], list[PoolGrant]]:
+        """`host_pools(hosts)` and the grants of those pools (by pool then team), read
+        together: PostgreSQL sends both in one round trip inside a batched write."""
+
+    @abstractmethod
     def request_pools(self, request_id: int) -> tuple[str, list[str]]:
         """(submitted_by, the pools of the request's hosts) (`NotFound` for an unknown id)."""
 

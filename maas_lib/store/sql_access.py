@@ -32,23 +32,29 @@ def _token(row: dict[str, Any]) -> TokenInfo:
     )
 
 
+_AUDIT_INSERT = (
+    "INSERT INTO audit_log (at, principal, verb, target, decision, reason, detail) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def _audit_params(entry: AuditEntry) -> tuple[Any, ...]:
+    return (
+        utc_now(),
+        entry.principal,
+        entry.verb,
+        entry.target,
+        str(entry.decision),
+        entry.reason,
+        json.dumps(entry.detail, sort_keys=True) if entry.detail else None,
+    )
+
+
 class SqlAccess(SqlBase):
-    def _audit(self, entry: AuditEntry) -> int:
-        """Append an audit record inside the caller's write."""
-        (audit_id,) = self._exec(
-            "INSERT INTO audit_log (at, principal, verb, target, decision, reason, detail) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
-            (
-                utc_now(),
-                entry.principal,
-                entry.verb,
-                entry.target,
-                str(entry.decision),
-                entry.reason,
-                json.dumps(entry.detail, sort_keys=True) if entry.detail else None,
-            ),
-        ).fetchall()[0]
-        return int(audit_id)
+    def _audit(self, entry: AuditEntry) -> None:
+        """Append an audit record inside the caller's write (nothing is read back: in a
+        batched write the intake lock's holder does not wait for it)."""
+        self._exec(_AUDIT_INSERT, _audit_params(entry))
 
     def _changed(
         self,
@@ -186,6 +192,20 @@ class SqlAccess(SqlBase):
             ).fetchall()
         )
 
+    def host_pools_and_grants(self, hosts: Sequence[str]) -> tuple[dict[str, str], list[PoolGrant]]:
+        names = (self._list(list(hosts)),)
+        # Both sent before either is read (one round trip in PostgreSQL's pipeline).
+        pools = self._exec(f"SELECT name, pool FROM hosts WHERE {self._in('name')}", names)
+        grants = self._exec(
+            "SELECT team, pool, destructive FROM pool_owners WHERE pool IN "
+            f"(SELECT pool FROM hosts WHERE {self._in('name')}) ORDER BY pool, team",
+            names,
+        )
+        return dict(pools.fetchall()), [
+            PoolGrant(team=team, pool=pool, destructive=bool(destructive))
+            for team, pool, destructive in grants.fetchall()
+        ]
+
     def request_pools(self, request_id: int) -> tuple[str, list[str]]:
         row = self._exec("SELECT submitted_by FROM requests WHERE id = ?", (request_id,)).fetchone()
         if row is None:
@@ -204,7 +224,10 @@ class SqlAccess(SqlBase):
 
     def add_audit(self, entry: AuditEntry) -> int:
         with self._write():
-            return self._audit(entry)
+            (audit_id,) = self._exec(
+                _AUDIT_INSERT + " RETURNING id", _audit_params(entry)
+            ).fetchall()[0]
+            return int(audit_id)
 
     def audit(
         self,

@@ -58,18 +58,18 @@ def test_a_host_moved_to_another_pool_after_the_check_is_refused(
     moved = tmp_path / "moved.yml"
     moved.write_text(MOVED)
     with setup.fleet() as fleet:
-        real = fleet.pool_owners
+        real = fleet.host_pools_and_grants
         calls = []
 
-        def then_moved(pools=None):
-            grants = real(pools)
+        def then_moved(hosts):
+            read = real(hosts)
             if not calls:  # once, between the first check and the write
                 with setup.fleet() as admin:  # another connection, as another process
                     admin.import_hosts([str(moved)])
-            calls.append(pools)
-            return grants
+            calls.append(hosts)
+            return read
 
-        fleet.pool_owners = then_moved  # type: ignore[method-assign]
+        fleet.host_pools_and_grants = then_moved  # type: ignore[method-assign]
         with pytest.raises(AccessDenied) as refused:
             GuardedFleet(fleet, OPS).submit("reboot", ["web01"])
         assert refused.value.pools == ("db",)
