@@ -28,6 +28,7 @@ from maas_lib.service.server import Listen, serve
 
 log = logging.getLogger("maas_lib.service")
 
+_STOPS = {signal.SIGTERM, signal.SIGINT}
 #: Seconds between a worker's checks that its parent is still there.
 PARENT_CHECK_S = 1.0
 
@@ -78,8 +79,13 @@ class _Tagged(logging.Formatter):
 def _worker(
     build: Callable[[threading.Event], Any], listen: Listen, sock: socket.socket, parent: int
 ) -> int:
-    """A forked worker's life: its exit status."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent passes a stop on as SIGTERM
+    """A forked worker's life: its exit status. Stop signals are blocked on entry."""
+    # Not the parent's handlers: until the server listens for it, SIGTERM just ends this
+    # worker (it has no call yet). SIGINT is the parent's to pass on (a terminal's ^C
+    # reaches every process of the group).
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOPS)
     for handler in logging.getLogger().handlers:
         handler.setFormatter(_Tagged(handler.formatter))
     stop = threading.Event()
@@ -132,6 +138,9 @@ def serve_workers(
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         for _ in range(workers):
+            # Blocked across the fork, so a stop never runs the parent's handler in a
+            # worker; a stop that came meanwhile is handled once they are unblocked.
+            signal.pthread_sigmask(signal.SIG_BLOCK, _STOPS)
             pid = os.fork()
             if pid == 0:  # the worker: never returns into the parent's code
                 code = 1
@@ -141,6 +150,7 @@ def serve_workers(
                     logging.shutdown()
                     os._exit(code)
             children.add(pid)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOPS)
         sock.close()  # the workers hold it; a stopped server then refuses connections
         log.info("%d workers: %s", workers, " ".join(str(p) for p in sorted(children)))
         if on_ready is not None:
@@ -159,7 +169,7 @@ def serve_workers(
                 break
             children.discard(pid)
             code = os.waitstatus_to_exitcode(status)
-            if code != 0 or not stopped.is_set():
+            if not stopped.is_set() or code not in (0, -signal.SIGTERM):
                 failed = True
                 log.error("worker %d ended (exit %d): stopping the others", pid, code)
                 on_signal(signal.SIGTERM, None)

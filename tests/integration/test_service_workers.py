@@ -101,3 +101,26 @@ def test_workers_out_of_range_is_bad_input(tmp_path: Path, workers: str):
         f"(twice this machine's {os.cpu_count() or 1} cores)"
     )
     assert not (tmp_path / "x.db").exists()
+
+
+def test_a_worker_killed_stops_the_others_and_serve_exits_1(tmp_path: Path, inventory: Path):
+    setup = SeededFleet(str(tmp_path / "api.db"), inventory)
+    with service_process(setup.url, tmp_path, "--workers", "2") as svc:
+        assert svc.proc is not None
+        workers = sorted(_children(svc.proc.pid))
+        os.kill(workers[0], signal.SIGKILL)
+        assert svc.proc.wait(patience(30)) == 1, svc.logged()
+        assert f"worker {workers[0]} ended (exit -9): stopping the others" in svc.logged()
+        assert not Path(f"/proc/{workers[1]}").exists()
+
+
+def test_sigterm_as_soon_as_it_serves_ends_every_worker_with_exit_0(
+    tmp_path: Path, inventory: Path
+):
+    setup = SeededFleet(str(tmp_path / "api.db"), inventory)
+    with service_process(setup.url, tmp_path, "--workers", "2") as svc:
+        assert svc.proc is not None
+        workers = _children(svc.proc.pid)
+        svc.proc.send_signal(signal.SIGTERM)  # the workers may not listen yet
+        assert svc.proc.wait(patience(30)) == 0, svc.logged()
+        assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
