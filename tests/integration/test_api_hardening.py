@@ -52,24 +52,21 @@ def service(setup: SeededFleet, tmp_path: Path) -> Iterator[Service]:
 def test_a_host_moved_to_another_pool_after_the_check_is_refused(
     setup: SeededFleet, tmp_path: Path
 ):
-    """TOCTOU: the operator's check passes (web01 in web, which its team owns), then an
-    admin's import moves web01 into pool db before the request is written. The
+    """TOCTOU: the operator's submission is checked (web01 in web, which its team owns),
+    then an admin's import moves web01 into pool db before the request is written. The
     submission must be refused (403 naming db), nothing queued, the refusal audited."""
     moved = tmp_path / "moved.yml"
     moved.write_text(MOVED)
     with setup.fleet() as fleet:
-        real = fleet.host_pools_and_grants
-        calls = []
+        real = fleet.validate_submission
 
-        def then_moved(hosts):
-            read = real(hosts)
-            if not calls:  # once, between the first check and the write
-                with setup.fleet() as admin:  # another connection, as another process
-                    admin.import_hosts([str(moved)])
-            calls.append(hosts)
-            return read
+        def then_moved(*args, **kwargs):
+            checked = real(*args, **kwargs)
+            with setup.fleet() as admin:  # another connection, as another process
+                admin.import_hosts([str(moved)])
+            return checked
 
-        fleet.host_pools_and_grants = then_moved  # type: ignore[method-assign]
+        fleet.validate_submission = then_moved  # type: ignore[method-assign]
         with pytest.raises(AccessDenied) as refused:
             GuardedFleet(fleet, OPS).submit("reboot", ["web01"])
         assert refused.value.pools == ("db",)
