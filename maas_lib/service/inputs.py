@@ -98,7 +98,9 @@ def strict_json(data: bytes) -> Any:
             parse_int=_int,
             parse_float=_float,
         )
-        _check_strings(value)
+        if "\\" in text or UNSAFE.search(text):
+            _check_strings(value)
+        # else no string can hold one: without an escape, each is a piece of `text` as is
         return value
     except json.JSONDecodeError as exc:
         raise json.JSONDecodeError(

@@ -39,7 +39,18 @@ def test_a_plain_body_parses_as_json_does():
 
 @pytest.mark.parametrize(
     "body",
-    [b'{"a": NaN}', b'{"a": 1, "a": 2}', b'{"a": 1e999}', b'"\\u0085"', b'"\xfe"'],
+    [
+        b'{"a": NaN}',
+        b'{"a": 1, "a": 2}',
+        b'{"a": 1e999}',
+        b'"\\u0085"',
+        b'"\xfe"',
+        # Unescaped, in a body with no backslash at all (the parser's fast path): U+0085,
+        # U+202E in a value, U+2066 in a key.
+        '["\u0085"]'.encode(),
+        '{"patterns": ["web01\u202e"]}'.encode(),
+        '{"k\u2066": 1}'.encode(),
+    ],
 )
 def test_strict_json_refuses_what_python_takes(body):
     json.loads(body.decode("latin-1"))  # Python's parser takes each of these
