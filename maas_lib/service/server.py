@@ -120,8 +120,7 @@ def tls_context(listen: Listen) -> ssl.SSLContext:
     try:
         ctx.load_cert_chain(listen.tls_cert, listen.tls_key)
     except (OSError, ssl.SSLError) as exc:
-        option = "--tls-cert/--tls-key" if listen.tls_key else "--tls-cert"
-        raise InputError(f"{option} {listen.tls_cert}: cannot load it: {_reason(exc)}") from None
+        raise InputError(_cert_chain_problem(listen, exc)) from None
     if listen.client_ca is not None:
         try:
             ctx.load_verify_locations(cafile=listen.client_ca)
@@ -131,6 +130,37 @@ def tls_context(listen: Listen) -> ssl.SSLContext:
             ) from None
         ctx.verify_mode = ssl.CERT_REQUIRED
     return ctx
+
+
+def _cert_chain_problem(listen: Listen, exc: OSError | ssl.SSLError) -> str:
+    """One line naming what `load_cert_chain` refused: OpenSSL says "PEM lib" for a file
+    without a certificate and for one without a key alike."""
+    assert listen.tls_cert is not None
+    if isinstance(exc, ssl.SSLError) and exc.reason == "KEY_VALUES_MISMATCH":
+        return (
+            f"--tls-cert {listen.tls_cert}, --tls-key {listen.tls_key}: "
+            "the key does not match the certificate"
+        )
+    if isinstance(exc, ssl.SSLError) and "PEM lib" in str(exc):
+        if b"-----BEGIN CERTIFICATE-----" not in _head(listen.tls_cert):
+            return f"--tls-cert {listen.tls_cert}: no PEM certificate in it"
+        if listen.tls_key is None:
+            return (
+                f"--tls-cert {listen.tls_cert}: no private key in it "
+                "(name the key's file with --tls-key)"
+            )
+        return f"--tls-key {listen.tls_key}: no private key in it (a PEM private key)"
+    option = "--tls-cert/--tls-key" if listen.tls_key else "--tls-cert"
+    return f"{option} {listen.tls_cert}: cannot load it: {_reason(exc)}"
+
+
+def _head(path: Path) -> bytes:
+    """The first 1 MiB of `path`, or nothing if it cannot be read."""
+    try:
+        with path.open("rb") as f:
+            return f.read(1 << 20)
+    except OSError:
+        return b""
 
 
 def _reason(exc: OSError | ssl.SSLError) -> str:

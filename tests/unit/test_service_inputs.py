@@ -12,7 +12,8 @@ import pytest
 from maas_lib.errors import InputError
 from maas_lib.service.errors import Redacting, one_line
 from maas_lib.service.inputs import strict_json
-from maas_lib.service.server import Listen, checked
+from maas_lib.service.server import Listen, checked, tls_context
+from maas_lib.sim.pki import make_pki
 
 
 def test_a_detail_escapes_terminal_and_bidi_controls():
@@ -83,3 +84,30 @@ def test_plain_http_is_for_loopback_addresses_only(host, loopback):
     else:
         with pytest.raises(InputError, match="not a loopback address"):
             checked(listen)
+
+
+def test_a_certificate_without_its_key_is_named_as_such(tmp_path):
+    """`serve --tls-cert cert.pem` without `--tls-key` (the key in another file) said
+    "cannot load it: [SSL] PEM lib (_ssl.c:3926)", naming neither the key nor the option."""
+    pki = make_pki(tmp_path / "pki")
+    (tmp_path / "junk.pem").write_text("not a certificate\n")
+    cases = [
+        (Listen(host="127.0.0.1", port=1, tls_cert=pki["cert"]), "no private key in it"),
+        (
+            Listen(host="127.0.0.1", port=1, tls_cert=pki["cert"], tls_key=pki["ca"]),
+            "no private key in it",
+        ),
+        (
+            Listen(host="127.0.0.1", port=1, tls_cert=tmp_path / "junk.pem", tls_key=pki["key"]),
+            "no PEM certificate in it",
+        ),
+        (
+            Listen(host="127.0.0.1", port=1, tls_cert=pki["ca"], tls_key=pki["key"]),
+            "the key does not match the certificate",
+        ),
+    ]
+    for listen, needle in cases:
+        with pytest.raises(InputError) as err:
+            tls_context(listen)
+        assert needle in str(err.value), (listen, str(err.value))
+        assert "_ssl.c" not in str(err.value) and "\n" not in str(err.value)
