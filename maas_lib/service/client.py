@@ -355,7 +355,7 @@ class ApiFleet:
                     response.read()
                 response.close()
                 if response.status_code not in _RETRY_STATUSES:
-                    raise self._error(response)
+                    raise self._with_token_hint(self._error(response))
                 if response.status_code in (502, 504) and not resend:
                     # A proxy's answer: the service may have done it, or not.
                     raise MaasError(
@@ -386,6 +386,14 @@ class ApiFleet:
             f"the maas-lib API did not answer within {self.settings.deadline:g}s "
             f"({attempts} attempts; last: {last}{hint})"
         )
+
+    def _with_token_hint(self, error: MaasError) -> MaasError:
+        """A 401 when no token was sent says how to give one."""
+        if isinstance(error, AuthenticationError) and self.settings.token is None:
+            return AuthenticationError(
+                f"{error} (no API token: set {ENV_TOKEN} or --api-token-file)"
+            )
+        return error
 
     @staticmethod
     def _error(response: httpx.Response) -> MaasError:

@@ -299,6 +299,8 @@ def test_access_errors_exit_3_with_the_servers_one_line(via_api, setup):
         denied = via_api("list", token=token)
         assert denied.code == 3 and denied.out == "", denied
         assert denied.err.count("\n") == 1 and denied.err.startswith("maasctl: error: ")
+    # No token at all: the line says how to give one, not only the header it lacked.
+    assert "set MAAS_API_TOKEN or --api-token-file" in via_api("list", token="").err
     # A viewer reads but may not submit; an operator submits only in its team's pools.
     assert via_api("list", token="viewer").code == 0
     refused = via_api("submit", "reboot", "web01", token="viewer")
