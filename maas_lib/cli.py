@@ -37,6 +37,7 @@ REMOTE_COMMANDS = {
     "stats",
     "hosts list",
     "workers",
+    "audit",
 }
 
 

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from maas_lib.access.models import AuditRecord
 from maas_lib.errors import AccessDenied, AuthenticationError, InputError, MaasError, NotFound
 from maas_lib.models import (
     BatchPolicy,
@@ -558,6 +559,17 @@ class ApiFleet:
         if ttl is not None:
             raise InputError("--claim-ttl is not available with --api (the service's TTL applies)")
         return [WorkerInfo.model_validate(r) for r in self._json("GET", "/workers")]
+
+    def audit(
+        self, *, principal: str | None = None, decision: str | None = None, limit: int = 100
+    ) -> list[AuditRecord]:
+        """The service's audit log, newest first (an admin's token)."""
+        params = {
+            k: str(v)
+            for k, v in (("principal", principal), ("decision", decision), ("limit", limit))
+            if v is not None
+        }
+        return [AuditRecord.model_validate(r) for r in self._json("GET", "/audit", params=params)]
 
     def whoami(self) -> dict[str, Any]:
         return self._json("GET", "/whoami")

@@ -115,6 +115,8 @@ def test_api_commands_print_what_the_database_commands_print(via_api, via_db, se
         ("hosts", "list", "--json"),
         ("hosts", "list", "--pool", "db"),
         ("workers", "--json"),
+        ("audit", "--json"),
+        ("audit", "--decision", "allowed", "--limit", "2"),
     ):
         same(via_api(*args), via_db(*args))
 
