@@ -20,6 +20,10 @@ Figures:
 - collection_task_floor_s: the per-task floor, 10 `bmc_info` tasks on one host less the
   same play without tasks, over 10 (goal <= 0.25 s; medians of --status-runs runs).
 - ours_redfish_cycle_s: the same cycle for M Redfish hosts over HTTPS.
+- executor_*: `bench/executors.py` run in this run (`--only executors`): the scheduler's
+  `--executor ansible` against `--executor native` on the test rollout (7 simulated IPMI
+  hosts reimaged in batches of 3); executor_ratio = ansible / native (goal <= 1.5),
+  executor_warm_ratio with the worker already running (medians of --executor-runs).
 
 The ipmipower column (`--only ipmipower` runs it alone) anchors us to the fastest real
 tool: FreeIPMI's `ipmipower` (C) against K OpenIPMI `ipmi_sim` BMCs (C; maas_lib.sim.ipmisim,
@@ -286,7 +290,7 @@ def run_sim(tmp: Path, env: dict[str, str], name: str, *args: str) -> dict:
     return info
 
 
-COLUMNS = ("ipmi", "peer", "collection", "fleet", "floor", "redfish", "ipmipower")
+COLUMNS = ("ipmi", "peer", "collection", "fleet", "floor", "redfish", "ipmipower", "executors")
 
 
 def compiled_env(env: dict[str, str], cache: Path) -> dict[str, str]:
@@ -482,6 +486,12 @@ def main() -> None:
         help="ipmipower's --retransmission-wait-timeout (its power-confirmation poll) [500]",
     )
     ap.add_argument(
+        "--executor-runs",
+        type=int,
+        default=3,
+        help="runs of each executor in the executors column (bench/executors.py --runs) [3]",
+    )
+    ap.add_argument(
         "--only",
         default=",".join(COLUMNS),
         help=f"comma-separated columns to run, of {', '.join(COLUMNS)} (default: all)",
@@ -514,9 +524,27 @@ def main() -> None:
             ipmi_columns(tmp, env, conc, args, run_peer, run_collection, only, result, failures)
         if args.redfish and "redfish" in only:
             redfish_column(tmp, env, conc, args, result, failures)
+    if "executors" in only:
+        executors_column(args, result, failures)
     print(json.dumps(result), flush=True)
     if failures:
         raise SystemExit("fanout: not every host succeeded:\n" + "\n".join(failures))
+
+
+def executors_column(
+    args: argparse.Namespace, result: dict[str, object], failures: list[str]
+) -> None:
+    """`--executor ansible` against native on the test rollout: bench/executors.py (its own
+    simulator and fleet) run here, so the figure is in this run's line (executor_*)."""
+    script = Path(__file__).with_name("executors.py")
+    cmd = [sys.executable, str(script), "--runs", str(args.executor_runs)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        failures.append(f"executors: exit {proc.returncode}: {proc.stderr.strip()[-500:]}")
+    if lines:
+        figures = json.loads(lines[-1])
+        result.update({f"executor_{k}": v for k, v in figures.items()})
 
 
 def ipmi_columns(
