@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -20,7 +19,7 @@ from typing import Any
 
 from maas_lib.access.models import PoolGrant
 from maas_lib.errors import StoreError, StoreUnavailable, StoreUnusable
-from maas_lib.store import schema
+from maas_lib.store import schema, sqlite_writers
 from maas_lib.store.faults import sqlite_transient
 from maas_lib.store.sql import SqlStore
 from maas_lib.store.sql_base import Params
@@ -31,34 +30,6 @@ BUSY_TIMEOUT_S = 30.0
 #: SQLite result codes that mean "not a database we can use" (input, exit 2), as opposed to
 #: I/O, lock or disk-full faults.
 _UNUSABLE_CODES = frozenset({11, 26})  # SQLITE_CORRUPT, SQLITE_NOTADB
-
-#: One lock per database file for this process's writers: a writer waiting for another
-#: of its threads sleeps on it and starts the moment that one commits. SQLite's own busy
-#: handler (which still arbitrates between processes) polls with sleeps of up to 100 ms,
-#: so under 32 concurrent API submissions a writer could sleep long after the lock was
-#: free (bench/api.py). Reentrant, so a thread writing on two connections at once waits
-#: for SQLite's lock (and its timeout) as before.
-_WRITERS: dict[str, threading.RLock] = {}
-_WRITERS_LOCK = threading.Lock()
-
-
-def _writer(key: str) -> threading.RLock:
-    with _WRITERS_LOCK:
-        lock = _WRITERS.get(key)
-        if lock is None:
-            lock = _WRITERS[key] = threading.RLock()
-        return lock
-
-
-def _forget_writers() -> None:
-    # A forked child has none of its parent's threads: a lock one of them held would
-    # never be released.
-    global _WRITERS_LOCK
-    _WRITERS_LOCK = threading.Lock()
-    _WRITERS.clear()
-
-
-os.register_at_fork(after_in_child=_forget_writers)
 
 
 class SqliteStore(SqliteHooks, SqlStore):
@@ -120,11 +91,8 @@ class SqliteStore(SqliteHooks, SqlStore):
     @contextmanager
     def _write(self) -> Iterator[None]:
         """One write transaction holding the database write lock from its first statement
-        (and this process's lock on the file, taken first, with the same timeout)."""
-        writer = _writer(self._writers_key)
-        if not writer.acquire(timeout=BUSY_TIMEOUT_S):
-            raise sqlite3.OperationalError("database is locked")  # as SQLite's timeout says
-        try:
+        (and, taken first with the same timeout, the writer locks of `sqlite_writers`)."""
+        with sqlite_writers.exclusive(self._writers_key, BUSY_TIMEOUT_S):
             self.conn.execute("BEGIN IMMEDIATE")
             try:
                 yield
@@ -132,8 +100,6 @@ class SqliteStore(SqliteHooks, SqlStore):
                 self._rollback()
                 raise
             self.conn.execute("COMMIT")
-        finally:
-            writer.release()
 
     def _rollback(self) -> None:
         """End a failed transaction, if it is still open (SQLite may have ended it: a full
