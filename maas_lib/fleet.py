@@ -59,7 +59,7 @@ from maas_lib.patterns import (  # noqa: F401 - read_hosts_file: for maas_lib.fl
 from maas_lib.planner import admit, plan_batches, pool_limits_for, resolve_overlaps
 from maas_lib.serialize import to_jsonable
 from maas_lib.store import Event, NewRequest, Store, open_store
-from maas_lib.store.base import IdempotencyKey
+from maas_lib.store.base import Authorize, IdempotencyKey
 from maas_lib.store.copy import copy_store
 from maas_lib.timeutil import parse_since
 from maas_lib.validation import option_error, wait_seconds
@@ -707,13 +707,14 @@ class Fleet:
         request: NewRequest,
         *,
         idempotency: IdempotencyKey | None = None,
-        authorize: Callable[[], None] | None = None,
+        authorize: Authorize | None = None,
     ) -> tuple[SubmitResult, bool]:
         """Write a checked submission with its audit record (and idempotency key) in one
         transaction: (the answer, whether it was written now). A key used before answers
         the first request again (False); with another body, `IdempotencyConflict`.
-        `authorize` runs in that transaction, where no host changes pool until it commits
-        (an exception it raises writes nothing)."""
+        `authorize(host_pools, grants)` decides on what the store holds before that
+        transaction, which commits only if no host's pool and no grant changed since
+        (else `authorize` decides again); an exception it raises writes nothing."""
         request_id, created = self.store.create_request_once(
             request, idempotency, authorize=authorize
         )

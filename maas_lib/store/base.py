@@ -61,6 +61,12 @@ class IdempotencyKey:
     body_hash: str
 
 
+#: A submission's authorization, given each of its hosts' pool (a host no longer
+#: registered is left out) and those pools' grants, as the store holds them: raises (e.g.
+#: `AccessDenied`) to refuse. The policy is the caller's (`maas_lib.access`).
+Authorize = Callable[[dict[str, str], list[PoolGrant]], None]
+
+
 @dataclass(frozen=True)
 class BeginResult:
     """Outcome of starting hosts' tasks: which started, and why the others cannot yet."""
@@ -418,15 +424,16 @@ class AccessStore(ABC):
         request: NewRequest,
         idempotency: IdempotencyKey | None = None,
         *,
-        authorize: Callable[[], None] | None = None,
+        authorize: Authorize | None = None,
     ) -> tuple[int, bool]:
         """Write the request as `create_request` does, with its audit record (verb
         `submit`, principal `request.submitted_by`) and, given `idempotency`, the key —
         all in one transaction. Returns (id, True). If the principal used the key before:
         with the same body hash, (the first request's id, False) and nothing written;
-        with another, `IdempotencyConflict`. `authorize` is called inside the
-        transaction, once no host can change pool until it commits (it reads through
-        this store; an exception it raises writes nothing)."""
+        with another, `IdempotencyConflict`. `authorize` is given the hosts' pools and
+        grants read before the transaction; the request is written only if no host's
+        pool and no pool's grants changed in between (else they are read and `authorize`
+        is called again). An exception it raises writes nothing."""
 
     @abstractmethod
     def idempotent_request(self, principal: str, key: str) -> tuple[int, str] | None:

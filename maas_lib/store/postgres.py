@@ -42,7 +42,7 @@ import random
 import re
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, suppress
 from typing import Any
 
 import psycopg
@@ -53,7 +53,7 @@ from maas_lib.errors import StoreError, StoreUnavailable, StoreUnusable
 from maas_lib.store.pg_url import parse_pg_url
 from maas_lib.store.schema import LATEST_VERSION
 from maas_lib.store.sql import SqlStore
-from maas_lib.store.sql_base import Cursor, Params
+from maas_lib.store.sql_base import Cursor, NewId, Params
 
 CONNECT_TIMEOUT_S = 10
 #: How often a transaction that lost a deadlock (or serialization race) is run again.
@@ -67,6 +67,8 @@ _JD_UNIX_MS = 210866760000000
 
 #: A transaction that lost one of these was rolled back, and is safe to run again.
 _RETRYABLE = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
+
+_IN_TRANSACTION = (psycopg.pq.TransactionStatus.INTRANS, psycopg.pq.TransactionStatus.INERROR)
 
 _NAMED = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
 
@@ -100,6 +102,7 @@ def _jd_ms(ts: str) -> str:
 class PostgresStore(SqlStore):
     ROW_ORDER = "seq"
     DIALECT = "postgresql"
+    INTEGRITY_ERROR = psycopg.IntegrityError
 
     def __init__(self, url: str, *, create: bool = True):
         self._given_url = url
@@ -177,6 +180,24 @@ class PostgresStore(SqlStore):
         with self.conn.transaction():
             yield
 
+    @contextmanager
+    def _write_batch(self) -> Iterator[None]:
+        # Not `conn.transaction()`: in a pipeline it waits for every result before it
+        # sends COMMIT (one more round trip holding the transaction's locks). Here a
+        # failing statement makes the server skip the rest, COMMIT included, until the
+        # pipeline's Sync, whose answer raises the error; the transaction is then
+        # still open (failed), and rolled back.
+        try:
+            with self.conn.pipeline():
+                self.conn.execute("BEGIN ISOLATION LEVEL READ COMMITTED")
+                yield
+                self.conn.execute("COMMIT")
+        except BaseException:
+            if self.conn.info.transaction_status in _IN_TRANSACTION and not self.conn.broken:
+                with suppress(psycopg.Error):  # the error that got us here says more
+                    self.conn.execute("ROLLBACK")
+            raise
+
     def _exec(self, text: str, params: Params = ()) -> Cursor:
         if not params:
             return self.conn.execute(text)  # type: ignore[return-value]
@@ -190,12 +211,21 @@ class PostgresStore(SqlStore):
     def _batched(self) -> AbstractContextManager[Any]:
         return self.conn.pipeline()
 
-    def _insert_hosts(self, request_id: int, hosts: Sequence[str]) -> None:
+    def _new_id(self, inserted: Cursor, table: str) -> NewId:
+        # The sequence's value in this session: nothing is read back mid-transaction, so
+        # the statements that follow go in the same pipeline round trip.
+        return NewId(
+            f"currval(pg_get_serial_sequence('{table}', 'id'))",
+            (),
+            lambda: inserted.fetchall()[0][0],
+        )
+
+    def _insert_hosts(self, request_id: NewId, hosts: Sequence[str]) -> None:
         # One statement, not one per host; `seq` is given in the list's order.
         self._exec(
-            "INSERT INTO request_hosts (request_id, host) SELECT ?, t.host "
+            f"INSERT INTO request_hosts (request_id, host) SELECT {request_id.sql}, t.host "
             "FROM unnest(CAST(? AS text[])) WITH ORDINALITY AS t(host, n) ORDER BY t.n",
-            (request_id, list(hosts)),
+            (*request_id.params, list(hosts)),
         )
 
     def _rows(self, text: str, params: Params = ()) -> list[dict[str, Any]]:
@@ -241,6 +271,12 @@ class PostgresStore(SqlStore):
 
     def _lock_intake(self) -> None:
         self._advisory(_NS_INTAKE, _key(self.schema or ""))
+
+    def _gate_access(self, version: int) -> None:
+        # Checked by the server (schema.ACCESS_GATE): a changed version raises SQLSTATE
+        # 40001, which `_run` answers by running the whole submission again, its reads
+        # and decision included. Nothing to read back before COMMIT.
+        self._exec("SELECT maas_access_gate(CAST(? AS bigint))", (version,))
 
     # -- telemetry expressions: the same figures as SQLite's --------------------------------
 

@@ -7,7 +7,8 @@ database at the latest version and the steps that bring an older one up to it:
     version — on SQLite as on PostgreSQL;
   * an older database gets, per version after its own: the tables that version added,
     its new columns (`ALTER TABLE … ADD COLUMN`, appended at the end of their table),
-    its data statements (`BACKFILLS`), then its dropped and new indexes.
+    its data statements (`BACKFILLS`), then its dropped and new indexes, then its
+    functions (`ROUTINES`; PostgreSQL only so far).
 So a table's columns are declared in the order they were added: a fresh table and an
 upgraded one then have the same columns in the same order. Released versions are
 history: change the schema by adding a version, never by editing one.
@@ -409,6 +410,15 @@ TABLES: tuple[Table, ...] = (
         primary_key=("principal", "key"),
         since=6,
     ),
+    # How many times a host's pool or a pool's grants changed (one row, id 1, written by
+    # the first such change): an API submission authorized against what it read at one
+    # version is committed only while the version is still that one (`sql_access`).
+    Table(
+        "access_version",
+        (_col("id", INTEGER), _req("version", INTEGER)),
+        primary_key=("id",),
+        since=7,
+    ),
 )
 
 #: Data statements a version runs after adding its columns (portable SQL).
@@ -420,7 +430,26 @@ BACKFILLS: dict[int, tuple[str, ...]] = {
     ),
 }
 
-LATEST_VERSION = 6
+#: The PostgreSQL function an API submission's transaction calls, after the intake lock,
+#: with the access version it was authorized at: if a host's pool or a pool's grants
+#: changed since, it raises SQLSTATE 40001 (the store runs the submission again from its
+#: reads), without the client reading a result before COMMIT.
+ACCESS_GATE = """CREATE OR REPLACE FUNCTION maas_access_gate(authorized_at bigint) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+  IF COALESCE((SELECT version FROM access_version WHERE id = 1), 0) <> authorized_at THEN
+    RAISE EXCEPTION 'pools or grants changed since the submission was authorized'
+      USING ERRCODE = '40001';
+  END IF;
+END
+$$"""
+
+#: Functions a version adds (created after its tables), per dialect.
+ROUTINES: dict[int, dict[Dialect, tuple[str, ...]]] = {
+    7: {"postgresql": (ACCESS_GATE,)},
+}
+
+LATEST_VERSION = 7
 
 #: The bookkeeping table: created before any version is read or applied.
 SCHEMA_MIGRATIONS = Table(
@@ -442,6 +471,9 @@ def create_all(dialect: Dialect, version: int = LATEST_VERSION) -> list[str]:
             continue
         statements.append(table.create(dialect, version))
         statements += [table.create_index(i) for i in _indexes(table, dialect, version)]
+    for since in sorted(ROUTINES):
+        if since <= version:
+            statements += ROUTINES[since].get(dialect, ())
     return statements
 
 
@@ -470,6 +502,7 @@ def upgrade(dialect: Dialect, version: int) -> list[str]:
             for i in _indexes(table, dialect, version)
             if max(i.since, table.since) == version
         ]
+    statements += ROUTINES.get(version, {}).get(dialect, ())
     return statements
 
 

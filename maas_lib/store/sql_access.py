@@ -12,9 +12,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from maas_lib.access.models import AuditEntry, AuditRecord, Outcome, PoolGrant, TokenInfo
-from maas_lib.errors import IdempotencyConflict, InputError, NotFound
-from maas_lib.store.base import IdempotencyKey, NewRequest
-from maas_lib.store.sql_base import SqlBase
+from maas_lib.errors import IdempotencyConflict, InputError, NotFound, StoreError
+from maas_lib.store.base import Authorize, IdempotencyKey, NewRequest
+from maas_lib.store.sql_base import Cursor, NewId, SqlBase
 from maas_lib.timeutil import utc_now
 
 _ALLOWED = Outcome.ALLOWED
@@ -32,18 +32,36 @@ def _token(row: dict[str, Any]) -> TokenInfo:
     )
 
 
-_AUDIT_INSERT = (
-    "INSERT INTO audit_log (at, principal, verb, target, decision, reason, detail) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?)"
-)
+def _audit_insert(target: str = "?") -> str:
+    """An audit record's INSERT; `target`: the SQL of its target's value."""
+    return (
+        "INSERT INTO audit_log (at, principal, verb, target, decision, reason, detail) "
+        f"VALUES (?, ?, ?, {target}, ?, ?, ?)"
+    )
 
 
-def _audit_params(entry: AuditEntry) -> tuple[Any, ...]:
+_AUDIT_INSERT = _audit_insert()
+#: The access version (`schema.ACCESS_GATE`): 0 until a pool or grant first changes.
+_ACCESS_VERSION = "SELECT COALESCE(MAX(version), 0) FROM access_version"
+#: How often a submission is decided again, on SQLite, when a host's pool or a pool's
+#: grants keep changing between its reads and its write (PostgreSQL: `_run`'s retries).
+_DECISIONS = 12
+
+
+def _version(sent: Cursor) -> int:
+    return int(sent.fetchall()[0][0])
+
+
+class _AccessChanged(Exception):
+    """A host's pool or a pool's grants changed after a submission was authorized."""
+
+
+def _audit_params(entry: AuditEntry, target: tuple[Any, ...] | None = None) -> tuple[Any, ...]:
     return (
         utc_now(),
         entry.principal,
         entry.verb,
-        entry.target,
+        *((entry.target,) if target is None else target),
         str(entry.decision),
         entry.reason,
         json.dumps(entry.detail, sort_keys=True) if entry.detail else None,
@@ -51,10 +69,14 @@ def _audit_params(entry: AuditEntry) -> tuple[Any, ...]:
 
 
 class SqlAccess(SqlBase):
-    def _audit(self, entry: AuditEntry) -> None:
+    def _audit(self, entry: AuditEntry, target: tuple[str, tuple[Any, ...]] | None = None) -> None:
         """Append an audit record inside the caller's write (nothing is read back: in a
-        batched write the intake lock's holder does not wait for it)."""
-        self._exec(_AUDIT_INSERT, _audit_params(entry))
+        batched write the intake lock's holder does not wait for it). `target`: its
+        target as SQL and parameters, instead of `entry.target`."""
+        if target is None:
+            self._exec(_AUDIT_INSERT, _audit_params(entry))
+        else:
+            self._exec(_audit_insert(target[0]), _audit_params(entry, target[1]))
 
     def _changed(
         self,
@@ -127,6 +149,9 @@ class SqlAccess(SqlBase):
 
     def grant_pool(self, grant: PoolGrant, *, actor: str) -> None:
         with self._write():
+            # As host imports: serialized with submissions, which are authorized against
+            # the access version this bumps (`create_request_once`).
+            self._lock_intake()
             known = self._exec(
                 "SELECT 1 FROM hosts WHERE pool = ? LIMIT 1", (grant.pool,)
             ).fetchall()
@@ -138,6 +163,7 @@ class SqlAccess(SqlBase):
                 "granted = excluded.granted",
                 (grant.team, grant.pool, grant.destructive, utc_now()),
             )
+            self._access_changed()
             self._changed(
                 actor,
                 "pools.grant",
@@ -145,10 +171,11 @@ class SqlAccess(SqlBase):
                 detail={"team": grant.team, "destructive": grant.destructive},
             )
 
-    def _grant_owners(self, grants: Sequence[PoolGrant], *, actor: str) -> None:
+    def _grant_owners(self, grants: Sequence[PoolGrant], *, actor: str) -> int:
         """Inside a write: add non-destructive grants the inventory names (`pool_owner`),
-        leaving existing grants as they are; audit each new one."""
+        leaving existing grants as they are; audit each new one. How many were new."""
         now = utc_now()
+        new = 0
         for g in grants:
             added = self._exec(
                 "INSERT INTO pool_owners (team, pool, destructive, granted) VALUES (?, ?, ?, ?) "
@@ -156,6 +183,7 @@ class SqlAccess(SqlBase):
                 (g.team, g.pool, False, now),
             ).rowcount
             if added:
+                new += 1
                 self._changed(
                     actor,
                     "pools.grant",
@@ -163,14 +191,17 @@ class SqlAccess(SqlBase):
                     reason="inventory pool_owner",
                     detail={"team": g.team, "destructive": False},
                 )
+        return new
 
     def revoke_pool(self, team: str, pool: str, *, actor: str) -> None:
         with self._write():
+            self._lock_intake()  # as `grant_pool`
             removed = self._exec(
                 "DELETE FROM pool_owners WHERE team = ? AND pool = ?", (team, pool)
             ).rowcount
             if not removed:
                 raise NotFound(f"team {team} does not own pool {pool}")
+            self._access_changed()
             self._changed(actor, "pools.revoke", f"pool:{pool}", detail={"team": team})
 
     def pool_grants(self, pools: Sequence[str] | None = None) -> list[PoolGrant]:
@@ -193,18 +224,28 @@ class SqlAccess(SqlBase):
         )
 
     def host_pools_and_grants(self, hosts: Sequence[str]) -> tuple[dict[str, str], list[PoolGrant]]:
+        return self._read_access(hosts)()
+
+    def _read_access(
+        self, hosts: Sequence[str]
+    ) -> Callable[[], tuple[dict[str, str], list[PoolGrant]]]:
+        """Send what `host_pools_and_grants` reads; the function returned reads it. Both
+        statements are sent before either is read (in PostgreSQL's pipeline: with
+        whatever else is sent before the first result is read, in one round trip)."""
         names = (self._list(list(hosts)),)
-        # Both sent before either is read (one round trip in PostgreSQL's pipeline).
         pools = self._exec(f"SELECT name, pool FROM hosts WHERE {self._in('name')}", names)
         grants = self._exec(
             "SELECT team, pool, destructive FROM pool_owners WHERE pool IN "
             f"(SELECT pool FROM hosts WHERE {self._in('name')}) ORDER BY pool, team",
             names,
         )
-        return dict(pools.fetchall()), [
-            PoolGrant(team=team, pool=pool, destructive=bool(destructive))
-            for team, pool, destructive in grants.fetchall()
-        ]
+        return lambda: (
+            dict(pools.fetchall()),
+            [
+                PoolGrant(team=team, pool=pool, destructive=bool(destructive))
+                for team, pool, destructive in grants.fetchall()
+            ],
+        )
 
     def request_pools(self, request_id: int) -> tuple[str, list[str]]:
         row = self._exec("SELECT submitted_by FROM requests WHERE id = ?", (request_id,)).fetchone()
@@ -259,11 +300,18 @@ class SqlAccess(SqlBase):
     # -- idempotent submissions -----------------------------------------------------------
 
     def _key_row(self, principal: str, key: str) -> tuple[int, str] | None:
-        row = self._exec(
+        return self._found_key(self._send_key_row(principal, key))
+
+    def _send_key_row(self, principal: str, key: str) -> Cursor:
+        return self._exec(
             "SELECT request_id, body_hash FROM idempotency_keys WHERE principal = ? AND key = ?",
             (principal, key),
-        ).fetchone()
-        return None if row is None else (int(row[0]), row[1])
+        )
+
+    @staticmethod
+    def _found_key(sent: Cursor) -> tuple[int, str] | None:
+        rows = sent.fetchall()  # to the end: an SQLite statement left open holds a snapshot
+        return (int(rows[0][0]), rows[0][1]) if rows else None
 
     def idempotent_request(self, principal: str, key: str) -> tuple[int, str] | None:
         return self._key_row(principal, key)
@@ -273,43 +321,88 @@ class SqlAccess(SqlBase):
         request: NewRequest,
         idempotency: IdempotencyKey | None = None,
         *,
-        authorize: Callable[[], None] | None = None,
+        authorize: Authorize | None = None,
     ) -> tuple[int, bool]:
-        # Batched: the lock's holder waits on the network once per result it reads (the
-        # key, the hosts' pools, their grants, the request's id), and once to commit.
-        with self._batched(), self._write():
-            # Request creation is serialized (PostgreSQL: an advisory lock; SQLite: the
-            # write lock), so a key read now cannot be written by anyone else before we
-            # commit: two retries of one submission never both create a request. Host
-            # imports take the same lock, so no host changes pool between `authorize`
-            # and the commit.
-            self._lock_intake()
-            if idempotency is not None:
-                found = self._key_row(idempotency.principal, idempotency.key)
-                if found is not None:
-                    if found[1] != idempotency.body_hash:
-                        raise IdempotencyConflict(
-                            "Idempotency-Key was used before for a different submission "
-                            f"(request {found[0]})"
-                        )
-                    return found[0], False
-            if authorize is not None:
-                authorize()
-            request_id = self._insert_and_audit(request, idempotency)
-        return request_id, True
+        for _ in range(_DECISIONS):
+            try:
+                return self._create_once(request, idempotency, authorize)
+            except _AccessChanged:
+                continue  # decided again, on what the store holds now
+        raise StoreError(
+            f"database {self._label}: gave up after {_DECISIONS} attempts: pools or grants "
+            "kept changing while the submission was authorized"
+        )
 
-    def _insert_and_audit(self, request: NewRequest, idempotency: IdempotencyKey | None) -> int:
+    def _create_once(
+        self,
+        request: NewRequest,
+        idempotency: IdempotencyKey | None,
+        authorize: Authorize | None,
+    ) -> tuple[int, bool]:
+        # Read before the intake lock (one round trip on PostgreSQL): the key, and what
+        # `authorize` decides on. The access version is read before the hosts' pools and
+        # grants, so a change committed after it is read bumps it past what is gated.
+        key = version = read_access = None
+        with self._batched():  # every result read after it: one round trip on PostgreSQL
+            if idempotency is not None:
+                key = self._send_key_row(idempotency.principal, idempotency.key)
+            if authorize is not None:
+                version = self._exec(_ACCESS_VERSION)
+                read_access = self._read_access(request.hosts)
+        if key is not None and (found := self._found_key(key)) is not None:
+            return self._replayed(found, idempotency)  # type: ignore[arg-type]
+        authorized_at = None
+        if authorize is not None and version is not None and read_access is not None:
+            authorized_at = _version(version)
+            authorize(*read_access())
+        try:
+            # Nothing is read back until COMMIT (PostgreSQL: BEGIN, the lock, the gate,
+            # every write and COMMIT in one pipeline round trip), so the intake lock is
+            # held for no client round trip. Request creation is serialized (PostgreSQL:
+            # an advisory lock; SQLite: the write lock) so that ids follow commit order;
+            # the writes that bump the access version take the same lock, so none
+            # commits between the gate and this COMMIT.
+            with self._write_batch():
+                self._lock_intake()
+                if authorized_at is not None:
+                    self._gate_access(authorized_at)
+                request_id = self._insert_and_audit(request, idempotency)
+        except self.INTEGRITY_ERROR:
+            # The key's primary key: a retry of the same submission committed first.
+            if idempotency is None:
+                raise
+            found = self._key_row(idempotency.principal, idempotency.key)
+            if found is None:
+                raise
+            return self._replayed(found, idempotency)
+        return request_id.value(), True
+
+    @staticmethod
+    def _replayed(found: tuple[int, str], idempotency: IdempotencyKey) -> tuple[int, bool]:
+        if found[1] != idempotency.body_hash:
+            raise IdempotencyConflict(
+                f"Idempotency-Key was used before for a different submission (request {found[0]})"
+            )
+        return found[0], False
+
+    def _gate_access(self, version: int) -> None:
+        """Inside the intake's write: stop (`_AccessChanged`, decided again) if a host's
+        pool or a pool's grants changed since the access version was `version`."""
+        if _version(self._exec(_ACCESS_VERSION)) != version:
+            raise _AccessChanged
+
+    def _insert_and_audit(self, request: NewRequest, idempotency: IdempotencyKey | None) -> NewId:
         """A checked request, its idempotency key and its audit record (inside the write)."""
         request_id = self._insert_request(request)
         if idempotency is not None:
             self._exec(
                 "INSERT INTO idempotency_keys (principal, key, body_hash, request_id, "
-                "created) VALUES (?, ?, ?, ?, ?)",
+                f"created) VALUES (?, ?, ?, {request_id.sql}, ?)",
                 (
                     idempotency.principal,
                     idempotency.key,
                     idempotency.body_hash,
-                    request_id,
+                    *request_id.params,
                     utc_now(),
                 ),
             )
@@ -317,7 +410,6 @@ class SqlAccess(SqlBase):
             AuditEntry(
                 principal=request.submitted_by,
                 verb="submit",
-                target=f"request:{request_id}",
                 decision=_ALLOWED,
                 detail={
                     "action": str(request.action),
@@ -325,6 +417,7 @@ class SqlAccess(SqlBase):
                     "patterns": request.patterns[:20],
                     **({"image": request.image} if request.image else {}),
                 },
-            )
+            ),
+            target=request_id.labelled("request:"),
         )
         return request_id

@@ -21,7 +21,7 @@ import json
 import threading
 from abc import abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any, ClassVar, Protocol
 
 from maas_lib.errors import StoreError
@@ -42,6 +42,38 @@ class Cursor(Protocol):
     def fetchall(self) -> list[Any]: ...
 
     def __iter__(self) -> Iterator[Any]: ...
+
+
+class NewId:
+    """The id of a row its transaction just inserted, as the statements after it take it:
+    `sql` stands for it in a statement, with `params` (SQLite: `?` and the id, read back
+    at once; PostgreSQL: its sequence's `currval`, so that a batched transaction reads
+    nothing back before its COMMIT). `value()` is the id (on PostgreSQL read with the
+    transaction's other results, once they are in)."""
+
+    __slots__ = ("_read", "_value", "params", "sql")
+
+    def __init__(self, sql: str, params: tuple[Any, ...], read: Callable[[], int]):
+        self.sql = sql
+        self.params = params
+        self._read = read
+        self._value: int | None = None
+
+    def value(self) -> int:
+        if self._value is None:
+            self._value = int(self._read())
+        return self._value
+
+    def labelled(self, prefix: str) -> tuple[str, tuple[Any, ...]]:
+        """`prefix` followed by the id, as text (an audit record's `request:<id>`)."""
+        return f"CAST(? AS TEXT) || {self.sql}", (prefix, *self.params)
+
+
+def id_sql(row_id: int | NewId | None) -> tuple[str, tuple[Any, ...]]:
+    """A statement's SQL and parameters for an id column's value."""
+    if isinstance(row_id, NewId):
+        return row_id.sql, row_id.params
+    return "?", (row_id,)
 
 
 def _serialized(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -130,12 +162,30 @@ class SqlBase(Store):
         """A FROM item named `alias` with columns (host, holder) holding `pairs`; yields
         (the FROM item's SQL, its positional parameters)."""
 
+    #: What the driver raises when a statement breaks a constraint (a unique key, …).
+    INTEGRITY_ERROR: ClassVar[type[Exception]]
+
+    def _new_id(self, inserted: Cursor, table: str) -> NewId:
+        """The id of the row `inserted` (an `INSERT INTO table … RETURNING id`) wrote, for
+        the statements after it (here read back at once)."""
+        (row_id,) = inserted.fetchall()[0]
+        return NewId("?", (row_id,), lambda: row_id)
+
     def _batched(self) -> AbstractContextManager[Any]:
         """Around a write: its statements sent together where the dialect can
         (PostgreSQL's pipeline: one round trip for all those sent before a result is
         read, BEGIN and COMMIT included), so a transaction holding a lock waits on the
         network less."""
         return nullcontext()
+
+    @contextmanager
+    def _write_batch(self) -> Iterator[None]:
+        """`_write`, for a transaction that reads no statement's result before it ends:
+        where the dialect can (PostgreSQL), BEGIN, its statements and COMMIT are sent
+        together and answered in one round trip, so a lock it takes is held for no wait
+        on the client. A statement that fails rolls it back, and its error is raised."""
+        with self._batched(), self._write():
+            yield
 
     # -- dialect hooks: locks (SQLite holds the whole database's write lock instead) ------
 
@@ -243,13 +293,31 @@ class SqlBase(Store):
         kind: str,
         message: str,
         *,
-        request_id: int | None = None,
+        request_id: int | NewId | None = None,
         host: str | None = None,
         actor: str | None = None,
         data: dict[str, Any] | None = None,
     ) -> None:
+        request_sql, request_params = id_sql(request_id)
         self._exec(
             "INSERT INTO events (ts, kind, request_id, host, actor, message, data) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (utc_now(), kind, request_id, host, actor, message, json.dumps(data) if data else None),
+            f"VALUES (?, ?, {request_sql}, ?, ?, ?, ?)",
+            (
+                utc_now(),
+                kind,
+                *request_params,
+                host,
+                actor,
+                message,
+                json.dumps(data) if data else None,
+            ),
+        )
+
+    def _access_changed(self) -> None:
+        """Inside a write that changes a host's pool, adds a host or changes a pool's
+        grants (holding the intake lock): a submission authorized before it is decided
+        again (`SqlAccess.create_request_once`)."""
+        self._exec(
+            "INSERT INTO access_version (id, version) VALUES (1, 1) ON CONFLICT (id) "
+            "DO UPDATE SET version = access_version.version + 1"
         )

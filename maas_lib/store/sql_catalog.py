@@ -41,12 +41,12 @@ class SqlCatalog(SqlBase):
         names = [h.name for h in hosts]
         with self._write():
             self._lock_intake()  # two imports at once still count added/updated exactly
-            existing = {
-                r[0]
-                for r in self._exec(
-                    f"SELECT name FROM hosts WHERE {self._in('name')}", (self._list(names),)
-                )
-            }
+            existing = dict(
+                self._exec(
+                    f"SELECT name, pool FROM hosts WHERE {self._in('name')}",
+                    (self._list(names),),
+                ).fetchall()
+            )
             new = [h for h in hosts if h.name not in existing]
             old = [h for h in hosts if h.name in existing]
             self._many(
@@ -64,9 +64,11 @@ class SqlCatalog(SqlBase):
                 ],
             )
             # Inventory `pool_owner`: non-destructive grants, written with the hosts.
-            self._grant_owners(  # type: ignore[attr-defined]  # SqlAccess, in SqlStore
+            granted = self._grant_owners(  # type: ignore[attr-defined]  # SqlAccess, in SqlStore
                 [PoolGrant(team=t, pool=p.name) for p in pools for t in p.owners], actor=actor
             )
+            if new or granted or any(existing[h.name] != h.pool for h in old):
+                self._access_changed()
             self._event(
                 "hosts_imported",
                 f"{len(new)} hosts added, {len(old)} updated",

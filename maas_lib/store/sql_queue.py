@@ -27,7 +27,7 @@ from maas_lib.models import (
 from maas_lib.planner import resolve_overlaps
 from maas_lib.store import sql_stats
 from maas_lib.store.base import ClaimState, Event, NewRequest
-from maas_lib.store.sql_base import SqlBase
+from maas_lib.store.sql_base import NewId, SqlBase
 from maas_lib.store.sql_leases import find_blockers
 from maas_lib.telemetry.models import WorkerInfo
 from maas_lib.timeutil import utc_now
@@ -43,19 +43,20 @@ class SqlQueue(SqlBase):
     def create_request(self, request: NewRequest) -> int:
         with self._write():
             self._lock_intake()
-            return self._insert_request(request)
+            request_id = self._insert_request(request)
+        return request_id.value()
 
-    def _insert_hosts(self, request_id: int, hosts: Sequence[str]) -> None:
+    def _insert_hosts(self, request_id: NewId, hosts: Sequence[str]) -> None:
         """A new request's hosts, in their order (a dialect may do it in one statement)."""
         self._many(
-            "INSERT INTO request_hosts (request_id, host) VALUES (?, ?)",
-            [(request_id, h) for h in hosts],
+            f"INSERT INTO request_hosts (request_id, host) VALUES ({request_id.sql}, ?)",
+            [(*request_id.params, h) for h in hosts],
         )
 
-    def _insert_request(self, request: NewRequest) -> int:
+    def _insert_request(self, request: NewRequest) -> NewId:
         """Write a request, its hosts and its event (inside a write, after `_lock_intake`)."""
         now = utc_now()
-        (request_id,) = self._exec(
+        inserted = self._exec(
             "INSERT INTO requests (action, state, policy, options, patterns, image, "
             "submitted_by, os_user, host_count, created, updated) "
             "VALUES (?,?,?,?,?,?,?,?,?,?,?) RETURNING id",
@@ -72,7 +73,8 @@ class SqlQueue(SqlBase):
                 now,
                 now,
             ),
-        ).fetchall()[0]
+        )
+        request_id = self._new_id(inserted, "requests")
         self._insert_hosts(request_id, request.hosts)
         self._event(
             "request_accepted",

@@ -12,6 +12,8 @@ from typing import Any
 
 class SqliteHooks:
     conn: sqlite3.Connection
+    #: What a statement that breaks a constraint raises (`SqlBase.INTEGRITY_ERROR`).
+    INTEGRITY_ERROR = sqlite3.IntegrityError
 
     def _exec(self, sql: str, params: Any = ()) -> sqlite3.Cursor:
         return self.conn.execute(sql, params)

@@ -11,9 +11,11 @@ import ssl
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from maas_lib.access import policy
 from maas_lib.access.guard import GuardedFleet
 from maas_lib.access.models import Role
 from maas_lib.access.principal import Principal
@@ -49,33 +51,55 @@ def service(setup: SeededFleet, tmp_path: Path) -> Iterator[Service]:
 # -- authorization --------------------------------------------------------------------------
 
 
-def test_a_host_moved_to_another_pool_after_the_check_is_refused(
-    setup: SeededFleet, tmp_path: Path
+#: What an admin commits right after an operator's submission was decided: (the change,
+#: the submission's action, the pool its refusal names).
+CHANGES_AFTER_THE_CHECK = {
+    "host moved": (lambda admin, moved: admin.import_hosts([str(moved)]), "reboot", "db"),
+    "grant revoked": (lambda admin, moved: admin.revoke_pool("web-team", "web"), "reboot", "web"),
+    "destructive grant taken back": (
+        lambda admin, moved: admin.grant_pool("web-team", "web", destructive=False),
+        "decommission",
+        "web",
+    ),
+}
+
+
+@pytest.mark.parametrize("change", CHANGES_AFTER_THE_CHECK)
+def test_a_change_of_pools_or_grants_after_the_check_is_refused(
+    setup: SeededFleet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, change: str
 ):
-    """TOCTOU: the operator's submission is checked (web01 in web, which its team owns),
-    then an admin's import moves web01 into pool db before the request is written. The
-    submission must be refused (403 naming db), nothing queued, the refusal audited."""
+    """TOCTOU: the operator's submission is decided (web01 in web, which its team owns,
+    destructively for decommission), then an admin moves web01 into pool db, revokes the
+    grant, or takes its destructive part back, before the request is written. The
+    submission must be decided again and refused (403 naming the pool), nothing queued,
+    the refusal audited."""
     moved = tmp_path / "moved.yml"
     moved.write_text(MOVED)
-    with setup.fleet() as fleet:
-        real = fleet.validate_submission
+    write, action, pool = CHANGES_AFTER_THE_CHECK[change]
+    with setup.fleet() as admin:
+        admin.grant_pool("web-team", "web", destructive=True)
+    decisions: list[policy.Decision] = []
+    real = policy.may_submit
 
-        def then_moved(*args, **kwargs):
-            checked = real(*args, **kwargs)
+    def then_changed(*args: Any, **kwargs: Any) -> policy.Decision:
+        decisions.append(real(*args, **kwargs))
+        if len(decisions) == 1:
             with setup.fleet() as admin:  # another connection, as another process
-                admin.import_hosts([str(moved)])
-            return checked
+                write(admin, moved)
+        return decisions[-1]
 
-        fleet.validate_submission = then_moved  # type: ignore[method-assign]
+    monkeypatch.setattr(policy, "may_submit", then_changed)
+    with setup.fleet() as fleet:
         with pytest.raises(AccessDenied) as refused:
-            GuardedFleet(fleet, OPS).submit("reboot", ["web01"])
-        assert refused.value.pools == ("db",)
+            GuardedFleet(fleet, OPS).submit(action, ["web01"])
+        assert [d.allowed for d in decisions] == [True, False]
+        assert refused.value.pools == (pool,)
         assert fleet.requests() == []
         record = fleet.audit(decision="refused")[0]
         assert (record.principal, record.verb, record.detail["pools"]) == (
             "token:ops",
             "submit",
-            ["db"],
+            [pool],
         )
 
 

@@ -197,3 +197,154 @@ def test_db_copy_carries_tokens_grants_the_audit_log_and_keys(tmp_path, pg_url):
     assert new_id == max(r.id for r in source.audit()) + 1
     source.close()
     target.close()
+
+
+#: Writes another connection commits between a submission's reads and its transaction:
+#: (what it does, whether it can change what authorization reads).
+ACCESS_CHANGES = {
+    "grant": (lambda s: s.grant_pool(PoolGrant(team="t9", pool="web"), actor="a"), True),
+    "grant changed": (
+        lambda s: s.grant_pool(PoolGrant(team="t1", pool="web", destructive=True), actor="a"),
+        True,
+    ),
+    "revoke": (lambda s: s.revoke_pool("t1", "web", actor="a"), True),
+    "host moved": (
+        lambda s: s.upsert_hosts(
+            [HostSpec(name="web01", pool="db", bmc_address="10.0.0.1")], [], actor="a"
+        ),
+        True,
+    ),
+    "host added": (
+        lambda s: s.upsert_hosts(
+            [HostSpec(name="web02", pool="web", bmc_address="10.0.0.3")], [], actor="a"
+        ),
+        True,
+    ),
+    "inventory owner": (
+        lambda s: s.upsert_hosts([], [PoolSpec(name="db", owners=["t2"])], actor="a"),
+        True,
+    ),
+    "same import": (
+        lambda s: s.upsert_hosts(
+            [HostSpec(name="web01", pool="web", bmc_address="10.0.0.9")],
+            [PoolSpec(name="web", owners=["t1"])],
+            actor="a",
+        ),
+        False,
+    ),
+    "host status": (lambda s: s.set_host_status("web01", "quarantined", "x", actor="a"), False),
+}
+
+
+@pytest.mark.parametrize("change", ACCESS_CHANGES)
+def test_a_change_committed_after_authorization_makes_it_decide_again(store_url, store, change):
+    """`authorize` decides on the pools and grants read before the transaction; a write
+    of another connection that may change them, committed before the intake lock, makes
+    the store read them and call `authorize` again (what it answers then is what
+    counts); any other write does not."""
+    store.grant_pool(PoolGrant(team="t1", pool="web"), actor="a")
+    write, changes_access = ACCESS_CHANGES[change]
+    seen: list[tuple[dict[str, str], list[tuple[str, str, bool]]]] = []
+
+    def authorize(hosts, grants):
+        seen.append((hosts, [(g.team, g.pool, g.destructive) for g in grants]))
+        if len(seen) == 1:
+            other = open_store(store_url)  # another connection, as another process
+            write(other)
+            other.close()
+
+    rid, created = store.create_request_once(request(), authorize=authorize)
+    assert created and [r.id for r in store.list_requests()] == [rid]
+    assert len(seen) == (2 if changes_access else 1)
+    assert seen[0] == ({"web01": "web"}, [("t1", "web", False)])
+    if change == "host moved":
+        assert seen[1] == ({"web01": "db"}, [])
+    if change == "revoke":
+        assert seen[1] == ({"web01": "web"}, [])
+    if change == "grant changed":
+        assert seen[1] == ({"web01": "web"}, [("t1", "web", True)])
+
+
+def test_a_refusal_after_a_change_writes_nothing(store_url, store):
+    """Decided again after a revoke, the submission is refused: no request, no key, no
+    audit record of a submission (the caller audits the refusal)."""
+    store.grant_pool(PoolGrant(team="t1", pool="web"), actor="a")
+    calls = []
+
+    def authorize(hosts, grants):
+        calls.append(grants)
+        if not grants:
+            raise PermissionError("no owner")
+        other = open_store(store_url)
+        other.revoke_pool("t1", "web", actor="a")
+        other.close()
+
+    with pytest.raises(PermissionError):
+        store.create_request_once(
+            request(), IdempotencyKey("token:ci", "k", "h"), authorize=authorize
+        )
+    assert len(calls) == 2
+    assert store.list_requests() == [] and store.idempotent_request("token:ci", "k") is None
+    assert [r.verb for r in store.audit()] == ["pools.revoke", "pools.grant"]
+
+
+@pytest.mark.parametrize("body", ["h", "other"])
+def test_a_retry_committed_after_the_keys_read_is_answered_not_repeated(store_url, store, body):
+    """The key is read before the intake lock; a retry of another connection that commits
+    the same key after that read makes the write break the key's primary key: rolled
+    back, and answered as a retry (the same body: the other's request; another body:
+    `IdempotencyConflict`). One request either way, and the connection goes on."""
+    key = IdempotencyKey("token:ci", "k", "h")
+    others: list[int] = []
+
+    def authorize(hosts, grants):
+        if not others:
+            other = open_store(store_url)
+            others.append(other.create_request_once(request(), key)[0])
+            other.close()
+
+    mine = IdempotencyKey("token:ci", "k", body)
+    if body == "h":
+        assert store.create_request_once(request(), mine, authorize=authorize) == (
+            others[0],
+            False,
+        )
+    else:
+        with pytest.raises(IdempotencyConflict) as conflict:
+            store.create_request_once(request(), mine, authorize=authorize)
+        assert f"request {others[0]}" in str(conflict.value)
+    assert [r.id for r in store.list_requests()] == others
+    assert [r.target for r in store.audit() if r.verb == "submit"] == [f"request:{others[0]}"]
+    rid, created = store.create_request_once(request(), IdempotencyKey("token:ci", "k2", "h"))
+    assert created and rid > others[0]
+
+
+def test_grants_and_revokes_wait_for_the_intake_lock(store_url, store):
+    """A grant or revoke is serialized with submissions (they take the intake lock, as
+    imports do), so none commits between a submission's check of the access version and
+    its COMMIT."""
+    store.grant_pool(PoolGrant(team="t1", pool="web"), actor="a")
+    holder = open_store(store_url)
+    done: list[str] = []
+    writes = {
+        "grant": lambda s: s.grant_pool(PoolGrant(team="t2", pool="web"), actor="a"),
+        "revoke": lambda s: s.revoke_pool("t1", "web", actor="a"),
+    }
+    for name, write in writes.items():
+
+        def run(write=write, name=name):
+            other = open_store(store_url)
+            write(other)
+            other.close()
+            done.append(name)
+
+        with holder._write():  # a submission's transaction, stopped at the lock
+            holder._lock_intake()
+            thread = threading.Thread(target=run)
+            thread.start()
+            thread.join(0.5)
+            assert name not in done
+        thread.join(10)
+        assert name in done
+    holder.close()
+    assert [(g.team, g.pool) for g in store.pool_grants()] == [("t2", "web")]

@@ -31,6 +31,7 @@ FIXTURES = Path(__file__).parent.parent / "fixtures" / "store"
 #: PostgreSQL's stand-in for SQLite's rowid (a request's hosts in submission order).
 PG_ONLY_COLUMNS = {("request_hosts", "seq")}
 PG_ONLY_INDEXES = {"idx_request_hosts_request_id_seq"}
+PG_ONLY_FUNCTIONS = {"maas_access_gate"}
 #: Booleans: BOOLEAN on PostgreSQL, INTEGER 1/0 on SQLite.
 BOOLEANS = {("hosts", "bmc_tls_verify"), ("pool_owners", "destructive")}
 #: PostgreSQL type → the SQLite type that holds the same values.
@@ -77,7 +78,8 @@ def sqlite_catalog(path: Path) -> Catalog:
 
 def pg_catalog(conn: Any) -> Catalog:
     """The current schema of a PostgreSQL store as PostgreSQL reports it: the same shape as
-    `sqlite_catalog`, a column being (name, type, not null, default, collation, identity)."""
+    `sqlite_catalog`, a column being (name, type, not null, default, collation, identity),
+    and its functions' definitions."""
     tables: dict[str, Any] = {}
     for table, *column in conn.execute(
         "SELECT table_name, column_name, data_type, is_nullable = 'NO', column_default, "
@@ -108,7 +110,15 @@ def pg_catalog(conn: Any) -> Catalog:
         "WHERE c.contype = 'f' AND c.connamespace = current_schema()::regnamespace"
     ):
         tables[table]["foreign_keys"].add((column, f"{target}.{target_column}"))
-    return {"tables": tables, "indexes": indexes}
+    functions = dict(
+        conn.execute(
+            # Without the schema's name (a fresh store is compared with another schema).
+            "SELECT proname, replace(pg_get_functiondef(oid), "
+            "quote_ident(current_schema()) || '.', '') FROM pg_proc "
+            "WHERE pronamespace = current_schema()::regnamespace"
+        ).fetchall()
+    )
+    return {"tables": tables, "indexes": indexes, "functions": functions}
 
 
 def as_sqlite(pg: Catalog) -> Catalog:
@@ -131,6 +141,9 @@ def as_sqlite(pg: Catalog) -> Catalog:
                 default = re.sub(r"::[a-z ]+$", "", default)  # 'active'::text → 'active'
             columns.append((name, type_, notnull, default))
         tables[table] = {**entry, "columns": columns}
+    # PostgreSQL's server-side check of an API submission's authorization (SQLite's is
+    # a read in the store).
+    assert set(pg["functions"]) == PG_ONLY_FUNCTIONS
     indexes = {k: v for k, v in pg["indexes"].items() if k not in PG_ONLY_INDEXES}
     assert set(pg["indexes"]) - set(indexes) == PG_ONLY_INDEXES
     return {"tables": tables, "indexes": indexes}
@@ -148,7 +161,7 @@ def test_both_dialects_have_the_same_tables_columns_and_indexes(pg_url, tmp_path
     assert store.schema_version() == LATEST_VERSION
     pg = as_sqlite(pg_catalog(store.conn))
     store.close()
-    assert len(lite["tables"]) == 17 and len(lite["indexes"]) == 14
+    assert len(lite["tables"]) == 18 and len(lite["indexes"]) == 14
     # A token's hash finds one token only: the database refuses a second row with it.
     assert lite["indexes"]["idx_api_tokens_token_hash"] == ("api_tokens", ["token_hash"], True)
     assert sorted(pg["tables"]) == sorted(lite["tables"])
@@ -173,7 +186,7 @@ def test_a_sqlite_store_of_an_earlier_release_opens_and_upgrades(version, tmp_pa
     store = open_store(path)
     assert store.schema_version() == LATEST_VERSION
     applied = [v for (v,) in store.conn.execute("SELECT version FROM schema_migrations")]
-    assert applied == [1, 2, 3, 4, 5, 6]
+    assert applied == [1, 2, 3, 4, 5, 6, 7]
     # What it ran, and what it holds, reads as a fresh store's would.
     status = store.get_request(1)
     assert (status.state, status.reason) == ("partial", "1 host failed")
@@ -246,7 +259,11 @@ def test_a_pg_store_of_an_earlier_release_opens_and_upgrades(pg_url):
 
     store = open_store(pg_url)
     assert store.schema_version() == LATEST_VERSION
-    assert [v for (v,) in store.conn.execute("SELECT version FROM schema_migrations")] == [5, 6]
+    assert [v for (v,) in store.conn.execute("SELECT version FROM schema_migrations")] == [
+        5,
+        6,
+        7,
+    ]
     upgraded = pg_catalog(store.conn)
     # Version 6 only added tables: every table and index of version 5 is as it was.
     assert {t: upgraded["tables"][t] for t in before["tables"]} == before["tables"]
