@@ -176,8 +176,8 @@ def _load_sqlite_fixture(version: int, path: Path) -> None:
     conn.close()
 
 
-#: The oldest release (every step), the one before the latest (a backfill), the latest.
-@pytest.mark.parametrize("version", [1, 4, 5])
+#: The oldest release (every step), one before a backfill, the backfill's, the latest.
+@pytest.mark.parametrize("version", [1, 4, 5, 6])
 def test_a_sqlite_store_of_an_earlier_release_opens_and_upgrades(version, tmp_path):
     path = tmp_path / f"v{version}.db"
     _load_sqlite_fixture(version, path)
@@ -214,9 +214,12 @@ def test_a_sqlite_store_of_an_earlier_release_opens_and_upgrades(version, tmp_pa
     # And it takes new work.
     rid = submit(store)
     assert store.claim_request("w2", ttl=60) == rid
-    # Version 6: access control's tables, empty, in use at once.
+    # Version 6: access control's tables, empty, in use at once; version 7: submissions
+    # are authorized against the access version (none yet: 0), which a grant bumps.
     assert store.list_tokens() == [] and store.pool_grants() == []
+    assert store.conn.execute("SELECT * FROM access_version").fetchall() == []
     grant_and_submit_once(store)
+    assert store.conn.execute("SELECT id, version FROM access_version").fetchall() == [(1, 1)]
     store.close()
 
     upgraded = sqlite_catalog(path)
@@ -238,12 +241,18 @@ def submit(store) -> int:
 
 
 def grant_and_submit_once(store) -> None:
-    """Version 6's tables take writes: a grant (audited) and an idempotent submission."""
+    """Version 6's tables take writes: a grant (audited) and an idempotent submission,
+    authorized (version 7: checked against the access version, on PostgreSQL by its
+    function)."""
     store.grant_pool(PoolGrant(team="web-team", pool="web"), actor="admin")
     assert [(g.team, g.pool) for g in store.pool_grants()] == [("web-team", "web")]
     new = NewRequest(Action.REBOOT, BatchPolicy(), ["web01"], ["web01"], "token:a", "t")
     key = IdempotencyKey("token:a", "k1", "h")
-    first = store.create_request_once(new, key)
+    seen: list[tuple[dict[str, str], list[str]]] = []
+    first = store.create_request_once(
+        new, key, authorize=lambda hosts, grants: seen.append((hosts, [g.team for g in grants]))
+    )
+    assert seen == [({"web01": "web"}, ["web-team"])]
     assert first[1] and store.create_request_once(new, key) == (first[0], False)
     assert [r.verb for r in store.audit()] == ["submit", "pools.grant"]
 
