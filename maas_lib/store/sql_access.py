@@ -224,7 +224,9 @@ class SqlAccess(SqlBase):
         )
 
     def host_pools_and_grants(self, hosts: Sequence[str]) -> tuple[dict[str, str], list[PoolGrant]]:
-        return self._read_access(hosts)()
+        with self._batched():  # PostgreSQL: both results in one round trip
+            read = self._read_access(hosts)
+        return read()
 
     def _read_access(
         self, hosts: Sequence[str]
