@@ -433,7 +433,9 @@ class AccessStore(ABC):
         with another, `IdempotencyConflict`. `authorize` is given the hosts' pools and
         grants read before the transaction; the request is written only if no host's
         pool and no pool's grants changed in between (else they are read and `authorize`
-        is called again). An exception it raises writes nothing."""
+        is called again). An exception it raises writes nothing. The key is checked when
+        the request is written, after `authorize`: a caller that answers a retry whoever
+        may submit now reads it first (`idempotent_request`)."""
 
     @abstractmethod
     def idempotent_request(self, principal: str, key: str) -> tuple[int, str] | None:

@@ -302,17 +302,10 @@ class SqlAccess(SqlBase):
     # -- idempotent submissions -----------------------------------------------------------
 
     def _key_row(self, principal: str, key: str) -> tuple[int, str] | None:
-        return self._found_key(self._send_key_row(principal, key))
-
-    def _send_key_row(self, principal: str, key: str) -> Cursor:
-        return self._exec(
+        rows = self._exec(
             "SELECT request_id, body_hash FROM idempotency_keys WHERE principal = ? AND key = ?",
             (principal, key),
-        )
-
-    @staticmethod
-    def _found_key(sent: Cursor) -> tuple[int, str] | None:
-        rows = sent.fetchall()  # to the end: an SQLite statement left open holds a snapshot
+        ).fetchall()
         return (int(rows[0][0]), rows[0][1]) if rows else None
 
     def idempotent_request(self, principal: str, key: str) -> tuple[int, str] | None:
@@ -341,20 +334,16 @@ class SqlAccess(SqlBase):
         idempotency: IdempotencyKey | None,
         authorize: Authorize | None,
     ) -> tuple[int, bool]:
-        # Read before the intake lock (one round trip on PostgreSQL): the key, and what
-        # `authorize` decides on. The access version is read before the hosts' pools and
-        # grants, so a change committed after it is read bumps it past what is gated.
-        key = version = read_access = None
-        with self._batched():  # every result read after it: one round trip on PostgreSQL
-            if idempotency is not None:
-                key = self._send_key_row(idempotency.principal, idempotency.key)
-            if authorize is not None:
+        # What `authorize` decides on, read before the intake lock (one round trip on
+        # PostgreSQL). The access version is read before the hosts' pools and grants, so
+        # a change committed after it is read bumps it past what the gate expects. (The
+        # key is not read first: a caller reads it before checking the submission, as
+        # GuardedFleet._replay does, and a key used since breaks the key's primary key.)
+        authorized_at = None
+        if authorize is not None:
+            with self._batched():  # every result read after it
                 version = self._exec(_ACCESS_VERSION)
                 read_access = self._read_access(request.hosts)
-        if key is not None and (found := self._found_key(key)) is not None:
-            return self._replayed(found, idempotency)  # type: ignore[arg-type]
-        authorized_at = None
-        if authorize is not None and version is not None and read_access is not None:
             authorized_at = _version(version)
             authorize(*read_access())
         try:
@@ -370,7 +359,8 @@ class SqlAccess(SqlBase):
                     self._gate_access(authorized_at)
                 request_id = self._insert_and_audit(request, idempotency)
         except self.INTEGRITY_ERROR:
-            # The key's primary key: a retry of the same submission committed first.
+            # The key's primary key: the key was used before (a retry of the same
+            # submission may have committed since the caller read it).
             if idempotency is None:
                 raise
             found = self._key_row(idempotency.principal, idempotency.key)
