@@ -172,9 +172,9 @@ class SqlBase(Store):
         return NewId("?", (row_id,), lambda: row_id)
 
     def _batched(self) -> AbstractContextManager[Any]:
-        """Around a write: its statements sent together where the dialect can
-        (PostgreSQL's pipeline: one round trip for all those sent before a result is
-        read, BEGIN and COMMIT included), so a transaction holding a lock waits on the
+        """Around statements: sent together where the dialect can (PostgreSQL's
+        pipeline: one round trip for all those sent before a result is read, BEGIN and
+        COMMIT included), so a reader or a transaction holding a lock waits on the
         network less."""
         return nullcontext()
 
