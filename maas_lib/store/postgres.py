@@ -213,9 +213,11 @@ class PostgresStore(SqlStore):
 
     def _new_id(self, inserted: Cursor, table: str) -> NewId:
         # The sequence's value in this session: nothing is read back mid-transaction, so
-        # the statements that follow go in the same pipeline round trip.
+        # the statements that follow go in the same pipeline round trip. A subquery, so
+        # that it is evaluated once per statement, not per row (1,000 hosts' rows: 2.2 ms
+        # instead of 6.7).
         return NewId(
-            f"currval(pg_get_serial_sequence('{table}', 'id'))",
+            f"(SELECT currval(pg_get_serial_sequence('{table}', 'id')))",
             (),
             lambda: inserted.fetchall()[0][0],
         )
