@@ -1,4 +1,5 @@
-"""`maasctl serve --workers N`: N server processes taking turns on one listening socket.
+"""`maasctl serve --workers N`: N server processes taking turns on one listening socket
+(a new connection goes to the worker holding the fewest: `balance`).
 
 The parent binds the socket, forks the workers (each builds its own app, store
 connections and rate-limit counters after the fork), closes its own copy of the socket,
@@ -24,6 +25,7 @@ from types import FrameType
 from typing import Any
 
 from maas_lib.errors import InputError
+from maas_lib.service.balance import Slots
 from maas_lib.service.server import Listen, serve
 
 log = logging.getLogger("maas_lib.service")
@@ -77,7 +79,11 @@ class _Tagged(logging.Formatter):
 
 
 def _worker(
-    build: Callable[[threading.Event], Any], listen: Listen, sock: socket.socket, parent: int
+    build: Callable[[threading.Event], Any],
+    listen: Listen,
+    sock: socket.socket,
+    parent: int,
+    balance: tuple[Slots, int],
 ) -> int:
     """A forked worker's life: its exit status. Stop signals are blocked on entry."""
     # Not the parent's handlers: until the server listens for it, SIGTERM just ends this
@@ -100,7 +106,14 @@ def _worker(
     try:
         app = build(stop)
         try:
-            serve(app, listen, stopping=stop, sockets=[sock], signals=(signal.SIGTERM,))
+            serve(
+                app,
+                listen,
+                stopping=stop,
+                sockets=[sock],
+                signals=(signal.SIGTERM,),
+                balance=balance,
+            )
         finally:
             app.state.pool.close()
     except BaseException:
@@ -120,6 +133,7 @@ def serve_workers(
     """Serve with `workers` processes, each serving `build(stopping)`; blocks until they
     have all exited. The exit status: 0 after a stop asked for, else 1."""
     sock = bind(listen)
+    slots = Slots(workers)  # each worker's open connections, shared across the fork
     port = int(sock.getsockname()[1])
     parent = os.getpid()
     children: set[int] = set()
@@ -137,7 +151,7 @@ def serve_workers(
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
-        for _ in range(workers):
+        for index in range(workers):
             # Blocked across the fork, so a stop never runs the parent's handler in a
             # worker; a stop that came meanwhile is handled once they are unblocked.
             signal.pthread_sigmask(signal.SIG_BLOCK, _STOPS)
@@ -145,7 +159,7 @@ def serve_workers(
             if pid == 0:  # the worker: never returns into the parent's code
                 code = 1
                 try:
-                    code = _worker(build, listen, sock, parent)
+                    code = _worker(build, listen, sock, parent, (slots, index))
                 finally:
                     logging.shutdown()
                     os._exit(code)

@@ -84,6 +84,41 @@ def test_two_workers_answer_and_sigterm_lets_calls_in_flight_finish(
         assert [r.id for r in fleet.requests()] == [submitted.json()["id"]]
 
 
+def _connections_by_worker(svc: Service, ports: list[int]) -> dict[int, int]:
+    """How many of the clients' connections (by local port) each worker served."""
+    served: dict[int, int] = {}
+    for m in re.finditer(r"maasctl\[(\d+)\]: INFO: 127\.0\.0\.1:(\d+) - ", svc.logged()):
+        if int(m.group(2)) in ports:
+            served[int(m.group(1))] = served.get(int(m.group(1)), 0) + 1
+    return served
+
+
+def test_keep_alive_clients_are_spread_evenly_over_the_workers(setup: SeededFleet, tmp_path: Path):
+    # Clients keep their connections, so the worker that accepts one serves that client
+    # from then on: 32 clients connecting one after another get 16 each (a worker holding
+    # more lets a new connection go by for the other), not whichever wins the race.
+    with service_process(setup.url, tmp_path, "--workers", "2", verbose="-vv") as svc:
+        assert svc.proc is not None
+        workers = _children(svc.proc.pid)
+        clients = [svc.client(setup.tokens["viewer"]) for _ in range(32)]
+        try:
+            ports = []
+            for c in clients:
+                answer = c.get("/api/v1/whoami")
+                assert answer.status_code == 200
+                ports.append(answer.extensions["network_stream"].get_extra_info("client_addr")[1])
+            deadline = time.monotonic() + patience(10)
+            while sum(_connections_by_worker(svc, ports).values()) < 32:
+                assert time.monotonic() < deadline, svc.logged()
+                time.sleep(0.02)
+            served = _connections_by_worker(svc, ports)
+            assert set(served) == workers, served
+            assert max(served.values()) - min(served.values()) <= 2, served
+        finally:
+            for c in clients:
+                c.close()
+
+
 @pytest.mark.parametrize("workers", ["0", str(2 * (os.cpu_count() or 1) + 1)])
 def test_workers_out_of_range_is_bad_input(tmp_path: Path, workers: str):
     done = subprocess.run(
