@@ -78,6 +78,7 @@ def run(
         if code:
             raise SystemExit(code)
         return
+    app.state.pool.warm()
     serve(
         app,
         where,

@@ -105,6 +105,7 @@ def _worker(
     threading.Thread(target=watch_parent, daemon=True, name="serve-parent").start()
     try:
         app = build(stop)
+        app.state.pool.warm()
         try:
             serve(
                 app,

@@ -159,3 +159,33 @@ def test_sigterm_as_soon_as_it_serves_ends_every_worker_with_exit_0(
         svc.proc.send_signal(signal.SIGTERM)  # the workers may not listen yet
         assert svc.proc.wait(patience(30)) == 0, svc.logged()
         assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_serve_opens_its_store_connections_before_the_first_call(
+    pg_url: str, inventory: Path, tmp_path: Path, workers: str
+):
+    # The first burst of calls does not each wait for a connection of its own: every
+    # worker holds its pool's 8 connections once it serves, before any call.
+    import psycopg
+
+    from maas_lib.service.settings import ServiceSettings
+
+    name = f"maas-warm-{os.getpid()}-{time.monotonic_ns()}"
+    url = f"{pg_url}&application_name={name}"
+    SeededFleet(url, inventory)
+    size = ServiceSettings.model_validate({"db": url}).pool_size
+    with (
+        service_process(url, tmp_path, "--workers", workers) as svc,
+        psycopg.connect(pg_url.split("?")[0], autocommit=True) as conn,
+    ):
+        deadline = time.monotonic() + patience(10)  # forked workers start after "serving"
+        while True:
+            (held,) = conn.execute(
+                "SELECT COUNT(*) FROM pg_stat_activity WHERE application_name = %s", (name,)
+            ).fetchone()
+            if held == size * int(workers) or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert held == size * int(workers), svc.logged()
+        assert ' - "' not in svc.logged()  # no call was made (no access log line)
