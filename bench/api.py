@@ -357,7 +357,9 @@ def main() -> None:
             @contextmanager
             def postgres(label: str) -> Iterator[tuple[str, list[str]]]:
                 with pgutil.fresh_schema(args.pg, f"api_{label}") as url:
-                    yield url, seed(url, hosts, clients)
+                    secrets = seed(url, hosts, clients)
+                    pgutil.checkpoint(url)  # the seeding's writes (and the last part's)
+                    yield url, secrets
 
             pg.update(backend_figures(postgres, args, hosts, certs, tmpdir, "_pg"))
 

@@ -64,6 +64,18 @@ def drop_schema(url: str, schema: str) -> None:
         conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
 
 
+def checkpoint(url: str) -> bool:
+    """Write PostgreSQL's dirty pages out now (a CHECKPOINT), so a timed part does not
+    pay for the writes of what ran before it (a seeded fleet, a dropped schema); False
+    if this role may not (PostgreSQL 15: superuser or pg_checkpoint)."""
+    with psycopg.connect(conninfo(url), autocommit=True) as conn:
+        try:
+            conn.execute("CHECKPOINT")
+        except psycopg.errors.InsufficientPrivilege:
+            return False
+    return True
+
+
 @contextmanager
 def fresh_schema(url: str, label: str) -> Iterator[str]:
     """A store URL on a new schema `bench_<label>_<random>` of `url`'s database; the
