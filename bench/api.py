@@ -27,7 +27,9 @@ another's rows; the in-process and HTTPS parts take turns (--rounds, each a thir
 submissions), so a change in the machine's load falls on all of them alike.
 `load_avg_1m_start`/`_end`: the machine's load around the run.
 `linkedin_mvp_hosts_per_s`: the article's first version, 72,000 host submissions a day
-(0.83 hosts/s), for scale. `pg` is the database URL (password hidden) or "skipped: why".
+(0.83 hosts/s), for scale. `pg` is the database URL (password hidden) or "skipped: why";
+`pg_checkpoints`: whether PostgreSQL wrote its dirty pages out (CHECKPOINT) after each
+part's seeding (False: the role may not).
 """
 
 from __future__ import annotations
@@ -364,15 +366,17 @@ def main() -> None:
         pg_url, measure_pg = pgutil.target(args)
         pg: dict[str, object] = {"pg": pg_url}
         if measure_pg:
+            checkpoints: list[bool] = []
 
             @contextmanager
             def postgres(label: str) -> Iterator[tuple[str, list[str]]]:
                 with pgutil.fresh_schema(args.pg, f"api_{label}") as url:
                     secrets = seed(url, hosts, clients)
-                    pgutil.checkpoint(url)  # the seeding's writes (and the last part's)
+                    checkpoints.append(pgutil.checkpoint(url))  # the seeding's writes
                     yield url, secrets
 
             pg.update(backend_figures(postgres, args, hosts, certs, tmpdir, "_pg"))
+            pg["pg_checkpoints"] = all(checkpoints)  # False: this role may not CHECKPOINT
 
     print(
         json.dumps(
