@@ -84,6 +84,7 @@ def _worker(
     sock: socket.socket,
     parent: int,
     balance: tuple[Slots, int],
+    ready: int,
 ) -> int:
     """A forked worker's life: its exit status. Stop signals are blocked on entry."""
     # Not the parent's handlers: until the server listens for it, SIGTERM just ends this
@@ -103,6 +104,11 @@ def _worker(
                 stop.set()
 
     threading.Thread(target=watch_parent, daemon=True, name="serve-parent").start()
+
+    def serving(_port: int) -> None:
+        os.write(ready, b".")  # this worker takes connections now
+        os.close(ready)
+
     try:
         app = build(stop)
         app.state.pool.warm()
@@ -111,6 +117,7 @@ def _worker(
                 app,
                 listen,
                 stopping=stop,
+                on_ready=serving,
                 sockets=[sock],
                 signals=(signal.SIGTERM,),
                 balance=balance,
@@ -121,6 +128,21 @@ def _worker(
         log.exception("worker %d failed", os.getpid())
         return 1
     return 0
+
+
+def _all_serving(ready: int, workers: int) -> bool:
+    """Wait until every worker says it serves (its store connections open, its listener
+    up), or one has ended without saying so (its end of the pipe closed: False)."""
+    said = 0
+    try:
+        while said < workers:
+            got = os.read(ready, workers - said)
+            if not got:
+                return False
+            said += len(got)
+        return True
+    finally:
+        os.close(ready)
 
 
 def serve_workers(
@@ -135,6 +157,7 @@ def serve_workers(
     have all exited. The exit status: 0 after a stop asked for, else 1."""
     sock = bind(listen)
     slots = Slots(workers)  # each worker's open connections, shared across the fork
+    ready_r, ready_w = os.pipe()  # a byte from each worker once it serves
     port = int(sock.getsockname()[1])
     parent = os.getpid()
     children: set[int] = set()
@@ -160,16 +183,18 @@ def serve_workers(
             if pid == 0:  # the worker: never returns into the parent's code
                 code = 1
                 try:
-                    code = _worker(build, listen, sock, parent, (slots, index))
+                    os.close(ready_r)
+                    code = _worker(build, listen, sock, parent, (slots, index), ready_w)
                 finally:
                     logging.shutdown()
                     os._exit(code)
             children.add(pid)
             signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOPS)
         sock.close()  # the workers hold it; a stopped server then refuses connections
+        os.close(ready_w)
         log.info("%d workers: %s", workers, " ".join(str(p) for p in sorted(children)))
-        if on_ready is not None:
-            on_ready(port)
+        if _all_serving(ready_r, workers) and on_ready is not None:
+            on_ready(port)  # else a worker ended first: the loop below stops the others
 
         def watch_stopping() -> None:
             stopping.wait()
