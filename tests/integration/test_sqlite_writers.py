@@ -24,22 +24,30 @@ def _entry(verb: str) -> AuditEntry:
     return AuditEntry(principal="test", verb=verb, decision=Outcome.ALLOWED)
 
 
+def _write_in_background(
+    fleet: maas_lib.Fleet, verb: str
+) -> tuple[threading.Event, list[BaseException]]:
+    """An audit write in a thread of its own: set once it has ended, and what it raised."""
+    done = threading.Event()
+    failed: list[BaseException] = []
+
+    def write() -> None:
+        try:
+            fleet.record_audit(_entry(verb))
+        except BaseException as exc:
+            failed.append(exc)
+        done.set()
+
+    threading.Thread(target=write, daemon=True).start()
+    return done, failed
+
+
 def test_a_write_held_past_the_timeout_is_store_unavailable(tmp_path: Path, monkeypatch):
     monkeypatch.setattr(sqlite_store, "BUSY_TIMEOUT_S", 0.2)
     db = tmp_path / "w.db"
     with maas_lib.open_fleet(db) as holder, maas_lib.open_fleet(db) as other:
         with holder.store._write():  # another thread's write, held on
-            done = threading.Event()
-            failed: list[BaseException] = []
-
-            def write() -> None:
-                try:
-                    other.record_audit(_entry("late"))
-                except BaseException as exc:
-                    failed.append(exc)
-                done.set()
-
-            threading.Thread(target=write, daemon=True).start()
+            done, failed = _write_in_background(other, "late")
             assert done.wait(patience(10)), "a writer waited past the busy timeout"
         assert len(failed) == 1 and isinstance(failed[0], StoreUnavailable), failed
         assert "locked" in str(failed[0])
@@ -96,31 +104,26 @@ def _hold_in_another_process(db: Path) -> subprocess.Popen[str]:
     return proc
 
 
+def _release(holder: subprocess.Popen[str]) -> None:
+    """The other process lets go of the writer locks and ends."""
+    assert holder.stdin is not None
+    holder.stdin.close()
+    holder.wait(patience(10))
+
+
 def test_a_write_waits_for_another_processs_writer_and_starts_when_it_lets_go(tmp_path: Path):
     db = tmp_path / "p.db"
     with maas_lib.open_fleet(db) as fleet:
         holder = _hold_in_another_process(db)
-        done = threading.Event()
-        failed: list[BaseException] = []
-
-        def write() -> None:
-            try:
-                fleet.record_audit(_entry("queued"))
-            except BaseException as exc:
-                failed.append(exc)
-            done.set()
-
         try:
-            threading.Thread(target=write, daemon=True).start()
+            done, failed = _write_in_background(fleet, "queued")
             # SQLite itself is not locked: only the other process's writer lock holds
             # this write back (before that lock existed, it was written at once).
             assert not done.wait(patience(0.5)), "wrote while another process was writing"
             with maas_lib.open_fleet(db) as reader:  # the waiting writer's store is busy
                 assert [r.verb for r in reader.audit()] == []
         finally:
-            assert holder.stdin is not None
-            holder.stdin.close()
-            holder.wait(patience(10))
+            _release(holder)
         assert done.wait(patience(10)), "the write did not start once the other process let go"
         assert not failed, failed
         assert [r.verb for r in fleet.audit()] == ["queued"]
@@ -141,9 +144,7 @@ def test_a_write_held_up_by_another_process_past_the_timeout_is_store_unavailabl
             else:
                 raise AssertionError("wrote while another process held the writer lock")
         finally:
-            assert holder.stdin is not None
-            holder.stdin.close()
-            holder.wait(patience(10))
+            _release(holder)
         fleet.record_audit(_entry("after"))  # a timed-out wait left nothing held
         fleet.record_audit(_entry("again"))
         assert [r.verb for r in fleet.audit()] == ["again", "after"]
